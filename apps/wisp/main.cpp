@@ -1,0 +1,374 @@
+// The wisp command-line tool: transcribe, convert, eval. Uses the public API only.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "wisp/audio.h"
+#include "wisp/convert.h"
+#include "wisp/model.h"
+#include "wisp/output.h"
+#include "wisp/scoring.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Where installed models live: $WISP_MODELS_DIR, else models/ beside the build folder of this binary,
+// else the source tree's models/.
+std::vector<fs::path> model_dirs() {
+  std::vector<fs::path> dirs;
+  if (const char* env = std::getenv("WISP_MODELS_DIR"); env && *env) dirs.emplace_back(env);
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    dirs.push_back(exe.parent_path().parent_path() / "models");
+    dirs.push_back(exe.parent_path().parent_path() / "share" / "wisp" / "models");
+  }
+  dirs.emplace_back(WISP_SOURCE_MODELS_DIR);
+  return dirs;
+}
+
+// -m accepts a path to an engine file or the name of an installed model ("base", "tiny.en").
+std::string resolve_model(const std::string& arg) {
+  if (!arg.empty() && fs::exists(arg)) return arg;
+  const std::string name = arg.empty() ? (std::getenv("WISP_MODEL") ? std::getenv("WISP_MODEL") : "base") : arg;
+  if (fs::exists(name)) return name;
+  for (const auto& d : model_dirs()) {
+    for (const auto& candidate : {d / (name + ".wisp"), d / name}) {
+      if (fs::is_regular_file(candidate)) return candidate.string();
+    }
+  }
+  throw wisp::IoError("model '" + name + "' not found (give a .wisp file, or run ./setup.sh to install models)");
+}
+
+std::string format_time(double t) {
+  const long ms = std::lround(t * 1000.0);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%02ld:%02ld.%03ld", ms / 60000, (ms / 1000) % 60, ms % 1000);
+  return buf;
+}
+
+std::vector<std::string> parse_formats(const std::string& spec) {
+  std::vector<std::string> formats;
+  std::stringstream ss(spec);
+  std::string f;
+  while (std::getline(ss, f, ',')) {
+    if (f.empty()) continue;
+    if (f == "all") return wisp::output_formats();
+    bool known = false;
+    for (const auto& k : wisp::output_formats()) known |= (k == f);
+    if (!known) throw wisp::InvalidArgument("unknown output format '" + f + "' (txt, srt, vtt, json, tsv or all)");
+    formats.push_back(f);
+  }
+  return formats;
+}
+
+struct TranscribeArgs {
+  std::vector<std::string> files;
+  std::string model;
+  std::string language = "auto";
+  std::string task = "transcribe";
+  std::string output_format;
+  std::string output_dir = ".";
+  std::string initial_prompt;
+  int threads = 0;
+  bool condition_on_previous_text = true;
+  bool print_timestamps = false;
+  bool no_timestamps = false;
+  double no_speech_threshold = 0.6;
+  double logprob_threshold = -1.0;
+};
+
+int run_transcribe(const TranscribeArgs& a) {
+  const std::vector<std::string> formats = parse_formats(a.output_format);
+  if (!formats.empty()) {
+    std::error_code ec;
+    fs::create_directories(a.output_dir, ec);
+    if (!fs::is_directory(a.output_dir)) throw wisp::IoError("cannot create output directory '" + a.output_dir + "'");
+  }
+  const auto model = wisp::Model::load(resolve_model(a.model), a.threads);
+  int failures = 0;
+  const bool tty = ::isatty(STDERR_FILENO);
+  for (const std::string& file : a.files) {
+    try {
+      const std::vector<float> samples = wisp::load_audio(file);
+      wisp::TranscribeOptions o;
+      o.language = a.language;
+      o.task = a.task;
+      o.condition_on_previous_text = a.condition_on_previous_text;
+      o.initial_prompt = a.initial_prompt;
+      o.timestamps = !a.no_timestamps;
+      o.no_speech_threshold = a.no_speech_threshold;
+      o.logprob_threshold = a.logprob_threshold;
+      const double duration = static_cast<double>(samples.size()) / wisp::kSampleRate;
+      if (duration > 30.0) {
+        o.on_progress = [&](double done, double total) {
+          std::fprintf(stderr, "%s[wisp] %s: %3.0f%% (%.1f / %.1f s)%s", tty ? "\r" : "", file.c_str(),
+                       100.0 * done / total, done, total, tty ? "" : "\n");
+          std::fflush(stderr);
+        };
+      }
+      const wisp::Transcript t = model->transcribe(samples, o);
+      if (duration > 30.0 && tty) std::fprintf(stderr, "\n");
+      for (const auto& s : t.segments) {
+        std::string text = s.text;
+        const auto b = text.find_first_not_of(' ');
+        text = b == std::string::npos ? "" : text.substr(b);
+        if (a.print_timestamps) {
+          std::cout << "[" << format_time(s.start) << " --> " << format_time(s.end) << "]  " << text << "\n";
+        } else {
+          std::cout << text << "\n";
+        }
+      }
+      std::cout.flush();
+      const std::string stem = fs::path(file).stem().string();
+      for (const auto& f : formats) {
+        wisp::write_file_atomic((fs::path(a.output_dir) / (stem + "." + f)).string(), wisp::render(t, f));
+      }
+    } catch (const wisp::Error& e) {
+      std::fprintf(stderr, "wisp: error: %s\n", e.what());
+      ++failures;
+    }
+  }
+  return failures ? 1 : 0;
+}
+
+struct EvalArgs {
+  std::string manifest;
+  std::string model;
+  int threads = 0;
+  int limit = 0;
+  bool json_out = false;
+  bool language_from_manifest = false;
+  std::string save;
+  std::string hyp_json;
+};
+
+struct Row {
+  std::string file, language, reference;
+};
+
+std::vector<Row> read_manifest(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw wisp::IoError("cannot open manifest '" + path + "'");
+  std::string line;
+  if (!std::getline(in, line)) throw wisp::InvalidArgument("manifest '" + path + "' is empty");
+  std::vector<std::string> header;
+  {
+    std::stringstream ss(line);
+    std::string col;
+    while (std::getline(ss, col, '\t')) header.push_back(col);
+  }
+  auto col_of = [&](const std::string& name) {
+    for (size_t i = 0; i < header.size(); ++i) {
+      if (header[i] == name) return static_cast<int>(i);
+    }
+    throw wisp::InvalidArgument("manifest '" + path + "' has no column '" + name + "'");
+  };
+  const int cf = col_of("file"), cl = col_of("language"), cr = col_of("reference_text");
+  std::vector<Row> rows;
+  const fs::path base = fs::path(path).parent_path();
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    std::vector<std::string> cols;
+    std::stringstream ss(line);
+    std::string col;
+    while (std::getline(ss, col, '\t')) cols.push_back(col);
+    cols.resize(header.size());
+    rows.push_back({(base / cols[static_cast<size_t>(cf)]).string(), cols[static_cast<size_t>(cl)],
+                    cols[static_cast<size_t>(cr)]});
+  }
+  return rows;
+}
+
+int run_eval(const EvalArgs& a) {
+  std::vector<Row> rows = read_manifest(a.manifest);
+  if (a.limit > 0 && static_cast<int>(rows.size()) > a.limit) rows.resize(static_cast<size_t>(a.limit));
+  const wisp::Scorer scorer;
+  // Hypotheses come from wisp, or from another system's transcripts (same scoring for both).
+  std::map<std::string, std::string> external;
+  if (!a.hyp_json.empty()) {
+    std::ifstream in(a.hyp_json);
+    if (!in) throw wisp::IoError("cannot open '" + a.hyp_json + "'");
+    const json j = json::parse(in);
+    for (const auto& item : j.at("files")) {
+      external[fs::path(item.at("file").get<std::string>()).lexically_normal().string()] = item.value("text", "");
+    }
+  }
+  std::unique_ptr<wisp::Model> model;
+  if (a.hyp_json.empty()) model = wisp::Model::load(resolve_model(a.model), a.threads);
+
+  struct Agg {
+    long errors = 0, units = 0;
+    int files = 0;
+    double audio_s = 0, wall_s = 0;
+  };
+  std::map<std::string, Agg> per_lang;
+  Agg words, chars, total;
+  json items = json::array();
+  for (const Row& r : rows) {
+    if (r.language.empty() || r.language == "none") continue;
+    json item = {{"file", r.file}, {"language", r.language}};
+    std::string hyp;
+    double audio_s = 0, wall_s = 0;
+    try {
+      const std::vector<float> samples = wisp::load_audio(r.file);
+      audio_s = static_cast<double>(samples.size()) / wisp::kSampleRate;
+      if (model) {
+        wisp::TranscribeOptions o;
+        if (a.language_from_manifest && model->info().multilingual) o.language = r.language;
+        const auto t0 = std::chrono::steady_clock::now();
+        const wisp::Transcript t = model->transcribe(samples, o);
+        wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        hyp = t.text();
+        item["detected_language"] = t.language;
+        json toks = json::array();
+        for (const auto& s : t.segments) toks.push_back(s.tokens);
+        item["tokens"] = toks;
+      } else {
+        const auto key = fs::path(r.file).lexically_normal().string();
+        const auto it = external.find(key);
+        if (it == external.end()) throw wisp::InvalidArgument("no hypothesis for " + r.file);
+        hyp = it->second;
+      }
+    } catch (const wisp::Error& e) {
+      std::fprintf(stderr, "wisp: error: %s\n", e.what());
+      item["error"] = e.what();
+    }
+    const wisp::Score s = scorer.score(r.language, r.reference, hyp);
+    item["hypothesis"] = hyp;
+    item["errors"] = s.errors;
+    item["units"] = s.units;
+    item["wall_s"] = wall_s;
+    item["audio_s"] = audio_s;
+    items.push_back(item);
+    for (Agg* g : {&per_lang[r.language], s.by_char ? &chars : &words, &total}) {
+      g->errors += s.errors;
+      g->units += s.units;
+      g->files += 1;
+      g->audio_s += audio_s;
+      g->wall_s += wall_s;
+    }
+    if (!a.json_out) {
+      std::fprintf(stderr, "%-60s %s %3ld/%-3ld %.2fs\n", fs::path(r.file).filename().c_str(), r.language.c_str(),
+                   s.errors, s.units, wall_s);
+    }
+  }
+  auto rate = [](const Agg& g) { return g.units ? static_cast<double>(g.errors) / static_cast<double>(g.units) : 0.0; };
+  json langs = json::object();
+  for (const auto& [lang, g] : per_lang) {
+    langs[lang] = {{"files", g.files},
+                   {wisp::Scorer::scored_by_char(lang) ? "cer" : "wer", rate(g)},
+                   {"errors", g.errors},
+                   {"units", g.units},
+                   {"audio_s", g.audio_s},
+                   {"wall_s", g.wall_s}};
+  }
+  json out = {{"manifest", a.manifest},
+              {"model", model ? model->info().path : a.hyp_json},
+              {"files", total.files},
+              {"wer", rate(words)},
+              {"cer", rate(chars)},
+              {"audio_s", total.audio_s},
+              {"wall_s", total.wall_s},
+              {"rtf", total.audio_s > 0 ? total.wall_s / total.audio_s : 0.0},
+              {"languages", langs}};
+  if (!a.save.empty()) {
+    json full = out;
+    full["items"] = items;
+    wisp::write_file_atomic(a.save, full.dump(1));
+  }
+  if (a.json_out) {
+    std::cout << out.dump() << "\n";
+  } else {
+    std::printf("%-8s %6s %8s %8s %9s %9s\n", "language", "files", "WER/CER", "errors", "audio_s", "wall_s");
+    for (const auto& [lang, g] : per_lang) {
+      std::printf("%-8s %6d %8.4f %8ld %9.1f %9.1f\n", lang.c_str(), g.files, rate(g), g.errors, g.audio_s, g.wall_s);
+    }
+    std::printf("overall: WER %.4f  CER %.4f  files %d  audio %.1f s  wall %.1f s  RTF %.3f\n", rate(words),
+                rate(chars), total.files, total.audio_s, total.wall_s,
+                total.audio_s > 0 ? total.wall_s / total.audio_s : 0.0);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"wisp — fast Whisper speech recognition"};
+  app.set_version_flag("--version", std::string("wisp ") + WISP_VERSION);
+  app.require_subcommand(1);
+
+  TranscribeArgs ta;
+  auto* tr = app.add_subcommand("transcribe", "Transcribe audio files (any format FFmpeg reads)");
+  tr->add_option("files", ta.files, "audio files")->required();
+  tr->add_option("-m,--model", ta.model, "engine file or installed model name (default: base)");
+  tr->add_option("-l,--language", ta.language, "language code, or auto to detect it");
+  tr->add_option("--task", ta.task, "transcribe, or translate to English")
+      ->check(CLI::IsMember({"transcribe", "translate"}));
+  tr->add_option("-f,--output-format,--output_format", ta.output_format, "txt,srt,vtt,json,tsv or all");
+  tr->add_option("-o,--output-dir,--output_dir", ta.output_dir, "directory for output files");
+  tr->add_option("-t,--threads", ta.threads, "CPU threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  tr->add_option("--initial-prompt,--initial_prompt", ta.initial_prompt, "text to condition the first window on");
+  tr->add_option("--condition-on-previous-text,--condition_on_previous_text", ta.condition_on_previous_text,
+                 "use the previous window's text as the prompt (true/false)");
+  tr->add_option("--no-speech-threshold,--no_speech_threshold", ta.no_speech_threshold);
+  tr->add_option("--logprob-threshold,--logprob_threshold", ta.logprob_threshold);
+  tr->add_flag("--no-timestamps", ta.no_timestamps, "decode without timestamp tokens");
+  tr->add_flag("--print-timestamps", ta.print_timestamps, "print [start --> end] before each segment");
+
+  std::string conv_src, conv_dst, conv_weights = "keep", conv_name;
+  auto* cv = app.add_subcommand("convert", "Convert a CTranslate2 or Hugging Face model directory to a .wisp file");
+  cv->add_option("source", conv_src, "CTranslate2 dir (model.bin) or Hugging Face dir (model.safetensors)")->required();
+  cv->add_option("output", conv_dst, "engine file to write")->required();
+  cv->add_option("--weights", conv_weights, "keep, f16 or f32")->check(CLI::IsMember({"keep", "f16", "f32"}));
+  cv->add_option("--name", conv_name, "model name stored in the file");
+
+  EvalArgs ea;
+  auto* ev = app.add_subcommand("eval", "WER/CER and speed over a manifest of audio files with references");
+  ev->add_option("manifest", ea.manifest, "TSV with file, language, reference_text columns")->required();
+  ev->add_option("-m,--model", ea.model, "engine file or installed model name (default: base)");
+  ev->add_option("-t,--threads", ea.threads, "CPU threads (default: all cores)");
+  ev->add_option("--limit", ea.limit, "only the first N rows");
+  ev->add_flag("--json", ea.json_out, "print one JSON object");
+  ev->add_flag("--language-from-manifest", ea.language_from_manifest, "force each row's language");
+  ev->add_option("--save", ea.save, "write per-file results (with tokens) to this JSON file");
+  ev->add_option("--hyp-json", ea.hyp_json, "score another system's transcripts ({files: [{file, text}]})");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (*tr) return run_transcribe(ta);
+    if (*cv) {
+      wisp::ConvertOptions o;
+      o.weights = conv_weights;
+      o.name = conv_name;
+      wisp::convert(conv_src, conv_dst, o);
+      std::printf("wrote %s\n", conv_dst.c_str());
+      return 0;
+    }
+    if (*ev) return run_eval(ea);
+  } catch (const wisp::Error& e) {
+    std::fprintf(stderr, "wisp: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "wisp: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

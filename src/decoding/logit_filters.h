@@ -1,0 +1,24 @@
+// The reference's logit rules, applied to one row of logits before the log-softmax: suppressed tokens,
+// blank suppression at the first sampled step, and the timestamp grammar.
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include "tokenizer/tokenizer.h"
+
+namespace wisp::decoding {
+
+struct FilterConfig {
+  std::vector<int> suppress;        // suppressed at every step
+  std::vector<int> suppress_begin;  // suppressed at the first sampled step (blank " " and eot)
+  bool timestamps = true;           // apply the timestamp rules (the prompt did not end in <|notimestamps|>)
+  int max_initial_timestamp_index = 50;  // first timestamp at most 1.0 s (50 × 0.02 s); < 0 = no limit
+};
+
+// Sets to -inf every logit the rules forbid after `sampled` (the tokens generated so far in this window,
+// prompt excluded). logits [n_vocab].
+void apply_filters(std::span<float> logits, std::span<const int> sampled, const FilterConfig& cfg,
+                   const tokenizer::SpecialTokens& sp);
+
+}  // namespace wisp::decoding

@@ -1,0 +1,80 @@
+#include <cblas.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace wisp::kernels::cpu {
+
+namespace {
+
+// Queries at or below this count (a decode step) run as per-head loops; more go through the BLAS.
+constexpr int64_t kSmallQueries = 4;
+
+void softmax_row(float* s, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, s[j]);
+  float sum = 0.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - mx);
+    sum += s[j];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+}
+
+}  // namespace
+
+void attention(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv, float* out,
+               int64_t ldo, int64_t n_q, int64_t n_kv, int64_t n_head, int64_t head_dim, bool causal,
+               int64_t q_offset, float* scratch) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  if (n_q <= kSmallQueries) {
+#pragma omp parallel
+    {
+      std::vector<float> s(static_cast<size_t>(n_kv));
+#pragma omp for schedule(static) collapse(2)
+      for (int64_t h = 0; h < n_head; ++h) {
+        for (int64_t i = 0; i < n_q; ++i) {
+          const float* qi = q + i * ldq + h * head_dim;
+          const int64_t len = causal ? std::min(n_kv, q_offset + i + 1) : n_kv;
+          for (int64_t j = 0; j < len; ++j) {
+            const float* kj = k + j * ldk + h * head_dim;
+            float dot = 0.0f;
+            for (int64_t d = 0; d < head_dim; ++d) dot += qi[d] * kj[d];
+            s[j] = dot * scale;
+          }
+          softmax_row(s.data(), len);
+          float* oi = out + i * ldo + h * head_dim;
+          for (int64_t d = 0; d < head_dim; ++d) oi[d] = 0.0f;
+          for (int64_t j = 0; j < len; ++j) {
+            const float* vj = v + j * ldv + h * head_dim;
+            const float p = s[j];
+            for (int64_t d = 0; d < head_dim; ++d) oi[d] += p * vj[d];
+          }
+        }
+      }
+    }
+    return;
+  }
+  for (int64_t h = 0; h < n_head; ++h) {
+    // scratch[n_q, n_kv] = scale · Q_h · K_hᵀ
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n_q), static_cast<int>(n_kv),
+                static_cast<int>(head_dim), scale, q + h * head_dim, static_cast<int>(ldq), k + h * head_dim,
+                static_cast<int>(ldk), 0.0f, scratch, static_cast<int>(n_kv));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n_q; ++i) {
+      float* s = scratch + i * n_kv;
+      const int64_t len = causal ? std::min(n_kv, q_offset + i + 1) : n_kv;
+      softmax_row(s, len);
+      for (int64_t j = len; j < n_kv; ++j) s[j] = 0.0f;
+    }
+    // out_h[n_q, head_dim] = P · V_h
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n_q), static_cast<int>(head_dim),
+                static_cast<int>(n_kv), 1.0f, scratch, static_cast<int>(n_kv), v + h * head_dim,
+                static_cast<int>(ldv), 0.0f, out + h * head_dim, static_cast<int>(ldo));
+  }
+}
+
+}  // namespace wisp::kernels::cpu

@@ -1,0 +1,46 @@
+// CPU kernels: plain functions over pointers and sizes. They never throw and never see a tensor; the
+// ops layer validates shapes first. Matrices are row-major; `ld*` are row strides in elements.
+#pragma once
+
+#include <cstdint>
+
+namespace wisp::kernels::cpu {
+
+// Threads used by the BLAS and by the kernels below.
+void set_num_threads(int n);
+int num_threads();
+
+// y[m, n] = x[m, k] · w[n, k]ᵀ + bias[n]   (bias may be null)
+void linear_f32(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n, int64_t k);
+// Same with half-precision weights. Products are exact f16→f32 conversions accumulated in f32, so the
+// result is an fp32 linear layer over the stored weights while reading half the bytes. Small m (a decode
+// step) runs as a GEMV over the half weights; large m converts row blocks of w and calls the BLAS.
+void linear_f16w(const float* x, const uint16_t* w, const float* bias, float* y, int64_t m, int64_t n,
+                 int64_t k);
+
+// y[rows, cols] = (x - mean) / sqrt(var + eps) * gamma + beta, per row. y may alias x.
+void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t cols,
+                float eps);
+// In place x = x · Φ(x) (the erf form of GELU).
+void gelu(float* x, int64_t n);
+// y[i] = a[i] + b[i]; y may alias a.
+void add(const float* a, const float* b, float* y, int64_t n);
+// y[rows, cols] += row[cols] for every row (a positional embedding added to a sequence).
+void add_rows(float* y, const float* row_block, int64_t rows, int64_t cols);
+
+// Gathers the k=3, padding=1 convolution windows: col[t_out, c_in * 3], col[t][c*3 + j] = x[t*stride + j - 1][c].
+// x is time-major [t_in, c_in].
+void im2col_k3(const float* x, float* col, int64_t t_in, int64_t c_in, int64_t t_out, int stride);
+
+// Multi-head scaled dot-product attention for one sequence.
+// q [n_q, n_head * head_dim] (row stride ldq), k and v [n_kv, n_head * head_dim] (row strides ldk, ldv),
+// out [n_q, n_head * head_dim] (row stride ldo). With `causal`, query i sees keys [0, q_offset + i].
+// scratch holds n_q * n_kv floats.
+void attention(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv, float* out,
+               int64_t ldo, int64_t n_q, int64_t n_kv, int64_t n_head, int64_t head_dim, bool causal,
+               int64_t q_offset, float* scratch);
+
+// In place log-softmax of one row of n values.
+void log_softmax(float* x, int64_t n);
+
+}  // namespace wisp::kernels::cpu

@@ -1,0 +1,68 @@
+#include <cmath>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace wisp::kernels::cpu {
+
+void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t cols,
+                float eps) {
+#pragma omp parallel for schedule(static) if (rows > 16)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    float* yr = y + r * cols;
+    // Two passes in double: the statistics are the precision-sensitive part and cost little.
+    double sum = 0.0;
+    for (int64_t i = 0; i < cols; ++i) sum += xr[i];
+    const double mean = sum / static_cast<double>(cols);
+    double sq = 0.0;
+    for (int64_t i = 0; i < cols; ++i) {
+      const double d = xr[i] - mean;
+      sq += d * d;
+    }
+    const float inv = static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(cols) + eps));
+    const float m = static_cast<float>(mean);
+    for (int64_t i = 0; i < cols; ++i) yr[i] = (xr[i] - m) * inv * gamma[i] + beta[i];
+  }
+}
+
+void gelu(float* x, int64_t n) {
+  constexpr float kInvSqrt2 = 0.70710678118654752440f;
+#pragma omp parallel for schedule(static) if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
+}
+
+void add(const float* a, const float* b, float* y, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+void add_rows(float* y, const float* row_block, int64_t rows, int64_t cols) {
+  add(y, row_block, y, rows * cols);
+}
+
+void im2col_k3(const float* x, float* col, int64_t t_in, int64_t c_in, int64_t t_out, int stride) {
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < t_out; ++t) {
+    float* dst = col + t * c_in * 3;
+    for (int j = 0; j < 3; ++j) {
+      const int64_t src_t = t * stride + j - 1;
+      if (src_t < 0 || src_t >= t_in) {
+        for (int64_t c = 0; c < c_in; ++c) dst[c * 3 + j] = 0.0f;
+      } else {
+        const float* src = x + src_t * c_in;
+        for (int64_t c = 0; c < c_in; ++c) dst[c * 3 + j] = src[c];
+      }
+    }
+  }
+}
+
+void log_softmax(float* x, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(x[i] - mx));
+  const float lse = mx + static_cast<float>(std::log(sum));
+  for (int64_t i = 0; i < n; ++i) x[i] -= lse;
+}
+
+}  // namespace wisp::kernels::cpu

@@ -1,0 +1,18 @@
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace wisp::kernels::cpu {
+
+void set_num_threads(int n) {
+  n = std::max(1, n);
+  openblas_set_num_threads(n);
+  omp_set_num_threads(n);
+}
+
+int num_threads() { return omp_get_max_threads(); }
+
+}  // namespace wisp::kernels::cpu

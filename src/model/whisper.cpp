@@ -1,0 +1,202 @@
+#include "model/whisper.h"
+
+#include <cstring>
+
+#include "format/tensor_names.h"
+#include "ops/ops.h"
+#include "wisp/errors.h"
+
+namespace wisp::model {
+
+using core::DType;
+using format::names::block;
+
+namespace {
+
+// Matrices stay in the file's type (the kernels read f16 directly); vectors become f32 once at load.
+Linear load_linear(const format::EngineFile& f, const std::string& name) {
+  return {f.tensor(name + ".weight"), ops::to_f32(f.tensor(name + ".bias"))};
+}
+Norm load_norm(const format::EngineFile& f, const std::string& name) {
+  return {ops::to_f32(f.tensor(name + ".weight")), ops::to_f32(f.tensor(name + ".bias"))};
+}
+
+}  // namespace
+
+std::shared_ptr<const WhisperModel> WhisperModel::load(const std::string& path) {
+  auto m = std::make_shared<WhisperModel>();
+  m->path_ = path;
+  m->file_ = format::EngineFile::open(path);
+  const format::EngineFile& f = m->file_;
+  m->meta_ = f.metadata();
+  m->vocab_ = f.vocabulary();
+  const auto& d = m->meta_.dims;
+  if (d.n_audio_state % d.n_audio_head != 0 || d.n_text_state % d.n_text_head != 0 || d.n_mels <= 0) {
+    throw ModelError("'" + path + "': inconsistent model dimensions");
+  }
+  if (static_cast<int>(m->vocab_.size()) != d.n_vocab) throw ModelError("'" + path + "': vocabulary size mismatch");
+
+  auto check = [&](const Tensor& t, core::Shape shape, const std::string& name) {
+    if (t.shape() != shape) {
+      throw ModelError("'" + path + "': tensor " + name + " is " + t.describe() + ", expected " + core::shape_str(shape));
+    }
+    if (t.dtype() != DType::kF32 && t.dtype() != DType::kF16) {
+      throw ModelError("'" + path + "': tensor " + name + " has unsupported type " + t.describe());
+    }
+  };
+  auto load_block = [&](const std::string& stack, int i, int64_t n, bool cross) {
+    Block b;
+    b.attn_ln = load_norm(f, block(stack, i, "attn_ln"));
+    b.qkv = load_linear(f, block(stack, i, "attn.qkv"));
+    check(b.qkv.w, {3 * n, n}, block(stack, i, "attn.qkv.weight"));
+    b.attn_out = load_linear(f, block(stack, i, "attn.out"));
+    check(b.attn_out.w, {n, n}, block(stack, i, "attn.out.weight"));
+    if (cross) {
+      b.cross_ln = load_norm(f, block(stack, i, "cross_attn_ln"));
+      b.cross_q = load_linear(f, block(stack, i, "cross_attn.query"));
+      check(b.cross_q.w, {n, n}, block(stack, i, "cross_attn.query.weight"));
+      b.cross_kv = load_linear(f, block(stack, i, "cross_attn.kv"));
+      check(b.cross_kv.w, {2 * n, d.n_audio_state}, block(stack, i, "cross_attn.kv.weight"));
+      b.cross_out = load_linear(f, block(stack, i, "cross_attn.out"));
+      check(b.cross_out.w, {n, n}, block(stack, i, "cross_attn.out.weight"));
+    }
+    b.mlp_ln = load_norm(f, block(stack, i, "mlp_ln"));
+    b.fc1 = load_linear(f, block(stack, i, "mlp.fc1"));
+    check(b.fc1.w, {4 * n, n}, block(stack, i, "mlp.fc1.weight"));
+    b.fc2 = load_linear(f, block(stack, i, "mlp.fc2"));
+    check(b.fc2.w, {n, 4 * n}, block(stack, i, "mlp.fc2.weight"));
+    return b;
+  };
+
+  m->conv1_ = load_linear(f, "encoder.conv1");
+  check(m->conv1_.w, {d.n_audio_state, d.n_mels, 3}, "encoder.conv1.weight");
+  m->conv2_ = load_linear(f, "encoder.conv2");
+  check(m->conv2_.w, {d.n_audio_state, d.n_audio_state, 3}, "encoder.conv2.weight");
+  m->enc_pos_ = ops::to_f32(f.tensor("encoder.positional_embedding"));
+  check(m->enc_pos_, {d.n_audio_ctx, d.n_audio_state}, "encoder.positional_embedding");
+  for (int i = 0; i < d.n_audio_layer; ++i) m->enc_.push_back(load_block("encoder", i, d.n_audio_state, false));
+  m->ln_post_ = load_norm(f, "encoder.ln_post");
+  m->token_embedding_ = f.tensor("decoder.token_embedding.weight");
+  check(m->token_embedding_, {d.n_vocab, d.n_text_state}, "decoder.token_embedding.weight");
+  m->dec_pos_ = ops::to_f32(f.tensor("decoder.positional_embedding"));
+  check(m->dec_pos_, {d.n_text_ctx, d.n_text_state}, "decoder.positional_embedding");
+  for (int i = 0; i < d.n_text_layer; ++i) m->dec_.push_back(load_block("decoder", i, d.n_text_state, true));
+  m->dec_ln_ = load_norm(f, "decoder.ln");
+  return m;
+}
+
+// Pre-LN bidirectional self-attention sub-block of the encoder: x + out(attn(qkv(ln(x)))).
+Tensor WhisperModel::encoder_attention(const Block& b, const Tensor& x) const {
+  const int64_t n = x.dim(0), d = x.dim(1);
+  const Tensor h = ops::layer_norm(x, b.attn_ln.gamma, b.attn_ln.beta);
+  const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.b);  // [n, 3d]
+  const Tensor a = ops::attention({&qkv, 0, n}, {&qkv, d, n}, {&qkv, 2 * d, n}, d, dims().n_audio_head, false, 0);
+  Tensor y = ops::linear(a, b.attn_out.w, b.attn_out.b);
+  ops::add_(y, x);
+  return y;
+}
+
+Tensor WhisperModel::encode(const Tensor& mel) const {
+  const auto& d = dims();
+  if (mel.rank() != 2 || mel.dim(0) != d.n_mels || mel.dim(1) != 2 * d.n_audio_ctx) {
+    throw InvalidArgument("encoder input must be [" + std::to_string(d.n_mels) + ", " +
+                          std::to_string(2 * d.n_audio_ctx) + "], got " + mel.describe());
+  }
+  // The convolutions run time-major: [frames, mels].
+  const int64_t frames = mel.dim(1);
+  Tensor xt = Tensor::empty({frames, d.n_mels}, DType::kF32);
+  const float* src = mel.data<float>();
+  float* dst = xt.data<float>();
+  for (int64_t c = 0; c < d.n_mels; ++c) {
+    for (int64_t t = 0; t < frames; ++t) dst[t * d.n_mels + c] = src[c * frames + t];
+  }
+  Tensor x = ops::conv1d_gelu(xt, conv1_.w, conv1_.b, 1);  // [3000, d]
+  x = ops::conv1d_gelu(x, conv2_.w, conv2_.b, 2);          // [1500, d]
+  ops::add_(x, enc_pos_);
+  for (const Block& b : enc_) {
+    x = encoder_attention(b, x);
+    const Tensor h = ops::layer_norm(x, b.mlp_ln.gamma, b.mlp_ln.beta);
+    Tensor f = ops::linear(h, b.fc1.w, b.fc1.b);
+    ops::gelu_(f);
+    Tensor y = ops::linear(f, b.fc2.w, b.fc2.b);
+    ops::add_(x, y);
+  }
+  return ops::layer_norm(x, ln_post_.gamma, ln_post_.beta);
+}
+
+CrossKV WhisperModel::cross_kv(const Tensor& features) const {
+  CrossKV c;
+  c.kv.reserve(dec_.size());
+  for (const Block& b : dec_) c.kv.push_back(ops::linear(features, b.cross_kv.w, b.cross_kv.b));
+  return c;
+}
+
+KVCache WhisperModel::new_cache() const {
+  KVCache c;
+  const auto& d = dims();
+  for (int i = 0; i < d.n_text_layer; ++i) {
+    c.k.push_back(Tensor::zeros({d.n_text_ctx, d.n_text_state}, DType::kF32));
+    c.v.push_back(Tensor::zeros({d.n_text_ctx, d.n_text_state}, DType::kF32));
+  }
+  return c;
+}
+
+Tensor WhisperModel::decode(std::span<const int> tokens, const CrossKV& cross, KVCache& cache) const {
+  const auto& d = dims();
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t width = d.n_text_state;
+  const int64_t past = cache.length;
+  if (n == 0) throw InvalidArgument("decode needs at least one token");
+  if (past + n > d.n_text_ctx) {
+    throw InvalidArgument("token sequence longer than the decoder context (" + std::to_string(d.n_text_ctx) + ")");
+  }
+  if (cross.kv.size() != dec_.size()) throw InvalidArgument("cross-attention K/V of another model");
+
+  // x = token embedding + learned position embedding
+  Tensor x = Tensor::empty({n, width}, DType::kF32);
+  for (int64_t i = 0; i < n; ++i) {
+    const int tok = tokens[static_cast<size_t>(i)];
+    if (tok < 0 || tok >= d.n_vocab) throw InvalidArgument("token id " + std::to_string(tok) + " out of range");
+    const Tensor row = ops::to_f32(token_embedding_.rows(tok, tok + 1));
+    const float* e = row.data<float>();
+    const float* p = dec_pos_.data<float>() + (past + i) * width;
+    float* xi = x.data<float>() + i * width;
+    for (int64_t j = 0; j < width; ++j) xi[j] = e[j] + p[j];
+  }
+
+  for (size_t l = 0; l < dec_.size(); ++l) {
+    const Block& b = dec_[l];
+    {  // causal self-attention over the cache
+      const Tensor h = ops::layer_norm(x, b.attn_ln.gamma, b.attn_ln.beta);
+      const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.b);  // [n, 3d]
+      ops::copy_rows({&qkv, width, n}, width, cache.k[l], past);
+      ops::copy_rows({&qkv, 2 * width, n}, width, cache.v[l], past);
+      const Tensor a = ops::attention({&qkv, 0, n}, {&cache.k[l], 0, past + n}, {&cache.v[l], 0, past + n}, width,
+                                      d.n_text_head, true, past);
+      Tensor y = ops::linear(a, b.attn_out.w, b.attn_out.b);
+      ops::add_(x, y);
+    }
+    {  // cross-attention over the window's precomputed keys/values
+      const Tensor h = ops::layer_norm(x, b.cross_ln.gamma, b.cross_ln.beta);
+      const Tensor q = ops::linear(h, b.cross_q.w, b.cross_q.b);  // [n, d]
+      const Tensor& kv = cross.kv[l];                               // [n_audio_ctx, 2d]
+      const Tensor a = ops::attention({&q, 0, n}, {&kv, 0, kv.dim(0)}, {&kv, width, kv.dim(0)}, width,
+                                      d.n_text_head, false, 0);
+      Tensor y = ops::linear(a, b.cross_out.w, b.cross_out.b);
+      ops::add_(x, y);
+    }
+    {  // feed-forward
+      const Tensor h = ops::layer_norm(x, b.mlp_ln.gamma, b.mlp_ln.beta);
+      Tensor f = ops::linear(h, b.fc1.w, b.fc1.b);
+      ops::gelu_(f);
+      Tensor y = ops::linear(f, b.fc2.w, b.fc2.b);
+      ops::add_(x, y);
+    }
+  }
+  cache.length = past + n;
+  return ops::layer_norm(x, dec_ln_.gamma, dec_ln_.beta);
+}
+
+Tensor WhisperModel::logits(const Tensor& hidden) const { return ops::linear(hidden, token_embedding_, Tensor()); }
+
+}  // namespace wisp::model

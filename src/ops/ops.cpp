@@ -1,0 +1,122 @@
+#include "ops/ops.h"
+
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "wisp/errors.h"
+
+namespace wisp::ops {
+
+namespace cpu = kernels::cpu;
+using core::Device;
+using core::DType;
+
+namespace {
+
+void expect(bool ok, const char* op, const std::string& what) {
+  if (!ok) throw InternalError(std::string(op) + ": " + what);
+}
+
+void expect_host_f32(const Tensor& t, const char* op, const char* name) {
+  expect(t.defined(), op, std::string(name) + " is undefined");
+  expect(t.device() == Device::kCpu, op, std::string(name) + " must be on the host (CUDA backend not built)");
+  expect(t.dtype() == DType::kF32, op, std::string(name) + " must be f32, is " + t.describe());
+}
+
+}  // namespace
+
+void set_num_threads(int n) { cpu::set_num_threads(n); }
+
+void linear_into(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+  expect_host_f32(x, "linear", "x");
+  expect(w.rank() == 2 && x.rank() == 2 && x.dim(1) == w.dim(1), "linear",
+         "x " + x.describe() + " does not match w " + w.describe());
+  expect(!bias.defined() || (bias.dtype() == DType::kF32 && bias.numel() == w.dim(0)), "linear",
+         "bias must be f32 [n], is " + bias.describe());
+  expect(y.rank() == 2 && y.dim(0) == x.dim(0) && y.dim(1) == w.dim(0) && y.dtype() == DType::kF32, "linear",
+         "y " + y.describe() + " has the wrong shape");
+  const float* b = bias.defined() ? bias.data<float>() : nullptr;
+  const int64_t m = x.dim(0), n = w.dim(0), k = w.dim(1);
+  if (w.dtype() == DType::kF32) {
+    cpu::linear_f32(x.data<float>(), w.data<float>(), b, y.data<float>(), m, n, k);
+  } else if (w.dtype() == DType::kF16) {
+    cpu::linear_f16w(x.data<float>(), w.data<uint16_t>(), b, y.data<float>(), m, n, k);
+  } else {
+    throw InternalError("linear: unsupported weight type " + w.describe());
+  }
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  Tensor y = Tensor::empty({x.dim(0), w.dim(0)}, DType::kF32);
+  linear_into(x, w, bias, y);
+  return y;
+}
+
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+  expect_host_f32(x, "layer_norm", "x");
+  expect_host_f32(gamma, "layer_norm", "gamma");
+  expect_host_f32(beta, "layer_norm", "beta");
+  const int64_t d = x.dim(-1);
+  expect(gamma.numel() == d && beta.numel() == d, "layer_norm", "gamma/beta do not match " + x.describe());
+  Tensor y = Tensor::empty(x.shape(), DType::kF32);
+  cpu::layer_norm(x.data<float>(), gamma.data<float>(), beta.data<float>(), y.data<float>(), x.numel() / d, d, eps);
+  return y;
+}
+
+void gelu_(Tensor& x) {
+  expect_host_f32(x, "gelu", "x");
+  cpu::gelu(x.data<float>(), x.numel());
+}
+
+void add_(Tensor& y, const Tensor& x) {
+  expect_host_f32(y, "add", "y");
+  expect_host_f32(x, "add", "x");
+  expect(x.shape() == y.shape(), "add", x.describe() + " vs " + y.describe());
+  cpu::add(y.data<float>(), x.data<float>(), y.data<float>(), y.numel());
+}
+
+Tensor conv1d_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, int stride) {
+  expect_host_f32(x, "conv1d", "x");
+  expect(w.rank() == 3 && w.dim(2) == 3 && w.dim(1) == x.dim(1), "conv1d",
+         "w " + w.describe() + " does not match x " + x.describe());
+  const int64_t t_in = x.dim(0), c_in = x.dim(1), c_out = w.dim(0);
+  const int64_t t_out = (t_in - 1) / stride + 1;
+  Tensor col = Tensor::empty({t_out, c_in * 3}, DType::kF32);
+  cpu::im2col_k3(x.data<float>(), col.data<float>(), t_in, c_in, t_out, stride);
+  Tensor y = linear(col, w.reshape({c_out, c_in * 3}), bias);
+  gelu_(y);
+  return y;
+}
+
+Tensor attention(Columns q, Columns k, Columns v, int64_t width, int64_t n_head, bool causal, int64_t q_offset) {
+  for (const Columns* c : {&q, &k, &v}) {
+    expect_host_f32(*c->t, "attention", "q/k/v");
+    expect(c->t->rank() == 2 && c->col + width <= c->t->dim(1) && c->rows <= c->t->dim(0), "attention",
+           "column range out of " + c->t->describe());
+  }
+  expect(width % n_head == 0 && k.rows == v.rows, "attention", "bad head split or key/value lengths");
+  Tensor out = Tensor::empty({q.rows, width}, DType::kF32);
+  std::vector<float> scratch(static_cast<size_t>(q.rows > 4 ? q.rows * k.rows : 1));
+  cpu::attention(q.t->data<float>() + q.col, q.t->dim(1), k.t->data<float>() + k.col, k.t->dim(1),
+                 v.t->data<float>() + v.col, v.t->dim(1), out.data<float>(), width, q.rows, k.rows, n_head,
+                 width / n_head, causal, q_offset, scratch.data());
+  return out;
+}
+
+void copy_rows(Columns src, int64_t width, Tensor& dst, int64_t row) {
+  expect_host_f32(*src.t, "copy_rows", "src");
+  expect_host_f32(dst, "copy_rows", "dst");
+  expect(dst.rank() == 2 && dst.dim(1) == width && row + src.rows <= dst.dim(0), "copy_rows",
+         "destination " + dst.describe() + " too small");
+  const float* s = src.t->data<float>() + src.col;
+  float* d = dst.data<float>() + row * width;
+  const int64_t ld = src.t->dim(1);
+  for (int64_t r = 0; r < src.rows; ++r) std::memcpy(d + r * width, s + r * ld, static_cast<size_t>(width) * 4);
+}
+
+void log_softmax_(std::span<float> row) { cpu::log_softmax(row.data(), static_cast<int64_t>(row.size())); }
+
+Tensor to_f32(const Tensor& t) { return t.dtype() == DType::kF32 ? t : t.to_f32(); }
+
+}  // namespace wisp::ops

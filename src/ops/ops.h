@@ -1,0 +1,52 @@
+// Tensor operations: validate shapes and dtypes, pick the backend, call the kernel. This is the only
+// layer that sees every backend; the model composes these and never touches a kernel directly.
+#pragma once
+
+#include <span>
+
+#include "core/tensor.h"
+
+namespace wisp::ops {
+
+using core::Tensor;
+
+void set_num_threads(int n);
+
+// x [m, k] · w [n, k]ᵀ + bias [n] → y [m, n]. w is f32 or f16; x, bias and y are f32.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
+// Same, writing into the given rows-major y [m, n].
+void linear_into(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
+
+// Row-wise layer normalisation of x [m, d] with gamma [d], beta [d].
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f);
+// In place GELU (erf form).
+void gelu_(Tensor& x);
+// y += x, element-wise, same shape.
+void add_(Tensor& y, const Tensor& x);
+
+// Conv1d with kernel 3, padding 1, over time-major x [t_in, c_in] with w [c_out, c_in, 3], bias [c_out],
+// then GELU: → [t_out, c_out], t_out = (t_in - 1) / stride + 1.
+Tensor conv1d_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, int stride);
+
+// A column range [col, col + width) of the rows [0, rows) of a 2-D f32 tensor: q, k and v live side by
+// side in fused projection outputs.
+struct Columns {
+  const Tensor* t;
+  int64_t col;
+  int64_t rows;
+};
+
+// Multi-head attention: q [n_q, width], k and v [n_kv, width] as column ranges of width `width`
+// = n_head · head_dim → out [n_q, width]. With `causal`, query i sees keys [0, q_offset + i].
+Tensor attention(Columns q, Columns k, Columns v, int64_t width, int64_t n_head, bool causal, int64_t q_offset);
+
+// Copies rows of src [n, width] (a column range) into dst rows [row, row + n) of a 2-D f32 tensor.
+void copy_rows(Columns src, int64_t width, Tensor& dst, int64_t row);
+
+// In place log-softmax of one host row of logits.
+void log_softmax_(std::span<float> row);
+
+// Host f32 copy of any f32/f16/bf16 tensor (weights that kernels read as f32).
+Tensor to_f32(const Tensor& t);
+
+}  // namespace wisp::ops
