@@ -219,7 +219,6 @@ int run_eval(const EvalArgs& a) {
   Agg words, chars, total;
   json items = json::array();
   for (const Row& r : rows) {
-    if (r.language.empty() || r.language == "none") continue;
     json item = {{"file", r.file}, {"language", r.language}};
     std::string hyp;
     double audio_s = 0, wall_s = 0;
@@ -228,7 +227,7 @@ int run_eval(const EvalArgs& a) {
       audio_s = static_cast<double>(samples.size()) / wisp::kSampleRate;
       if (model) {
         wisp::TranscribeOptions o;
-        if (a.language_from_manifest && model->info().multilingual) o.language = r.language;
+        if (a.language_from_manifest && model->info().multilingual && r.language != "none") o.language = r.language;
         const auto t0 = std::chrono::steady_clock::now();
         const wisp::Transcript t = model->transcribe(samples, o);
         wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -247,8 +246,13 @@ int run_eval(const EvalArgs& a) {
       std::fprintf(stderr, "wisp: error: %s\n", e.what());
       item["error"] = e.what();
     }
-    const wisp::Score s = scorer.score(r.language, r.reference, hyp);
     item["hypothesis"] = hyp;
+    // Rows without a reference (no-speech controls) are transcribed and listed, but not scored.
+    if (r.reference.empty()) {
+      items.push_back(item);
+      continue;
+    }
+    const wisp::Score s = scorer.score(r.language, r.reference, hyp);
     item["errors"] = s.errors;
     item["units"] = s.units;
     item["wall_s"] = wall_s;

@@ -1,9 +1,11 @@
 #include <cblas.h>
+#include <immintrin.h>
 
 #include <cmath>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace wisp::kernels::cpu {
 
@@ -13,15 +15,44 @@ namespace {
 constexpr int64_t kSmallQueries = 4;
 
 void softmax_row(float* s, int64_t n) {
+  const int64_t n8 = n & ~int64_t{7};
+  __m256 vmax = _mm256_set1_ps(-INFINITY);
+  for (int64_t j = 0; j < n8; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + j));
+  float lanes[8];
+  _mm256_storeu_ps(lanes, vmax);
   float mx = -INFINITY;
-  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, s[j]);
+  for (float v : lanes) mx = std::max(mx, v);
+  for (int64_t j = n8; j < n; ++j) mx = std::max(mx, s[j]);
+
+  const __m256 m = _mm256_set1_ps(mx);
+  __m256 vsum = _mm256_setzero_ps();
+  for (int64_t j = 0; j < n8; j += 8) {
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
+    _mm256_storeu_ps(s + j, e);
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  _mm256_storeu_ps(lanes, vsum);
   float sum = 0.0f;
-  for (int64_t j = 0; j < n; ++j) {
+  for (float v : lanes) sum += v;
+  for (int64_t j = n8; j < n; ++j) {
     s[j] = std::exp(s[j] - mx);
     sum += s[j];
   }
   const float inv = 1.0f / sum;
   for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+}
+
+// Dot product of two head_dim vectors.
+inline float dot(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  float lanes[8];
+  _mm256_storeu_ps(lanes, acc);
+  float s = 0.0f;
+  for (float v : lanes) s += v;
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
 }
 
 }  // namespace
@@ -41,9 +72,7 @@ void attention(const float* q, int64_t ldq, const float* k, int64_t ldk, const f
           const int64_t len = causal ? std::min(n_kv, q_offset + i + 1) : n_kv;
           for (int64_t j = 0; j < len; ++j) {
             const float* kj = k + j * ldk + h * head_dim;
-            float dot = 0.0f;
-            for (int64_t d = 0; d < head_dim; ++d) dot += qi[d] * kj[d];
-            s[j] = dot * scale;
+            s[j] = dot(qi, kj, head_dim) * scale;
           }
           softmax_row(s.data(), len);
           float* oi = out + i * ldo + h * head_dim;

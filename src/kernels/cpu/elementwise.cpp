@@ -1,6 +1,9 @@
+#include <immintrin.h>
+
 #include <cmath>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace wisp::kernels::cpu {
 
@@ -27,8 +30,15 @@ void layer_norm(const float* x, const float* gamma, const float* beta, float* y,
 
 void gelu(float* x, int64_t n) {
   constexpr float kInvSqrt2 = 0.70710678118654752440f;
+  const int64_t blocks = n / 8;
 #pragma omp parallel for schedule(static) if (n > 32768)
-  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
+  for (int64_t b = 0; b < blocks; ++b) {
+    const __m256 v = _mm256_loadu_ps(x + b * 8);
+    const __m256 e = erf256(_mm256_mul_ps(v, _mm256_set1_ps(kInvSqrt2)));
+    const __m256 half_v = _mm256_mul_ps(v, _mm256_set1_ps(0.5f));
+    _mm256_storeu_ps(x + b * 8, _mm256_fmadd_ps(half_v, e, half_v));
+  }
+  for (int64_t i = blocks * 8; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
 }
 
 void add(const float* a, const float* b, float* y, int64_t n) {
