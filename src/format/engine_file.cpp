@@ -108,6 +108,8 @@ EngineFile EngineFile::open(const std::string& path) {
     }
   } catch (const json::exception& e) {
     throw ModelError("'" + path + "' has a corrupt header: " + e.what());
+  } catch (const ModelError& e) {  // an unknown dtype name: the message must still name the file
+    throw ModelError("'" + path + "' has a corrupt header: " + e.what());
   }
 
   for (size_t i = 0; i < f.entries_.size(); ++i) {

@@ -123,6 +123,9 @@ class ModelBuilder {
       throw ModelError(source_ + ": vocabulary has " + std::to_string(vocab.size()) + " tokens, the model " +
                        std::to_string(meta.dims.n_vocab));
     }
+    // English-only models have no language tokens (the engine format's rule); CTranslate2's config lists the
+    // multilingual ids even for them, and in the English vocabulary those ids name other tokens.
+    if (meta.dims.n_vocab == 51864) meta.lang_ids.clear();
     if (!opts.name.empty()) meta.name = opts.name;
     writer.set_metadata(std::move(meta));
     writer.set_vocabulary(std::move(vocab));

@@ -80,6 +80,8 @@ Tensor conv1d_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, int str
   expect_host_f32(x, "conv1d", "x");
   expect(w.rank() == 3 && w.dim(2) == 3 && w.dim(1) == x.dim(1), "conv1d",
          "w " + w.describe() + " does not match x " + x.describe());
+  expect(x.rank() == 2 && stride >= 1, "conv1d",
+         "needs x [t, c] and stride >= 1, got stride " + std::to_string(stride));
   const int64_t t_in = x.dim(0), c_in = x.dim(1), c_out = w.dim(0);
   const int64_t t_out = (t_in - 1) / stride + 1;
   Tensor col = Tensor::empty({t_out, c_in * 3}, DType::kF32);
@@ -107,6 +109,8 @@ Tensor attention(Columns q, Columns k, Columns v, int64_t width, int64_t n_head,
 void copy_rows(Columns src, int64_t width, Tensor& dst, int64_t row) {
   expect_host_f32(*src.t, "copy_rows", "src");
   expect_host_f32(dst, "copy_rows", "dst");
+  expect(src.t->rank() == 2 && src.col >= 0 && src.col + width <= src.t->dim(1) && src.rows <= src.t->dim(0),
+         "copy_rows", "column range out of " + src.t->describe());
   expect(dst.rank() == 2 && dst.dim(1) == width && row + src.rows <= dst.dim(0), "copy_rows",
          "destination " + dst.describe() + " too small");
   const float* s = src.t->data<float>() + src.col;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "audio/mel.h"
 #include "decoding/greedy.h"
@@ -135,9 +136,14 @@ struct Model::Impl {
     Transcript result;
     result.duration = static_cast<double>(samples.size()) / kSampleRate;
 
+    // The first window's encoder output serves both language detection and decoding (the reference
+    // encodes it twice; its detection window differs from the decoding window by at most the final
+    // padding frame).
+    std::optional<model::CrossKV> first_window;
     if (tok.multilingual() && language_token < 0) {
-      const Tensor feats = net->encode(window(mel_all, n_frames, 0, std::min(n_frames, kFramesPerWindow)));
-      const auto probs = decoding::detect_language(*net, net->cross_kv(feats), sp, net->metadata().lang_ids);
+      const Tensor feats = net->encode(window(mel_all, n_frames, 0, std::min(content_frames, kFramesPerWindow)));
+      first_window = net->cross_kv(feats);
+      const auto probs = decoding::detect_language(*net, *first_window, sp, net->metadata().lang_ids);
       language_token = probs.front().first;
       result.language_probability = probs.front().second;
     } else {
@@ -170,8 +176,10 @@ struct Model::Impl {
     while (seek < content_frames) {
       const double time_offset = seek * kTimePerFrame;
       const int segment_size = std::min(kFramesPerWindow, content_frames - seek);
-      const Tensor feats = net->encode(window(mel_all, n_frames, seek, segment_size));
-      const model::CrossKV cross = net->cross_kv(feats);
+      const model::CrossKV cross = (seek == 0 && first_window)
+                                       ? std::move(*first_window)
+                                       : net->cross_kv(net->encode(window(mel_all, n_frames, seek, segment_size)));
+      first_window.reset();
 
       std::vector<int> prompt;
       const std::vector<int> previous(all_tokens.begin() + static_cast<long>(prompt_reset_since), all_tokens.end());

@@ -298,7 +298,7 @@ def main() -> int:
                        "pre-softmax logits (fp32).",
                 "row_k": "logits produced after feeding decoder_input_sequence[len(sot_sequence)-1+k], i.e. the "
                          "distribution for token greedy[k] (row n = EOT)",
-                "minus_inf_columns": checks["teacher_forced_masked_entries"],
+                "disabled_columns_float32_lowest": checks["teacher_forced_masked_entries"],
             },
             "tokens.json": "sot_sequence, greedy first-window tokens/text/scores, full transcription, "
                            "suppress lists, per-position summary of all teacher-forced positions, and the "
