@@ -349,6 +349,10 @@ TEST_F(CliErrors, EachUserErrorGivesOneLineAndNoOutput) {
       {"unknown language (English-only model)", {"transcribe", jfk(), "-m", "tiny.en", "-l", "xx"}, "xx"},
       {"translate with an English-only model", {"transcribe", jfk(), "-m", "tiny.en", "--task", "translate"},
        "English-only"},
+      // Command-line parse errors go through the same one-line report.
+      {"unknown task", {"transcribe", jfk(), "-m", "tiny.en", "--task", "summarize"}, "summarize"},
+      {"unknown option", {"transcribe", jfk(), "-m", "tiny.en", "--bogus"}, "--bogus"},
+      {"negative thread count", {"transcribe", jfk(), "-m", "tiny.en", "-t", "-3"}, "-3"},
   };
   if (have_base) cases.push_back({"unknown language", {"transcribe", jfk(), "-m", "base", "-l", "xx"}, "xx"});
 
@@ -356,7 +360,8 @@ TEST_F(CliErrors, EachUserErrorGivesOneLineAndNoOutput) {
     SCOPED_TRACE(c.name);
     TempDir out;
     std::vector<std::string> args = c.args;
-    args.insert(args.end(), {"-t", "2", "-o", out.path.string()});
+    if (std::find(args.begin(), args.end(), "-t") == args.end()) args.insert(args.end(), {"-t", "2"});
+    args.insert(args.end(), {"-o", out.path.string()});
     // Every case asks for output files (unless the format itself is the error) so a stray one would show.
     if (std::find(args.begin(), args.end(), "-f") == args.end()) args.insert(args.end(), {"-f", "all"});
     const Result r = run_wisp(args);
