@@ -1,8 +1,5 @@
 #include "format/engine_file.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -12,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "format/mapped_file.h"
 #include "wisp/errors.h"
 
 namespace wisp::format {
@@ -55,24 +53,14 @@ const char* kVocabOffsets = "tokenizer.vocab_offsets";
 EngineFile EngineFile::open(const std::string& path) {
   EngineFile f;
   f.path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw IoError("cannot open model file '" + path + "': " + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw IoError("model path '" + path + "' is not a regular file");
-  }
-  f.size_ = static_cast<uint64_t>(st.st_size);
+  const MappedFile file(path);
+  f.size_ = file.size();
+  f.mapping_ = file.owner();
   if (f.size_ < kPreambleSize) {
-    ::close(fd);
     throw ModelError("'" + path + "' is not a wisp engine file (too short); convert a model with `wisp convert`");
   }
-  void* p = ::mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED) throw IoError("cannot map model file '" + path + "': " + std::strerror(errno));
   const uint64_t size = f.size_;
-  f.mapping_ = std::shared_ptr<const void>(p, [size](const void* q) { ::munmap(const_cast<void*>(q), size); });
-  const auto* base = static_cast<const char*>(p);
+  const char* base = file.data();
 
   if (std::memcmp(base, kMagic, sizeof(kMagic)) != 0) {
     throw ModelError("'" + path + "' is not a wisp engine file (bad magic); convert a model with `wisp convert`");
