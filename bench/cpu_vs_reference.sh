@@ -11,16 +11,11 @@ LANG_FILTER=${3:-en}
 DATA=${WISP_SHARED_DATA:-../shared/data}/eval
 OUT=out/bench
 mkdir -p "$OUT"
-# The dev subset: rows of the manifest in the requested language, paths kept relative to $DATA.
-SUBSET="$DATA/manifest.tsv"
-MANIFEST=$(mktemp -p "$DATA" .bench-XXXX.tsv 2>/dev/null || true)
-if [ -z "$MANIFEST" ]; then  # the data folder is read-only: point the paths back at it
-  MANIFEST=$OUT/manifest.$LANG_FILTER.tsv
-  awk -F'\t' -v OFS='\t' -v d="$(cd "$DATA" && pwd)" -v l="$LANG_FILTER" \
-    'NR==1 || $2==l || l=="all" { if (NR>1) $1 = d "/" $1; print }' "$SUBSET" > "$MANIFEST"
-else
-  awk -F'\t' -v l="$LANG_FILTER" 'NR==1 || $2==l || l=="all"' "$SUBSET" > "$MANIFEST"
-fi
+# The dev subset: rows of the manifest in the requested language, with absolute paths, written under out/
+# (the shared data folder is read-only by intent and must stay untouched).
+MANIFEST=$OUT/manifest.$LANG_FILTER.tsv
+awk -F'\t' -v OFS='\t' -v d="$(cd "$DATA" && pwd)" -v l="$LANG_FILTER" \
+  'NR==1 || $2==l || l=="all" { if (NR>1) $1 = d "/" $1; print }' "$DATA/manifest.tsv" > "$MANIFEST"
 
 build/wisp eval "$MANIFEST" -m "$MODEL" -t "$THREADS" --save "$OUT/$MODEL.wisp.json" --json > "$OUT/$MODEL.wisp.summary.json"
 .venv/bin/python tools/reference/ref_transcribe.py --model "models/ct2/$MODEL" --manifest "$MANIFEST" \
