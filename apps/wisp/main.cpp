@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -20,6 +21,8 @@
 #include "wisp/model.h"
 #include "wisp/output.h"
 #include "wisp/scoring.h"
+
+#include "runtime/gpu_whisper.h"  // wisp bench (GPU runner; a stub in CPU-only builds)
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -76,6 +79,171 @@ std::vector<std::string> parse_formats(const std::string& spec) {
   return formats;
 }
 
+// Decoding options shared by transcribe and eval; the defaults are the reference CLI's.
+struct DecodeArgs {
+  int beam_size = 5;
+  int best_of = 5;
+  double patience = 1.0;
+  double length_penalty = 1.0;
+  std::string temperature;  // "" = 0 with the fallback increment; a value (or a comma list) as given
+  std::string temperature_increment = "0.2";
+  std::string compression_ratio_threshold = "2.4";
+  std::string logprob_threshold = "-1.0";
+  std::string no_speech_threshold = "0.6";
+  uint64_t seed = 0;
+  bool condition_on_previous_text = true;
+  double prompt_reset_on_temperature = 0.5;
+  std::string initial_prompt;
+  bool carry_initial_prompt = false;
+  std::string prefix;
+  std::string suppress_tokens = "-1";
+  bool suppress_blank = true;
+  double max_initial_timestamp = 1.0;
+  std::string clip_timestamps = "0";
+  bool word_timestamps = false;
+  std::string prepend_punctuations = wisp::TranscribeOptions{}.prepend_punctuations;
+  std::string append_punctuations = wisp::TranscribeOptions{}.append_punctuations;
+  std::string hallucination_silence_threshold = "none";
+};
+
+double parse_number(const std::string& flag, const std::string& text) {
+  try {
+    size_t used = 0;
+    const double v = std::stod(text, &used);
+    if (used == text.size() && std::isfinite(v)) return v;
+  } catch (const std::exception&) {
+  }
+  throw wisp::InvalidArgument(flag + ": '" + text + "' is not a number");
+}
+
+std::optional<double> parse_optional(const std::string& flag, const std::string& text) {
+  std::string lower = text;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (lower == "none" || lower == "off") return std::nullopt;
+  return parse_number(flag, text);
+}
+
+std::vector<double> parse_numbers(const std::string& flag, const std::string& text) {
+  std::vector<double> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const auto b = item.find_first_not_of(' '), e = item.find_last_not_of(' ');
+    if (b == std::string::npos) continue;
+    out.push_back(parse_number(flag, item.substr(b, e - b + 1)));
+  }
+  return out;
+}
+
+// --temperature T alone decodes at T only; without it, 0 and steps of --temperature-increment-on-fallback
+// up to 1.0 (the reference CLI's 0, 0.2, ..., 1.0); both given: T, T + increment, ... <= 1.0, as the
+// reference CLI. A comma list in --temperature is used as it is.
+std::vector<double> temperatures(const DecodeArgs& a, bool increment_given) {
+  if (a.temperature.find(',') != std::string::npos) return parse_numbers("--temperature", a.temperature);
+  const double start = a.temperature.empty() ? 0.0 : parse_number("--temperature", a.temperature);
+  const auto inc = parse_optional("--temperature-increment-on-fallback", a.temperature_increment);
+  if ((!a.temperature.empty() && !increment_given) || !inc) return {start};
+  if (!(*inc > 0)) throw wisp::InvalidArgument("--temperature-increment-on-fallback must be > 0 (or none)");
+  std::vector<double> ts;
+  for (int i = 0;; ++i) {  // numpy.arange(start, 1.0 + 1e-6, inc)
+    const double t = start + i * *inc;
+    if (t >= 1.0 + 1e-6) break;
+    ts.push_back(std::round(t * 1e12) / 1e12);  // 0.6, not arange's 0.6000000000000001
+  }
+  if (ts.empty()) ts.push_back(start);
+  return ts;
+}
+
+wisp::TranscribeOptions decode_options(const DecodeArgs& a, bool increment_given) {
+  wisp::TranscribeOptions o;
+  o.beam_size = a.beam_size;
+  o.best_of = a.best_of;
+  o.patience = a.patience;
+  o.length_penalty = a.length_penalty;
+  o.temperatures = temperatures(a, increment_given);
+  o.compression_ratio_threshold = parse_optional("--compression-ratio-threshold", a.compression_ratio_threshold);
+  o.logprob_threshold = parse_optional("--logprob-threshold", a.logprob_threshold);
+  o.no_speech_threshold = parse_optional("--no-speech-threshold", a.no_speech_threshold);
+  o.seed = a.seed;
+  o.condition_on_previous_text = a.condition_on_previous_text;
+  o.prompt_reset_on_temperature = a.prompt_reset_on_temperature;
+  o.initial_prompt = a.initial_prompt;
+  o.carry_initial_prompt = a.carry_initial_prompt;
+  o.prefix = a.prefix;
+  o.suppress_tokens.clear();
+  for (double id : parse_numbers("--suppress-tokens", a.suppress_tokens)) {
+    if (id != std::floor(id)) throw wisp::InvalidArgument("--suppress-tokens: token ids are integers");
+    o.suppress_tokens.push_back(static_cast<int>(id));
+  }
+  o.suppress_blank = a.suppress_blank;
+  o.max_initial_timestamp = a.max_initial_timestamp;
+  o.clip_timestamps = parse_numbers("--clip-timestamps", a.clip_timestamps);
+  if (o.clip_timestamps == std::vector<double>{0.0}) o.clip_timestamps.clear();
+  o.word_timestamps = a.word_timestamps;
+  o.prepend_punctuations = a.prepend_punctuations;
+  o.append_punctuations = a.append_punctuations;
+  o.hallucination_silence_threshold =
+      parse_optional("--hallucination-silence-threshold", a.hallucination_silence_threshold);
+  return o;
+}
+
+// Returns the --temperature-increment-on-fallback option (to ask whether it was given).
+CLI::Option* add_decode_options(CLI::App* app, DecodeArgs& a) {
+  const std::string g = "Decoding";
+  app->add_option("--beam-size,--beam_size", a.beam_size, "beams at temperature 0 (1 = greedy)")
+      ->check(CLI::Range(1, 64))->group(g);
+  app->add_option("--best-of,--best_of", a.best_of, "candidates sampled at temperatures above 0")
+      ->check(CLI::Range(1, 64))->group(g);
+  app->add_option("--patience", a.patience, "beam search patience (finished beams = beam size × patience)")
+      ->group(g);
+  app->add_option("--length-penalty,--length_penalty", a.length_penalty,
+                  "rank results by sum_logprob / length^penalty")->group(g);
+  app->add_option("--temperature", a.temperature,
+                  "decode at this temperature only (default: 0 with the fallback below); a comma list is "
+                  "used as given")->group(g);
+  auto* inc = app->add_option("--temperature-increment-on-fallback,--temperature_increment_on_fallback",
+                              a.temperature_increment,
+                              "fallback temperatures from --temperature up to 1.0 in these steps (none: no "
+                              "fallback)")->group(g);
+  app->add_option("--compression-ratio-threshold,--compression_ratio_threshold", a.compression_ratio_threshold,
+                  "fall back when the text's gzip ratio is above this (none: never)")->group(g);
+  app->add_option("--logprob-threshold,--logprob_threshold", a.logprob_threshold,
+                  "fall back when the average log-probability is below this (none: never)")->group(g);
+  app->add_option("--no-speech-threshold,--no_speech_threshold", a.no_speech_threshold,
+                  "skip a window whose P(no speech) is above this and log-probability low (none: never)")
+      ->group(g);
+  app->add_option("--seed", a.seed, "sampling seed (temperatures above 0)")->group(g);
+  app->add_option("--condition-on-previous-text,--condition_on_previous_text", a.condition_on_previous_text,
+                  "use the previous window's text as the prompt (true/false)")->group(g);
+  app->add_option("--prompt-reset-on-temperature,--prompt_reset_on_temperature", a.prompt_reset_on_temperature,
+                  "drop the previous text after a window decoded above this temperature")->group(g);
+  app->add_option("--initial-prompt,--initial_prompt", a.initial_prompt, "text to condition the first window on")
+      ->group(g);
+  app->add_flag("--carry-initial-prompt,--carry_initial_prompt", a.carry_initial_prompt,
+                "keep the initial prompt in every window's prompt")->group(g);
+  app->add_option("--prefix", a.prefix, "text the transcript of the first window starts with")->group(g);
+  app->add_option("--suppress-tokens,--suppress_tokens", a.suppress_tokens,
+                  "token ids never sampled, comma-separated; -1: the model's non-speech symbols")->group(g);
+  app->add_option("--suppress-blank,--suppress_blank", a.suppress_blank,
+                  "no blank or end of text as a window's first token (true/false)")->group(g);
+  app->add_option("--max-initial-timestamp,--max_initial_timestamp", a.max_initial_timestamp,
+                  "latest first timestamp of a window (seconds)")->group(g);
+  app->add_option("--clip-timestamps,--clip_timestamps", a.clip_timestamps,
+                  "only these clips: start,end,start,end,... seconds (the last end defaults to the end)")
+      ->group(g);
+  app->add_flag("--word-timestamps,--word_timestamps", a.word_timestamps,
+                "word-level timestamps from the cross-attention")->group(g);
+  app->add_option("--prepend-punctuations,--prepend_punctuations", a.prepend_punctuations,
+                  "with word timestamps: punctuation merged into the next word")->group(g);
+  app->add_option("--append-punctuations,--append_punctuations", a.append_punctuations,
+                  "with word timestamps: punctuation merged into the previous word")->group(g);
+  app->add_option("--hallucination-silence-threshold,--hallucination_silence_threshold",
+                  a.hallucination_silence_threshold,
+                  "with word timestamps: skip silences longer than this (s) around a likely hallucination")
+      ->group(g);
+  return inc;
+}
+
 struct TranscribeArgs {
   std::vector<std::string> files;
   std::string model;
@@ -83,13 +251,11 @@ struct TranscribeArgs {
   std::string task = "transcribe";
   std::string output_format;
   std::string output_dir = ".";
-  std::string initial_prompt;
   int threads = 0;
-  bool condition_on_previous_text = true;
   bool print_timestamps = false;
   bool no_timestamps = false;
-  double no_speech_threshold = 0.6;
-  double logprob_threshold = -1.0;
+  DecodeArgs decode;
+  bool increment_given = false;
 };
 
 int run_transcribe(const TranscribeArgs& a) {
@@ -99,20 +265,17 @@ int run_transcribe(const TranscribeArgs& a) {
     fs::create_directories(a.output_dir, ec);
     if (!fs::is_directory(a.output_dir)) throw wisp::IoError("cannot create output directory '" + a.output_dir + "'");
   }
+  wisp::TranscribeOptions base = decode_options(a.decode, a.increment_given);
+  base.language = a.language;
+  base.task = a.task;
+  base.timestamps = !a.no_timestamps;
   const auto model = wisp::Model::load(resolve_model(a.model), a.threads);
   int failures = 0;
   const bool tty = ::isatty(STDERR_FILENO);
   for (const std::string& file : a.files) {
     try {
       const std::vector<float> samples = wisp::load_audio(file);
-      wisp::TranscribeOptions o;
-      o.language = a.language;
-      o.task = a.task;
-      o.condition_on_previous_text = a.condition_on_previous_text;
-      o.initial_prompt = a.initial_prompt;
-      o.timestamps = !a.no_timestamps;
-      o.no_speech_threshold = a.no_speech_threshold;
-      o.logprob_threshold = a.logprob_threshold;
+      wisp::TranscribeOptions o = base;
       const double duration = static_cast<double>(samples.size()) / wisp::kSampleRate;
       if (duration > 30.0) {
         o.on_progress = [&](double done, double total) {
@@ -155,6 +318,8 @@ struct EvalArgs {
   bool language_from_manifest = false;
   std::string save;
   std::string hyp_json;
+  DecodeArgs decode;
+  bool increment_given = false;
 };
 
 struct Row {
@@ -211,6 +376,7 @@ int run_eval(const EvalArgs& a) {
       external[f.lexically_normal().string()] = item.value("text", "");
     }
   }
+  const wisp::TranscribeOptions base = decode_options(a.decode, a.increment_given);
   std::unique_ptr<wisp::Model> model;
   if (a.hyp_json.empty()) model = wisp::Model::load(resolve_model(a.model), a.threads);
 
@@ -232,7 +398,7 @@ int run_eval(const EvalArgs& a) {
       const std::vector<float> samples = wisp::load_audio(r.file);
       audio_s = static_cast<double>(samples.size()) / wisp::kSampleRate;
       if (model) {
-        wisp::TranscribeOptions o;
+        wisp::TranscribeOptions o = base;
         if (a.language_from_manifest && model->info().multilingual && r.language != "none") o.language = r.language;
         const wisp::Transcript t = model->transcribe(samples, o);
         wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -286,6 +452,8 @@ int run_eval(const EvalArgs& a) {
                    {"wall_s", g.wall_s}};
   }
   json out = {{"manifest", a.manifest},
+              {"decoding", {{"beam_size", base.beam_size}, {"best_of", base.best_of},
+                            {"temperatures", base.temperatures}, {"seed", base.seed}}},
               {"model", model ? model->info().path : a.hyp_json},
               {"files", total.files},
               {"wer", rate(words)},
@@ -330,11 +498,7 @@ int main(int argc, char** argv) {
   tr->add_option("-f,--output-format,--output_format", ta.output_format, "txt,srt,vtt,json,tsv or all");
   tr->add_option("-o,--output-dir,--output_dir", ta.output_dir, "directory for output files");
   tr->add_option("-t,--threads", ta.threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
-  tr->add_option("--initial-prompt,--initial_prompt", ta.initial_prompt, "text to condition the first window on");
-  tr->add_option("--condition-on-previous-text,--condition_on_previous_text", ta.condition_on_previous_text,
-                 "use the previous window's text as the prompt (true/false)");
-  tr->add_option("--no-speech-threshold,--no_speech_threshold", ta.no_speech_threshold);
-  tr->add_option("--logprob-threshold,--logprob_threshold", ta.logprob_threshold);
+  CLI::Option* tr_inc = add_decode_options(tr, ta.decode);
   tr->add_flag("--no-timestamps", ta.no_timestamps, "decode without timestamp tokens");
   tr->add_flag("--print-timestamps", ta.print_timestamps, "print [start --> end] before each segment");
 
@@ -355,6 +519,20 @@ int main(int argc, char** argv) {
   ev->add_flag("--language-from-manifest", ea.language_from_manifest, "force each row's language");
   ev->add_option("--save", ea.save, "write per-file results (with tokens) to this JSON file");
   ev->add_option("--hyp-json", ea.hyp_json, "score another system's transcripts ({files: [{file, text}]})");
+  CLI::Option* ev_inc = add_decode_options(ev, ea.decode);
+
+  // wisp bench: GPU forward timing (src/runtime/gpu_bench.cpp, docs/cuda.md); CUDA builds only.
+  wisp::runtime::BenchOptions bo;
+  auto* bn = app.add_subcommand("bench", "Time the GPU encoder and greedy decode (CUDA builds)");
+  bn->add_option("--random", bo.size, "random fp16 weights of this size (tiny|base|small|medium|large-v2|large-v3)");
+  bn->add_option("-m,--model", bo.model_path, "engine file instead of random weights");
+  bn->add_option("--batch", bo.batch, "30 s windows per batch")->check(CLI::Range(1, 4096));
+  bn->add_option("--tokens", bo.tokens, "forced decode steps")->check(CLI::Range(1, 448));
+  bn->add_option("--repeats", bo.repeats, "timed runs after one warm-up (median reported)")->check(CLI::Range(1, 100));
+  bool bench_no_graphs = false;
+  bn->add_flag("--no-graphs", bench_no_graphs, "launch every decode kernel eagerly (no CUDA graph)");
+  bool bench_json = true;
+  bn->add_flag("--json", bench_json, "print JSON (the only format)");
 
   try {
     app.parse(argc, argv);
@@ -366,6 +544,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "wisp: error: %s (see wisp --help)\n", message.c_str());
     return e.get_exit_code();
   }
+  ta.increment_given = tr_inc->count() > 0;
+  ea.increment_given = ev_inc->count() > 0;
   try {
     if (*tr) return run_transcribe(ta);
     if (*cv) {
@@ -377,6 +557,11 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*ev) return run_eval(ea);
+    if (*bn) {
+      bo.cuda_graphs = !bench_no_graphs;
+      std::printf("%s\n", wisp::runtime::run_bench(bo).c_str());
+      return 0;
+    }
   } catch (const wisp::Error& e) {
     std::fprintf(stderr, "wisp: error: %s\n", e.what());
     return 1;

@@ -6,6 +6,14 @@
 
 namespace wisp {
 
+// One word of a segment with its timing from the cross-attention alignment (word timestamps).
+struct Word {
+  double start = 0.0;        // seconds from the start of the audio
+  double end = 0.0;
+  std::string word;          // as decoded, with its leading space and any merged punctuation
+  double probability = 0.0;  // mean probability of the word's tokens
+};
+
 struct Segment {
   int id = 0;
   int seek = 0;          // mel frame (10 ms) where the 30 s window of this segment started
@@ -17,6 +25,7 @@ struct Segment {
   double avg_logprob = 0.0;
   double compression_ratio = 0.0;
   double no_speech_prob = 0.0;
+  std::vector<Word> words;  // empty unless word timestamps were requested
 };
 
 struct Transcript {

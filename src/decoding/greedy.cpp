@@ -32,37 +32,79 @@ double softmax_prob(std::span<const float> logits, int id) {
 
 }  // namespace
 
-WindowResult decode_greedy(const model::WhisperModel& model, const model::CrossKV& cross, std::span<const int> prompt,
-                           size_t sot_index, const FilterConfig& filters, const tokenizer::SpecialTokens& sp,
-                           int max_new_tokens) {
+PromptState run_prompt(const model::WhisperModel& model, const model::CrossKV& cross, std::span<const int> prompt,
+                       size_t sot_index, const tokenizer::SpecialTokens& sp, size_t n_forced) {
   if (prompt.empty() || sot_index >= prompt.size() || prompt[sot_index] != sp.sot) {
-    throw InternalError("decode_greedy: prompt without <|startoftranscript|> at the given index");
+    throw InternalError("decode: prompt without <|startoftranscript|> at the given index");
   }
+  if (sot_index + n_forced >= prompt.size()) throw InternalError("decode: forced prefix overlaps the SOT sequence");
   const int n_vocab = model.dims().n_vocab;
-  model::KVCache cache = model.new_cache();
-  const Tensor hidden = model.decode(prompt, cross, cache);
+  PromptState ps;
+  ps.cache = model.new_cache();
+  const Tensor hidden = model.decode(prompt, cross, ps.cache);
   const Tensor first = model.logits(pick_rows(hidden, sot_index, prompt.size() - 1));  // [2, n_vocab]
-
-  WindowResult r;
-  r.no_speech_prob =
+  ps.no_speech_prob =
       sp.no_speech >= 0 ? softmax_prob({first.data<float>(), static_cast<size_t>(n_vocab)}, sp.no_speech) : 0.0;
+  ps.logits.assign(first.data<float>() + n_vocab, first.data<float>() + 2 * n_vocab);
+  ps.forced.assign(prompt.end() - static_cast<long>(n_forced), prompt.end());
+  return ps;
+}
 
-  std::vector<float> row(first.data<float>() + n_vocab, first.data<float>() + 2 * n_vocab);
+FilterConfig filters_after(const FilterConfig& filters, const PromptState& prompt) {
+  FilterConfig f = filters;
+  if (!prompt.forced.empty()) f.initial_timestamp = false;
+  return f;
+}
+
+WindowResult finish_result(const PromptState& prompt, std::vector<int> free_tokens, float sum_logprob,
+                           double length_penalty) {
+  WindowResult r;
+  r.no_speech_prob = prompt.no_speech_prob;
+  r.tokens = prompt.forced;
+  r.tokens.insert(r.tokens.end(), free_tokens.begin(), free_tokens.end());
+  const float len = static_cast<float>(r.tokens.size());
+  // The reference's score (f32) and faster-whisper's recovery of the sum from it: score · len^penalty.
+  const float score = sum_logprob / std::pow(len, static_cast<float>(length_penalty));
+  r.score = score;
+  r.sum_logprob = len > 0 ? static_cast<double>(score) * std::pow(static_cast<double>(len), length_penalty)
+                          : static_cast<double>(sum_logprob);
+  r.avg_logprob = r.sum_logprob / (static_cast<double>(len) + 1.0);
+  return r;
+}
+
+WindowResult decode_greedy(const model::WhisperModel& model, const model::CrossKV& cross, const PromptState& prompt,
+                           const FilterConfig& filters, const tokenizer::SpecialTokens& sp, int max_new_tokens) {
+  const int n_vocab = model.dims().n_vocab;
+  const FilterConfig f = filters_after(filters, prompt);
+  // The copy shares the prompt's storage; decoding writes only rows past the prompt before reading them.
+  model::KVCache cache = prompt.cache;
+  std::vector<int> tokens;
+  double sum = 0.0;
+  std::vector<float> row = prompt.logits;
   for (int step = 0; step < max_new_tokens; ++step) {
-    apply_filters(row, r.tokens, filters, sp);
+    apply_filters(row, tokens, f, sp);
     ops::log_softmax_(row);
     const int tok = static_cast<int>(std::max_element(row.begin(), row.end()) - row.begin());
-    r.sum_logprob += row[static_cast<size_t>(tok)];
+    sum += row[static_cast<size_t>(tok)];
     if (tok == sp.eot) break;
-    r.tokens.push_back(tok);
+    tokens.push_back(tok);
     if (step + 1 == max_new_tokens) break;
     const int next[1] = {tok};
     const Tensor h = model.decode(next, cross, cache);
     const Tensor l = model.logits(h);
     std::memcpy(row.data(), l.data<float>(), static_cast<size_t>(n_vocab) * 4);
   }
-  r.avg_logprob = r.sum_logprob / static_cast<double>(r.tokens.size() + 1);
+  WindowResult r = finish_result(prompt, std::move(tokens), static_cast<float>(sum), 1.0);
+  // Greedy keeps its f64 sum (the ranking score does not matter with one hypothesis).
+  r.sum_logprob = sum;
+  r.avg_logprob = sum / static_cast<double>(r.tokens.size() + 1);
   return r;
+}
+
+WindowResult decode_greedy(const model::WhisperModel& model, const model::CrossKV& cross, std::span<const int> prompt,
+                           size_t sot_index, const FilterConfig& filters, const tokenizer::SpecialTokens& sp,
+                           int max_new_tokens) {
+  return decode_greedy(model, cross, run_prompt(model, cross, prompt, sot_index, sp), filters, sp, max_new_tokens);
 }
 
 std::vector<std::pair<int, double>> detect_language(const model::WhisperModel& model, const model::CrossKV& cross,

@@ -1,4 +1,6 @@
-// Greedy decoding of one 30 s window and language detection, as the reference does them.
+// Decoding one 30 s window: the prompt pass every search shares, greedy decoding, and language detection,
+// as the reference (CTranslate2 under faster-whisper) does them. Beam search and sampling live in
+// beam_search.h and sampling.h; the temperature fallback that picks between them in fallback.h.
 #pragma once
 
 #include <span>
@@ -13,11 +15,43 @@
 namespace wisp::decoding {
 
 struct WindowResult {
-  std::vector<int> tokens;     // sampled tokens without the final <|endoftext|>
-  double sum_logprob = 0.0;    // over the sampled tokens and the end token
+  std::vector<int> tokens;     // the forced prefix (if any), then the sampled tokens without <|endoftext|>
+  double sum_logprob = 0.0;    // over the sampled tokens and the end token (a forced prefix scores 0)
   double avg_logprob = 0.0;    // sum_logprob / (tokens + 1), as the reference reports it
+  double score = 0.0;          // what the search ranked by: sum_logprob / tokens^length_penalty
   double no_speech_prob = 0.0; // P(<|nospeech|>) at the <|startoftranscript|> position
 };
+
+// The decoder state after the prompt (previous text, SOT sequence, <|notimestamps|>, a forced prefix):
+// computed once per window and shared by every search and temperature of the fallback.
+//
+// A forced prefix (faster-whisper's `prefix`: "<|0.00|> text") behaves as in CTranslate2, which forces it
+// token by token: it is part of every result and of its length, it scores 0, and the logit rules start
+// after it (so the first free token has no timestamp rule). The searches handle that from `forced`.
+struct PromptState {
+  model::KVCache cache;        // self-attention K/V of the prompt (cache.length = prompt size)
+  std::vector<float> logits;   // [n_vocab] raw logits after the last prompt token (the first free step)
+  double no_speech_prob = 0.0;
+  std::vector<int> forced;     // the prompt's last tokens that are a forced prefix of the output
+};
+
+// Runs `prompt` (with <|startoftranscript|> at `sot_index`; its last `n_forced` tokens a forced prefix)
+// through the decoder.
+PromptState run_prompt(const model::WhisperModel& model, const model::CrossKV& cross, std::span<const int> prompt,
+                       size_t sot_index, const tokenizer::SpecialTokens& sp, size_t n_forced = 0);
+
+// The filters of a search after `prompt`: the first free token has the initial timestamp rule only when
+// nothing is forced before it.
+FilterConfig filters_after(const FilterConfig& filters, const PromptState& prompt);
+// Fills tokens (forced prefix + free tokens), sum/avg log-probability and score from a search's free
+// tokens and their float sum, counting the forced prefix in the length, as the reference does.
+WindowResult finish_result(const PromptState& prompt, std::vector<int> free_tokens, float sum_logprob,
+                           double length_penalty);
+
+// Greedy decoding after the prompt until <|endoftext|> or `max_new_tokens` free tokens. Searches only append to
+// the prompt's cache rows beyond the prompt, so a PromptState can be decoded from any number of times.
+WindowResult decode_greedy(const model::WhisperModel& model, const model::CrossKV& cross, const PromptState& prompt,
+                           const FilterConfig& filters, const tokenizer::SpecialTokens& sp, int max_new_tokens);
 
 // Decodes greedily after `prompt` (which holds <|startoftranscript|> at `sot_index`) until <|endoftext|>
 // or `max_new_tokens` steps.

@@ -45,6 +45,7 @@ void apply_filters(std::span<float> logits, std::span<const int> sampled, const 
   if (sp.no_timestamps >= 0) logits[static_cast<size_t>(sp.no_timestamps)] = kNegInf;
 
   const size_t n = sampled.size();
+  if (n == 0 && !cfg.initial_timestamp) return;
   const bool last_ts = n >= 1 && sampled[n - 1] >= ts;
   const bool penultimate_ts = n < 2 || sampled[n - 2] >= ts;
   if (last_ts) {

@@ -142,6 +142,28 @@ KVCache WhisperModel::new_cache() const {
 }
 
 Tensor WhisperModel::decode(std::span<const int> tokens, const CrossKV& cross, KVCache& cache) const {
+  return decoder_forward(tokens, cross, cache, {}, nullptr);
+}
+
+CrossAttention WhisperModel::cross_attention_weights(std::span<const int> tokens, const CrossKV& cross,
+                                                     std::span<const std::pair<int, int>> heads) const {
+  const auto& d = dims();
+  for (const auto& [layer, head] : heads) {
+    if (layer < 0 || layer >= d.n_text_layer || head < 0 || head >= d.n_text_head) {
+      throw InvalidArgument("cross-attention head (" + std::to_string(layer) + ", " + std::to_string(head) +
+                            ") out of range");
+    }
+  }
+  KVCache cache = new_cache();
+  CrossAttention out;
+  out.scores.resize(heads.size());
+  out.hidden = decoder_forward(tokens, cross, cache, heads, &out.scores);
+  return out;
+}
+
+Tensor WhisperModel::decoder_forward(std::span<const int> tokens, const CrossKV& cross, KVCache& cache,
+                                     std::span<const std::pair<int, int>> heads,
+                                     std::vector<Tensor>* scores) const {
   const auto& d = dims();
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t width = d.n_text_state;
@@ -182,6 +204,10 @@ Tensor WhisperModel::decode(std::span<const int> tokens, const CrossKV& cross, K
       const Tensor& kv = cross.kv[l];                               // [n_audio_ctx, 2d]
       const Tensor a = ops::attention({&q, 0, n}, {&kv, 0, kv.dim(0)}, {&kv, width, kv.dim(0)}, width,
                                       d.n_text_head, false, 0);
+      for (size_t i = 0; scores && i < heads.size(); ++i) {
+        if (heads[i].first != static_cast<int>(l)) continue;
+        (*scores)[i] = ops::attention_scores({&q, 0, n}, {&kv, 0, kv.dim(0)}, width, d.n_text_head, heads[i].second);
+      }
       Tensor y = ops::linear(a, b.cross_out.w, b.cross_out.b);
       ops::add_(x, y);
     }

@@ -49,6 +49,32 @@ struct KVCache {
   int64_t length = 0;     // tokens in the cache
 };
 
+// One teacher-forced decoder pass that also exposes chosen cross-attention heads (word alignment).
+struct CrossAttention {
+  Tensor hidden;               // [n, d] final hidden states of every position (after the last layer norm)
+  std::vector<Tensor> scores;  // per requested head: [n, n_audio_ctx] pre-softmax scores q·k / sqrt(head_dim)
+};
+
+// Self-attention keys and values of a batch of sequences of equal length decoded in lockstep (the beams of
+// a beam search, the candidates of best-of sampling). Sequence b owns rows [b · n_text_ctx, (b + 1) ·
+// n_text_ctx) of every layer's tensors, so one step reads each sequence's cache in place and a GPU backend
+// can run the whole batch as one kernel.
+struct BatchKVCache {
+  std::vector<Tensor> k;  // per layer [capacity · n_text_ctx, d]
+  std::vector<Tensor> v;  // per layer [capacity · n_text_ctx, d]
+  int64_t capacity = 0;   // sequences the tensors hold
+  int64_t batch = 0;      // live sequences: [0, batch)
+  int64_t length = 0;     // tokens in each sequence
+  int64_t stride = 0;     // rows per sequence (n_text_ctx)
+};
+
+// Every one of `batch` sequences starts as a copy of `prompt` (a single-sequence cache). batch <= capacity.
+void broadcast_cache(const KVCache& prompt, BatchKVCache& cache, int64_t batch);
+// Sequence i becomes a copy of sequence origins[i] (numbered before the call), for i < origins.size(); the
+// batch becomes origins.size() sequences (<= the current batch). Beam search reorders its beams with it;
+// sampling drops finished sequences with it. Copies only the rows in use, and only for changed sequences.
+void reorder_cache(BatchKVCache& cache, std::span<const int> origins);
+
 class WhisperModel {
  public:
   // Maps the engine file and checks every tensor against the dimensions. Throws IoError / ModelError.
@@ -71,8 +97,29 @@ class WhisperModel {
   // hidden [n, d] → logits [n, n_vocab] (the output projection is tied to the token embedding)
   Tensor logits(const Tensor& hidden) const;
 
+  // A cache for up to `capacity` sequences decoded together (see BatchKVCache); starts empty.
+  BatchKVCache new_batch_cache(int64_t capacity) const;
+  // One step of every live sequence of the batch: appends tokens[b] to sequence b, b < cache.batch, and
+  // returns their final hidden states [batch, d]. Up to 8 sequences (the GEMV path of the linear kernel),
+  // bitwise the result decode() gives for the same sequence alone (same kernels, same order of sums).
+  // Throws InvalidArgument past n_text_ctx.
+  Tensor decode_batch(std::span<const int> tokens, const CrossKV& cross, BatchKVCache& cache) const;
+
+  // Runs the whole sequence `tokens` through the decoder in one pass (a fresh self-attention cache, causal
+  // as in decoding; nothing is generated) and returns, besides the hidden states, the cross-attention
+  // scores of every (decoder layer, head) in `heads`, in that order: the values the attention feeds its
+  // softmax, computed by the same ops as decode(). metadata().alignment_heads lists the heads that follow
+  // the timing of the words. Throws InvalidArgument for a head out of range or a sequence longer than
+  // n_text_ctx.
+  CrossAttention cross_attention_weights(std::span<const int> tokens, const CrossKV& cross,
+                                         std::span<const std::pair<int, int>> heads) const;
+
  private:
   Tensor encoder_attention(const Block& b, const Tensor& x) const;  // x [n_audio_ctx, d]
+  // The decoder stack behind decode() and cross_attention_weights(); with `scores`, it also records the
+  // pre-softmax cross-attention scores of `heads` (one [n, n_audio_ctx] tensor per head).
+  Tensor decoder_forward(std::span<const int> tokens, const CrossKV& cross, KVCache& cache,
+                         std::span<const std::pair<int, int>> heads, std::vector<Tensor>* scores) const;
 
   std::string path_;
   format::ModelMetadata meta_;

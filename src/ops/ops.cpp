@@ -106,6 +106,42 @@ Tensor attention(Columns q, Columns k, Columns v, int64_t width, int64_t n_head,
   return out;
 }
 
+Tensor attention_scores(Columns q, Columns k, int64_t width, int64_t n_head, int64_t head) {
+  for (const Columns* c : {&q, &k}) {
+    expect_host_f32(*c->t, "attention_scores", "q/k");
+    expect(c->t->rank() == 2 && c->col >= 0 && c->col + width <= c->t->dim(1) && c->rows <= c->t->dim(0),
+           "attention_scores", "column range out of " + c->t->describe());
+  }
+  expect(n_head > 0 && width % n_head == 0, "attention_scores", "bad head split");
+  expect(head >= 0 && head < n_head, "attention_scores", "head " + std::to_string(head) + " out of range");
+  const int64_t head_dim = width / n_head;
+  Tensor scores = Tensor::empty({q.rows, k.rows}, DType::kF32);
+  if (q.rows == 0 || k.rows == 0) return scores;
+  cpu::attention_scores(q.t->data<float>() + q.col + head * head_dim, q.t->dim(1),
+                        k.t->data<float>() + k.col + head * head_dim, k.t->dim(1), scores.data<float>(), q.rows,
+                        k.rows, head_dim);
+  return scores;
+}
+
+Tensor attention_decode(Columns q, Columns k, Columns v, int64_t width, int64_t n_head, int64_t kv_stride,
+                        int64_t n_kv) {
+  for (const Columns* c : {&q, &k, &v}) {
+    expect_host_f32(*c->t, "attention_decode", "q/k/v");
+    expect(c->t->rank() == 2 && c->col >= 0 && c->col + width <= c->t->dim(1) && c->rows <= c->t->dim(0),
+           "attention_decode", "column range out of " + c->t->describe());
+  }
+  expect(width % n_head == 0 && n_kv > 0 && kv_stride >= 0, "attention_decode", "bad head split or lengths");
+  const int64_t batch = q.rows;
+  const int64_t last_row = (batch - 1) * kv_stride + n_kv;  // rows of k and v the last query reads
+  expect(last_row <= k.rows && last_row <= v.rows, "attention_decode",
+         "keys/values hold " + std::to_string(k.rows) + " rows, the batch reads " + std::to_string(last_row));
+  Tensor out = Tensor::empty({batch, width}, DType::kF32);
+  cpu::attention_decode(q.t->data<float>() + q.col, q.t->dim(1), k.t->data<float>() + k.col, k.t->dim(1),
+                        v.t->data<float>() + v.col, v.t->dim(1), out.data<float>(), width, batch, kv_stride, n_kv,
+                        n_head, width / n_head);
+  return out;
+}
+
 void copy_rows(Columns src, int64_t width, Tensor& dst, int64_t row) {
   expect_host_f32(*src.t, "copy_rows", "src");
   expect_host_f32(dst, "copy_rows", "dst");

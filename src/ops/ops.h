@@ -40,6 +40,18 @@ struct Columns {
 // = n_head · head_dim → out [n_q, width]. With `causal`, query i sees keys [0, q_offset + i].
 Tensor attention(Columns q, Columns k, Columns v, int64_t width, int64_t n_head, bool causal, int64_t q_offset);
 
+// Pre-softmax scores of head `head` of that attention (no causal mask): q [n_q, width], k [n_kv, width]
+// → [n_q, n_kv] = q_h · k_hᵀ / sqrt(width / n_head). Word alignment reads these for a few cross-attention heads.
+Tensor attention_scores(Columns q, Columns k, int64_t width, int64_t n_head, int64_t head);
+
+// One decode step of a batch of sequences: query b (row b of q [batch, width]) attends over the n_kv
+// key/value rows starting at row b · kv_stride of k and v (column ranges of width `width`). kv_stride 0:
+// every query reads the same keys (cross-attention over one window); kv_stride = capacity: per-sequence
+// self-attention caches stacked in one tensor. → out [batch, width]. Per query, the same arithmetic as
+// attention() with one query.
+Tensor attention_decode(Columns q, Columns k, Columns v, int64_t width, int64_t n_head, int64_t kv_stride,
+                        int64_t n_kv);
+
 // Copies rows of src [n, width] (a column range) into dst rows [row, row + n) of a 2-D f32 tensor.
 void copy_rows(Columns src, int64_t width, Tensor& dst, int64_t row);
 

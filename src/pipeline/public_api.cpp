@@ -11,6 +11,15 @@ const std::vector<std::string>& output_formats() { return pipeline::output_forma
 
 std::string render(const Transcript& t, const std::string& format) { return pipeline::render(t, format); }
 
+std::string render(const Transcript& t, const std::string& format, const WriterOptions& options) {
+  pipeline::WriterOptions o;
+  o.highlight_words = options.highlight_words;
+  o.max_line_width = options.max_line_width;
+  o.max_line_count = options.max_line_count;
+  o.max_words_per_line = options.max_words_per_line;
+  return pipeline::render(t, format, o);
+}
+
 void write_file_atomic(const std::string& path, const std::string& contents) {
   pipeline::write_file_atomic(path, contents);
 }

@@ -1,6 +1,8 @@
-// The long-form transcription loop over 30 s windows ("seek"), as the reference implementation runs it:
-// language detection on the first window, a prompt built from the previous windows' text, greedy
-// decoding with the timestamp rules, segments cut at timestamp pairs, and the no-speech skip.
+// The long-form transcription loop over 30 s windows ("seek"), a port of faster-whisper 1.2.1's
+// generate_segments / generate_with_fallback / get_prompt: language detection on the first window, clips,
+// a prompt built from the previous windows' text (and an initial prompt or prefix), beam search or greedy
+// decoding at temperature 0 with a fallback to best-of sampling at higher temperatures, segments cut at
+// timestamp pairs, the no-speech skip, word timestamps and the hallucination-silence skip.
 #include <zlib.h>
 
 #include <algorithm>
@@ -9,9 +11,13 @@
 #include <optional>
 
 #include "audio/mel.h"
+#include "decoding/beam_search.h"
+#include "decoding/fallback.h"
 #include "decoding/greedy.h"
+#include "decoding/sampling.h"
 #include "model/whisper.h"
 #include "ops/ops.h"
+#include "pipeline/word_timing.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/vocabulary.h"
 #include "wisp/audio.h"
@@ -26,6 +32,7 @@ namespace {
 constexpr int kFramesPerWindow = 3000;  // 30 s of 10 ms mel frames
 constexpr int kInputStride = 2;         // mel frames per encoder position (the stride-2 convolution)
 constexpr double kTimePerFrame = 0.01;
+constexpr double kFramesPerSecond = 100.0;
 constexpr double kTimePrecision = 0.02;  // seconds per timestamp token
 
 std::string strip(const std::string& s) {
@@ -34,6 +41,9 @@ std::string strip(const std::string& s) {
   const auto e = s.find_last_not_of(" \t\n\r\f\v");
   return s.substr(b, e - b + 1);
 }
+
+// Python's round() of a float to an int: to nearest, ties to even.
+int py_round(double x) { return static_cast<int>(std::nearbyint(x)); }
 
 double compression_ratio(const std::string& text) {
   if (text.empty()) return 0.0;
@@ -45,10 +55,29 @@ double compression_ratio(const std::string& text) {
   return static_cast<double>(text.size()) / static_cast<double>(bound);
 }
 
-struct RawSegment {
-  double start, end;
-  std::vector<int> tokens;
-};
+void validate(const TranscribeOptions& o) {
+  if (o.task != "transcribe" && o.task != "translate") {
+    throw InvalidArgument("unknown task '" + o.task + "' (expected transcribe or translate)");
+  }
+  if (o.beam_size < 1) throw InvalidArgument("the beam size must be at least 1");
+  if (o.best_of < 1) throw InvalidArgument("best_of must be at least 1");
+  if (!(o.patience > 0)) throw InvalidArgument("the patience must be > 0");
+  if (!std::isfinite(o.length_penalty)) throw InvalidArgument("the length penalty must be a number");
+  if (o.temperatures.empty()) throw InvalidArgument("at least one temperature is needed");
+  for (double t : o.temperatures) {
+    if (!(t >= 0) || !std::isfinite(t)) throw InvalidArgument("temperatures must be >= 0");
+  }
+  for (double t : o.clip_timestamps) {
+    if (!(t >= 0) || !std::isfinite(t)) throw InvalidArgument("clip timestamps must be >= 0 seconds");
+  }
+  if (!(o.max_initial_timestamp >= 0)) throw InvalidArgument("max_initial_timestamp must be >= 0");
+  if (o.hallucination_silence_threshold && !o.word_timestamps) {
+    throw InvalidArgument("--hallucination-silence-threshold requires --word-timestamps");
+  }
+  if (o.hallucination_silence_threshold && !(*o.hallucination_silence_threshold >= 0)) {
+    throw InvalidArgument("the hallucination silence threshold must be >= 0 seconds");
+  }
+}
 
 }  // namespace
 
@@ -76,12 +105,13 @@ struct Model::Impl {
     return w;
   }
 
-  // Splits a window's tokens into segments at consecutive timestamp pairs; returns the next seek.
+  // Splits a window's tokens into segments at consecutive timestamp pairs (_split_segments_by_timestamps);
+  // returns the next seek and sets `single_timestamp_ending`.
   int split_segments(const std::vector<int>& tokens, double time_offset, int seek, int segment_size,
-                     std::vector<RawSegment>& out) const {
+                     std::vector<pipeline::WindowSegment>& out, bool& single_timestamp_ending) const {
     const int ts = tok.special().timestamp_begin;
     const size_t n = tokens.size();
-    const bool single_timestamp_ending = n >= 2 && tokens[n - 2] < ts && tokens[n - 1] >= ts;
+    single_timestamp_ending = n >= 2 && tokens[n - 2] < ts && tokens[n - 1] >= ts;
     std::vector<size_t> consecutive;
     for (size_t i = 1; i < n; ++i) {
       if (tokens[i] >= ts && tokens[i - 1] >= ts) consecutive.push_back(i);
@@ -90,10 +120,11 @@ struct Model::Impl {
       if (single_timestamp_ending) consecutive.push_back(n);
       size_t last = 0;
       for (size_t cut : consecutive) {
-        std::vector<int> slice(tokens.begin() + static_cast<long>(last), tokens.begin() + static_cast<long>(cut));
-        const double start = time_offset + (slice.front() - ts) * kTimePrecision;
-        const double end = time_offset + (slice.back() - ts) * kTimePrecision;
-        out.push_back({start, end, std::move(slice)});
+        pipeline::WindowSegment s;
+        s.tokens.assign(tokens.begin() + static_cast<long>(last), tokens.begin() + static_cast<long>(cut));
+        s.start = time_offset + (s.tokens.front() - ts) * kTimePrecision;
+        s.end = time_offset + (s.tokens.back() - ts) * kTimePrecision;
+        out.push_back(std::move(s));
         last = cut;
       }
       if (single_timestamp_ending) return seek + segment_size;
@@ -106,17 +137,42 @@ struct Model::Impl {
       if (t >= ts) last_ts = t;
     }
     if (last_ts >= 0 && last_ts != ts) duration = (last_ts - ts) * kTimePrecision;
-    out.push_back({time_offset, time_offset + duration, tokens});
+    pipeline::WindowSegment s;
+    s.tokens = tokens;
+    s.start = time_offset;
+    s.end = time_offset + duration;
+    out.push_back(std::move(s));
     return seek + segment_size;
+  }
+
+  // get_suppressed_tokens: -1 expands to the model's non-speech symbols; the task and control tokens are
+  // added to any non-empty list.
+  std::vector<int> suppressed_tokens(const std::vector<int>& requested) const {
+    const auto& sp = tok.special();
+    std::vector<int> ids;
+    if (requested.empty()) return ids;
+    for (int id : requested) {
+      if (id == -1) {
+        ids.insert(ids.end(), net->metadata().suppress_tokens.begin(), net->metadata().suppress_tokens.end());
+      } else if (id < 0 || id >= net->dims().n_vocab) {
+        throw InvalidArgument("suppress token " + std::to_string(id) + " is not a token of this model");
+      } else {
+        ids.push_back(id);
+      }
+    }
+    for (int id : {sp.transcribe, sp.translate, sp.sot, sp.sot_prev, sp.sot_lm, sp.no_speech}) {
+      if (id >= 0) ids.push_back(id);
+    }
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    return ids;
   }
 
   Transcript run(std::span<const float> samples, const TranscribeOptions& o) const {
     if (samples.empty()) throw AudioError("the audio contains no samples");
+    validate(o);
     const auto& sp = tok.special();
     const auto& dims = net->dims();
-    if (o.task != "transcribe" && o.task != "translate") {
-      throw InvalidArgument("unknown task '" + o.task + "' (expected transcribe or translate)");
-    }
     if (!tok.multilingual()) {
       if (o.task == "translate") throw InvalidArgument("this model is English-only: it cannot translate");
       if (o.language != "auto" && o.language != "en") {
@@ -130,19 +186,41 @@ struct Model::Impl {
       language_token = *t;
     }
 
+    decoding::FilterConfig filters;
+    filters.suppress = suppressed_tokens(o.suppress_tokens);
+    if (o.suppress_blank) filters.suppress_begin = net->metadata().suppress_tokens_begin;
+    filters.timestamps = o.timestamps;
+    filters.max_initial_timestamp_index = py_round(o.max_initial_timestamp / kTimePrecision);
+
     const std::vector<float> mel_all = mel.compute(samples);
     const int n_frames = mel.n_frames(samples.size(), 160);
     const int content_frames = n_frames - 1;
+    const double content_duration = content_frames * kTimePerFrame;
     Transcript result;
     result.duration = static_cast<double>(samples.size()) / kSampleRate;
 
-    // The first window's encoder output serves both language detection and decoding (the reference
-    // encodes it twice; its detection window differs from the decoding window by at most the final
-    // padding frame).
+    // Clips: pairs of seek points (mel frames); an odd list runs its last clip to the end.
+    std::vector<int> seek_points;
+    for (double t : o.clip_timestamps) seek_points.push_back(py_round(t * kFramesPerSecond));
+    if (seek_points.empty()) seek_points.push_back(0);
+    if (seek_points.size() % 2 == 1) seek_points.push_back(content_frames);
+    std::vector<std::pair<int, int>> clips;
+    for (size_t i = 0; i + 1 < seek_points.size(); i += 2) clips.emplace_back(seek_points[i], seek_points[i + 1]);
+
+    // Language detection reads 30 s from the first clip's start (the start of the audio if that is past
+    // the end). When the first decoding window covers the same frames its encoder output serves both (the
+    // reference encodes it twice; its detection window differs by at most the final padding frame).
     std::optional<model::CrossKV> first_window;
+    int first_window_seek = -1, first_window_size = -1;
     if (tok.multilingual() && language_token < 0) {
-      const Tensor feats = net->encode(window(mel_all, n_frames, 0, std::min(content_frames, kFramesPerWindow)));
+      const double start = o.clip_timestamps.empty() ? 0.0 : o.clip_timestamps.front();
+      const int det_seek =
+          start * kFramesPerSecond < content_frames ? static_cast<int>(start * kFramesPerSecond) : 0;
+      const int det_size = std::min(content_frames - det_seek, kFramesPerWindow);
+      const Tensor feats = net->encode(window(mel_all, n_frames, det_seek, det_size));
       first_window = net->cross_kv(feats);
+      first_window_seek = det_seek;
+      first_window_size = det_size;
       const auto probs = decoding::detect_language(*net, *first_window, sp, net->metadata().lang_ids);
       language_token = probs.front().first;
       result.language_probability = probs.front().second;
@@ -157,72 +235,211 @@ struct Model::Impl {
       sot_sequence.push_back(o.task == "translate" ? sp.translate : sp.transcribe);
     }
 
-    decoding::FilterConfig filters;
-    // The reference suppresses the non-speech symbols and the task/control tokens at every step.
-    filters.suppress = net->metadata().suppress_tokens;
-    for (int id : {sp.transcribe, sp.translate, sp.sot, sp.sot_prev, sp.sot_lm, sp.no_speech}) {
-      if (id >= 0) filters.suppress.push_back(id);
-    }
-    if (o.suppress_blank) filters.suppress_begin = net->metadata().suppress_tokens_begin;
-    filters.timestamps = o.timestamps;
-    filters.max_initial_timestamp_index = static_cast<int>(std::lround(o.max_initial_timestamp / kTimePrecision));
-
-    std::vector<int> all_tokens;
-    if (!strip(o.initial_prompt).empty()) all_tokens = tok.encode(" " + strip(o.initial_prompt));
-    size_t prompt_reset_since = 0;
     const int max_length = dims.n_text_ctx;
+    const size_t max_previous = static_cast<size_t>(max_length / 2 - 1);
+    std::vector<int> all_tokens;
+    std::vector<int> initial_prompt_tokens;
+    if (!o.initial_prompt.empty()) {
+      initial_prompt_tokens = tok.encode(" " + strip(o.initial_prompt));
+      all_tokens = initial_prompt_tokens;
+    }
+    std::vector<int> prefix_tokens;
+    if (!o.prefix.empty()) {
+      prefix_tokens = tok.encode(" " + strip(o.prefix));
+      if (prefix_tokens.size() >= static_cast<size_t>(max_length / 2)) prefix_tokens.resize(max_previous);
+    }
+    size_t prompt_reset_since = 0;
+    double last_speech_timestamp = 0.0;
+    decoding::Rng rng(o.seed);
+    pipeline::WordTimingOptions word_options;
+    word_options.prepend_punctuations = o.prepend_punctuations;
+    word_options.append_punctuations = o.append_punctuations;
 
-    int seek = 0;
-    while (seek < content_frames) {
+    size_t clip_idx = 0;
+    int seek = clips.front().first;
+    while (clip_idx < clips.size()) {
+      const int clip_start = clips[clip_idx].first;
+      const int clip_end = std::min(clips[clip_idx].second, content_frames);
+      if (seek < clip_start) seek = clip_start;
+      if (seek >= clip_end) {
+        if (++clip_idx < clips.size()) seek = clips[clip_idx].first;
+        continue;
+      }
       const double time_offset = seek * kTimePerFrame;
-      const int segment_size = std::min(kFramesPerWindow, content_frames - seek);
-      const model::CrossKV cross = (seek == 0 && first_window)
+      const double window_end_time = (seek + kFramesPerWindow) * kTimePerFrame;
+      const int segment_size = std::min({kFramesPerWindow, content_frames - seek, clip_end - seek});
+      const double segment_duration = segment_size * kTimePerFrame;
+      const model::CrossKV cross = (first_window && seek == first_window_seek && segment_size == first_window_size)
                                        ? std::move(*first_window)
                                        : net->cross_kv(net->encode(window(mel_all, n_frames, seek, segment_size)));
       first_window.reset();
 
+      // The previous text: everything since the last prompt reset, or with carry_initial_prompt the
+      // initial prompt followed by as much recent text as still fits.
+      std::vector<int> previous;
+      if (o.carry_initial_prompt && !initial_prompt_tokens.empty()) {
+        const size_t ignored = std::max(initial_prompt_tokens.size(), prompt_reset_since);
+        const size_t room = max_previous > initial_prompt_tokens.size() ? max_previous - initial_prompt_tokens.size() : 0;
+        previous = initial_prompt_tokens;
+        if (all_tokens.size() > ignored) {
+          const size_t take = std::min(room, all_tokens.size() - ignored);
+          previous.insert(previous.end(), all_tokens.end() - static_cast<long>(take), all_tokens.end());
+        }
+      } else {
+        previous.assign(all_tokens.begin() + static_cast<long>(prompt_reset_since), all_tokens.end());
+      }
+
+      // get_prompt: [<|startofprev|> previous (last 223)] SOT sequence [<|notimestamps|>] [<|0.00|> prefix]
       std::vector<int> prompt;
-      const std::vector<int> previous(all_tokens.begin() + static_cast<long>(prompt_reset_since), all_tokens.end());
       if (!previous.empty()) {
         prompt.push_back(sp.sot_prev);
-        const size_t keep = std::min(previous.size(), static_cast<size_t>(max_length / 2 - 1));
+        const size_t keep = std::min(previous.size(), max_previous);
         prompt.insert(prompt.end(), previous.end() - static_cast<long>(keep), previous.end());
       }
       const size_t sot_index = prompt.size();
       prompt.insert(prompt.end(), sot_sequence.begin(), sot_sequence.end());
       if (!o.timestamps) prompt.push_back(sp.no_timestamps);
-
-      const int max_new = std::min(max_length / 2, max_length - static_cast<int>(prompt.size() - 1));
-      const decoding::WindowResult r = decoding::decode_greedy(*net, cross, prompt, sot_index, filters, sp, max_new);
-
-      const std::string window_text = strip(tok.decode(r.tokens));
-      const double ratio = compression_ratio(window_text);
-      const bool silent = r.no_speech_prob > o.no_speech_threshold && !(r.avg_logprob > o.logprob_threshold);
-      if (silent) {
-        seek += segment_size;
-      } else {
-        const int previous_seek = seek;
-        std::vector<RawSegment> segs;
-        seek = split_segments(r.tokens, time_offset, seek, segment_size, segs);
-        for (auto& s : segs) {
-          const std::string text = tok.decode(s.tokens);
-          if (s.start == s.end || strip(text).empty()) continue;
-          all_tokens.insert(all_tokens.end(), s.tokens.begin(), s.tokens.end());
-          Segment out;
-          out.id = static_cast<int>(result.segments.size()) + 1;
-          out.seek = previous_seek;
-          out.start = s.start;
-          out.end = s.end;
-          out.text = text;
-          out.tokens = std::move(s.tokens);
-          out.temperature = 0.0;
-          out.avg_logprob = r.avg_logprob;
-          out.compression_ratio = ratio;
-          out.no_speech_prob = r.no_speech_prob;
-          result.segments.push_back(std::move(out));
-        }
+      // CTranslate2 decodes min(224, 448 - (prompt - 1)) steps, a forced prefix included.
+      const int max_steps = std::min(max_length / 2, max_length + 1 - static_cast<int>(prompt.size()));
+      size_t n_forced = 0;
+      if (seek == 0 && !prefix_tokens.empty()) {
+        // Forced output (CTranslate2's prefix): returned with the result, scored 0.
+        if (o.timestamps) prompt.push_back(sp.timestamp_begin);
+        prompt.insert(prompt.end(), prefix_tokens.begin(), prefix_tokens.end());
+        n_forced = prefix_tokens.size() + (o.timestamps ? 1 : 0);
       }
-      if (!o.condition_on_previous_text) prompt_reset_since = all_tokens.size();
+      const int max_new = max_steps - static_cast<int>(n_forced);
+      if (max_new < 1) throw InvalidArgument("the prompt and prefix leave no room in the decoder context");
+
+      const decoding::FilterConfig& window_filters = filters;
+      const decoding::PromptState ps = decoding::run_prompt(*net, cross, prompt, sot_index, sp, n_forced);
+      decoding::FallbackRules rules;
+      rules.temperatures = o.temperatures;
+      rules.compression_ratio_threshold = o.compression_ratio_threshold;
+      rules.logprob_threshold = o.logprob_threshold;
+      rules.no_speech_threshold = o.no_speech_threshold;
+      const decoding::FallbackResult fr = decoding::generate_with_fallback(
+          rules,
+          [&](double temperature) {
+            if (temperature > 0) {
+              decoding::SamplingOptions so;
+              so.temperature = temperature;
+              so.best_of = o.best_of;
+              so.length_penalty = o.length_penalty;
+              return decoding::decode_sampling(*net, cross, ps, window_filters, sp, max_new, so, rng);
+            }
+            if (o.beam_size > 1) {
+              decoding::BeamOptions bo;
+              bo.beam_size = o.beam_size;
+              bo.patience = o.patience;
+              bo.length_penalty = o.length_penalty;
+              return decoding::decode_beam(*net, cross, ps, window_filters, sp, max_new, bo);
+            }
+            return decoding::decode_greedy(*net, cross, ps, window_filters, sp, max_new);
+          },
+          [&](const decoding::WindowResult& r) { return compression_ratio(strip(tok.decode(r.tokens))); });
+      const decoding::WindowResult& r = fr.result;
+
+      bool skip = false;
+      if (o.no_speech_threshold) {
+        skip = r.no_speech_prob > *o.no_speech_threshold;
+        if (o.logprob_threshold && r.avg_logprob > *o.logprob_threshold) skip = false;
+      }
+      if (o.on_window) {
+        WindowTrace trace;
+        trace.seek = seek;
+        trace.prompt = prompt;
+        trace.tokens = r.tokens;
+        trace.temperature = fr.temperature;
+        trace.attempts = fr.attempts;
+        trace.avg_logprob = r.avg_logprob;
+        trace.compression_ratio = fr.compression_ratio;
+        trace.no_speech_prob = r.no_speech_prob;
+        trace.skipped = skip;
+        o.on_window(trace);
+      }
+      if (skip) {
+        seek += segment_size;  // fast-forward to the next window
+        continue;
+      }
+
+      const int previous_seek = seek;
+      std::vector<pipeline::WindowSegment> segs;
+      bool single_timestamp_ending = false;
+      seek = split_segments(r.tokens, time_offset, seek, segment_size, segs, single_timestamp_ending);
+
+      if (o.word_timestamps) {
+        pipeline::align_words(segs, *net, cross, tok, sot_sequence, previous_seek, segment_size,
+                              last_speech_timestamp, word_options);
+        if (!single_timestamp_ending) {
+          const auto end = pipeline::last_word_end(segs);
+          if (end && *end > time_offset) seek = py_round(*end * kFramesPerSecond);
+        }
+        if (o.hallucination_silence_threshold) {
+          const double threshold = *o.hallucination_silence_threshold;
+          auto next_with_words = [&](size_t from) -> const pipeline::WindowSegment* {
+            for (size_t i = from; i < segs.size(); ++i) {
+              if (!segs[i].words.empty()) return &segs[i];
+            }
+            return nullptr;
+          };
+          // A likely hallucination first in the window after a long silence: skip the silence, drop the window.
+          const pipeline::WindowSegment* first = next_with_words(0);
+          if (first && pipeline::is_segment_anomaly(first->words)) {
+            const double gap = first->start - time_offset;
+            if (gap > threshold) {
+              seek = previous_seek + py_round(gap * kFramesPerSecond);
+              continue;
+            }
+          }
+          // A likely hallucination between silences (or other hallucinations): drop it and what follows,
+          // and resume at its start.
+          double hal_last_end = last_speech_timestamp;
+          for (size_t si = 0; si < segs.size(); ++si) {
+            const pipeline::WindowSegment& s = segs[si];
+            if (s.words.empty()) continue;
+            if (pipeline::is_segment_anomaly(s.words)) {
+              const pipeline::WindowSegment* next = next_with_words(si + 1);
+              const double hal_next_start = next ? next->words.front().start : time_offset + segment_duration;
+              const bool silence_before =
+                  s.start - hal_last_end > threshold || s.start < threshold || s.start - time_offset < 2.0;
+              const bool silence_after = hal_next_start - s.end > threshold ||
+                                         (next && pipeline::is_segment_anomaly(next->words)) ||
+                                         window_end_time - s.end < 2.0;
+              if (silence_before && silence_after) {
+                seek = py_round(std::max(time_offset + 1, s.start) * kFramesPerSecond);
+                if (content_duration - s.end < threshold) seek = content_frames;
+                segs.erase(segs.begin() + static_cast<long>(si), segs.end());
+                break;
+              }
+            }
+            hal_last_end = s.end;
+          }
+        }
+        if (const auto end = pipeline::last_word_end(segs)) last_speech_timestamp = *end;
+      }
+
+      for (auto& s : segs) {
+        const std::string text = tok.decode(s.tokens);
+        if (s.start == s.end || strip(text).empty()) continue;
+        all_tokens.insert(all_tokens.end(), s.tokens.begin(), s.tokens.end());
+        Segment out;
+        out.id = static_cast<int>(result.segments.size()) + 1;
+        out.seek = previous_seek;
+        out.start = s.start;
+        out.end = s.end;
+        out.text = text;
+        out.tokens = std::move(s.tokens);
+        out.temperature = fr.temperature;
+        out.avg_logprob = r.avg_logprob;
+        out.compression_ratio = fr.compression_ratio;
+        out.no_speech_prob = r.no_speech_prob;
+        out.words = std::move(s.words);
+        result.segments.push_back(std::move(out));
+      }
+      if (!o.condition_on_previous_text || fr.temperature > o.prompt_reset_on_temperature) {
+        prompt_reset_since = all_tokens.size();
+      }
       if (o.on_progress) o.on_progress(std::min(seek, content_frames) * kTimePerFrame, content_frames * kTimePerFrame);
     }
     return result;

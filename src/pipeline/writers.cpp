@@ -109,22 +109,147 @@ std::string render_txt(const Transcript& t) {
   return out;
 }
 
-std::string render_vtt(const Transcript& t) {
-  std::string out = "WEBVTT\n\n";
-  for (const Segment& s : t.segments) {
-    out += format_timestamp(s.start, false, '.') + " --> " + format_timestamp(s.end, false, '.') + "\n";
-    out += cue_text(s) + "\n\n";
+bool has_words(const Transcript& t) {
+  return std::any_of(t.segments.begin(), t.segments.end(), [](const Segment& s) { return !s.words.empty(); });
+}
+
+// Python's len() of a UTF-8 string: code points.
+int64_t py_len(std::string_view s) {
+  int64_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+bool is_python_space_at(std::string_view s, size_t i, size_t* len) {
+  *len = std::min(utf8_length(static_cast<unsigned char>(s[i])), s.size() - i);
+  return is_python_space(code_point(s, i, i + *len));
+}
+
+// re.sub(r"^(\s*)(.*)$", r"\1<u>\2</u>", word): the word after its leading whitespace is underlined. `.` stops
+// at a newline and `$` also matches before a final one, so a word with a newline past its leading space is
+// left as it is (unless that newline ends it).
+std::string underline(std::string_view word) {
+  size_t lead = 0, len = 0;
+  while (lead < word.size() && is_python_space_at(word, lead, &len)) lead += len;
+  std::string_view rest = word.substr(lead);
+  std::string_view tail;
+  const size_t nl = rest.find('\n');
+  if (nl != std::string_view::npos) {
+    if (nl + 1 != rest.size()) return std::string(word);
+    tail = rest.substr(nl);
+    rest = rest.substr(0, nl);
   }
+  std::string out(word.substr(0, lead));
+  out.append("<u>").append(rest).append("</u>").append(tail);
   return out;
 }
 
-std::string render_srt(const Transcript& t) {
+struct Cue {
+  std::string start, end, text;
+};
+
+struct TimedWord {
+  double start, end;
+  std::string word;
+};
+
+// openai-whisper's SubtitlesWriter.iterate_result: cues of segments, or (with word timestamps) of words
+// regrouped by the line options, each word underlined in turn with highlight_words.
+std::vector<Cue> subtitle_cues(const Transcript& t, const WriterOptions& o, bool always_include_hours,
+                               char decimal_marker) {
+  auto ts = [&](double seconds) { return format_timestamp(seconds, always_include_hours, decimal_marker); };
+  std::vector<Cue> cues;
+  if (t.segments.empty() || !has_words(t)) {
+    for (const Segment& s : t.segments) cues.push_back({ts(s.start), ts(s.end), cue_text(s)});
+    return cues;
+  }
+
+  const bool preserve_segments = o.max_line_count <= 0 || o.max_line_width <= 0;
+  const int64_t max_line_width = o.max_line_width > 0 ? o.max_line_width : 1000;
+  const size_t max_words_per_line = o.max_words_per_line > 0 ? static_cast<size_t>(o.max_words_per_line) : 1000;
+  const bool line_count_set = o.max_line_count > 0;
+
+  std::vector<std::vector<TimedWord>> subtitles;
+  {
+    int64_t line_len = 0;
+    int line_count = 1;
+    std::vector<TimedWord> subtitle;
+    double last = t.segments.front().start;  // get_start(): the first word's start, else the first segment's
+    for (const Segment& s : t.segments) {
+      if (!s.words.empty()) {
+        last = s.words.front().start;
+        break;
+      }
+    }
+    for (const Segment& segment : t.segments) {
+      const size_t n = segment.words.size();
+      size_t words_count = max_words_per_line;
+      for (size_t chunk = 0; chunk < n; chunk += max_words_per_line) {
+        if (max_words_per_line > n - chunk) words_count = n - chunk;
+        for (size_t i = 0; i < words_count && chunk + i < n; ++i) {
+          const Word& w = segment.words[chunk + i];
+          TimedWord timing{w.start, w.end, w.word};
+          const bool long_pause = !preserve_segments && timing.start - last > 3.0;
+          const bool has_room = line_len + py_len(timing.word) <= max_line_width;
+          const bool seg_break = i == 0 && !subtitle.empty() && preserve_segments;
+          if (line_len > 0 && has_room && !long_pause && !seg_break) {
+            line_len += py_len(timing.word);  // line continuation
+          } else {
+            timing.word = strip(timing.word);  // new line
+            if ((!subtitle.empty() && line_count_set && (long_pause || line_count >= o.max_line_count)) ||
+                seg_break) {
+              subtitles.push_back(std::move(subtitle));  // subtitle break
+              subtitle.clear();
+              line_count = 1;
+            } else if (line_len > 0) {
+              ++line_count;  // line break
+              timing.word = "\n" + timing.word;
+            }
+            line_len = py_len(strip(timing.word));
+          }
+          last = timing.start;
+          subtitle.push_back(std::move(timing));
+        }
+      }
+    }
+    if (!subtitle.empty()) subtitles.push_back(std::move(subtitle));
+  }
+
+  for (const auto& subtitle : subtitles) {
+    const std::string start = ts(subtitle.front().start);
+    const std::string end = ts(subtitle.back().end);
+    std::string text;
+    for (const TimedWord& w : subtitle) text += w.word;
+    if (!o.highlight_words) {
+      cues.push_back({start, end, text});
+      continue;
+    }
+    std::string last = start;
+    for (size_t i = 0; i < subtitle.size(); ++i) {
+      const std::string ws = ts(subtitle[i].start);
+      const std::string we = ts(subtitle[i].end);
+      if (last != ws) cues.push_back({last, ws, text});
+      std::string marked;
+      for (size_t j = 0; j < subtitle.size(); ++j) marked += j == i ? underline(subtitle[j].word) : subtitle[j].word;
+      cues.push_back({ws, we, std::move(marked)});
+      last = we;
+    }
+  }
+  return cues;
+}
+
+std::string render_vtt(const Transcript& t, const WriterOptions& o) {
+  std::string out = "WEBVTT\n\n";
+  for (const Cue& c : subtitle_cues(t, o, false, '.')) out += c.start + " --> " + c.end + "\n" + c.text + "\n\n";
+  return out;
+}
+
+std::string render_srt(const Transcript& t, const WriterOptions& o) {
   std::string out;
   int index = 1;
-  for (const Segment& s : t.segments) {
+  for (const Cue& c : subtitle_cues(t, o, true, ',')) {
     out += std::to_string(index++) + "\n";
-    out += format_timestamp(s.start, true, ',') + " --> " + format_timestamp(s.end, true, ',') + "\n";
-    out += cue_text(s) + "\n\n";
+    out += c.start + " --> " + c.end + "\n" + c.text + "\n\n";
   }
   return out;
 }
@@ -141,6 +266,7 @@ std::string render_tsv(const Transcript& t) {
 
 std::string render_json(const Transcript& t) {
   // ordered_json keeps the keys in the reference's order instead of sorting them.
+  const bool words = has_words(t);
   nlohmann::ordered_json segments = nlohmann::ordered_json::array();
   for (const Segment& s : t.segments) {
     segments.push_back({
@@ -155,6 +281,13 @@ std::string render_json(const Transcript& t) {
         {"compression_ratio", s.compression_ratio},
         {"no_speech_prob", s.no_speech_prob},
     });
+    if (words) {  // with word timestamps every segment has the list, as the reference's result does
+      nlohmann::ordered_json list = nlohmann::ordered_json::array();
+      for (const Word& w : s.words) {
+        list.push_back({{"word", w.word}, {"start", w.start}, {"end", w.end}, {"probability", w.probability}});
+      }
+      segments.back()["words"] = std::move(list);
+    }
   }
   nlohmann::ordered_json doc = {
       {"text", t.text()},
@@ -176,9 +309,13 @@ const std::vector<std::string>& output_formats() {
 }
 
 std::string render(const Transcript& t, const std::string& format) {
+  return pipeline::render(t, format, WriterOptions{});
+}
+
+std::string render(const Transcript& t, const std::string& format, const WriterOptions& options) {
   if (format == "txt") return render_txt(t);
-  if (format == "vtt") return render_vtt(t);
-  if (format == "srt") return render_srt(t);
+  if (format == "vtt") return render_vtt(t, options);
+  if (format == "srt") return render_srt(t, options);
   if (format == "tsv") return render_tsv(t);
   if (format == "json") return render_json(t);
   throw InvalidArgument("unknown output format \"" + format + "\" (expected txt, vtt, srt, tsv or json)");

@@ -314,6 +314,8 @@ TEST_P(Pipeline, TokensMatchReferenceTranscript) {
   auto& model = models[c.model];
   if (!model) model = wisp::Model::load(model_path(c.model), kThreads);
   wisp::TranscribeOptions o;
+  o.beam_size = 1;          // the fixtures are greedy decoding at temperature 0 without fallback
+  o.temperatures = {0.0};
   const auto& requested = item->at("language_requested");
   if (!requested.is_null()) o.language = requested.get<std::string>();
   const auto t0 = std::chrono::steady_clock::now();

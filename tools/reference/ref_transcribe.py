@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference transcripts from faster-whisper (CTranslate2), greedy, temperature 0, fp32, CPU.
+"""Reference transcripts from faster-whisper (CTranslate2), fp32, CPU.
 
 This is the behaviour wisp must reproduce token-for-token.  For every file of one or more
 eval manifests it runs
@@ -14,12 +14,26 @@ with every other option at faster-whisper's defaults, and records per file the d
 language, duration, wall time (transcribe() + consuming the segment generator; the model load
 is excluded, audio decoding is included) and every segment with its tokens and scores.
 
+Without decoding options this is greedy decoding at temperature 0 with no fallback (the
+foundation's fixtures).  The decoding options below change that, e.g. beam search as the
+reference CLI runs it:  --beam-size 5   (temperature stays 0.0 unless --temperature is given;
+--temperature 0,0.2,0.4,0.6,0.8,1.0 --best-of 5 gives faster-whisper's full defaults).
+
 Usage:
   ref_transcribe.py --model DIR --manifest TSV [--manifest TSV2] --out OUT.json
-                    [--threads 2] [--limit N] [--language-from-manifest]
+                    [--threads 2] [--limit N] [--only SUBSTRING ...] [--language-from-manifest]
+                    [--beam-size N] [--best-of N] [--patience P] [--length-penalty L]
+                    [--temperature T[,T2,...]] [--compression-ratio-threshold X|none]
+                    [--logprob-threshold X|none] [--no-speech-threshold X|none]
+                    [--condition-on-previous-text true|false] [--prompt-reset-on-temperature X]
+                    [--initial-prompt TEXT] [--prefix TEXT] [--suppress-tokens "-1"|"1,2,3"|""]
+                    [--clip-timestamps "0,10,20"] [--without-timestamps]
+                    [--word-timestamps] [--hallucination-silence-threshold S] [--seed N]
 
 --language-from-manifest: for multilingual models, pass the manifest's `language` column
 (when it is a language the model knows) instead of auto-detecting.
+--only: keep only the manifest rows whose file path contains one of the substrings.
+--seed: ctranslate2.set_random_seed(N) before every file (sampling at temperature > 0).
 
 A file that fails is recorded with its error; the script does not stop.  The output is
 rewritten after every file, so an interrupted run leaves a valid partial JSON ("complete": false).
@@ -80,6 +94,26 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="only the first N files overall (0 = all)")
     ap.add_argument("--language-from-manifest", action="store_true",
                     help="multilingual models: use the manifest language instead of auto-detection")
+    ap.add_argument("--only", action="append", default=[],
+                    help="keep only rows whose file contains this substring (repeatable)")
+    ap.add_argument("--beam-size", type=int, default=1)
+    ap.add_argument("--best-of", type=int, default=1)
+    ap.add_argument("--patience", type=float, default=1.0)
+    ap.add_argument("--length-penalty", type=float, default=1.0)
+    ap.add_argument("--temperature", default="0.0", help="one value or a comma list (fallback)")
+    ap.add_argument("--compression-ratio-threshold", default="2.4", help="number or none")
+    ap.add_argument("--logprob-threshold", default="-1.0", help="number or none")
+    ap.add_argument("--no-speech-threshold", default="0.6", help="number or none")
+    ap.add_argument("--condition-on-previous-text", default="true", choices=["true", "false"])
+    ap.add_argument("--prompt-reset-on-temperature", type=float, default=0.5)
+    ap.add_argument("--initial-prompt", default=None)
+    ap.add_argument("--prefix", default=None)
+    ap.add_argument("--suppress-tokens", default="-1", help='"-1" (the non-speech list), ids "1,2", or ""')
+    ap.add_argument("--clip-timestamps", default="0")
+    ap.add_argument("--without-timestamps", action="store_true")
+    ap.add_argument("--word-timestamps", action="store_true")
+    ap.add_argument("--hallucination-silence-threshold", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args()
 
     import ctranslate2
@@ -104,15 +138,30 @@ def main() -> int:
     load_s = time.perf_counter() - t0
     multilingual = bool(model.model.is_multilingual)
 
+    def opt_float(v):
+        return None if v.lower() == "none" else float(v)
+
+    temperatures = [float(t) for t in args.temperature.split(",") if t.strip()]
     options = dict(
         task="transcribe",
-        beam_size=1,
-        best_of=1,
-        temperature=0.0,
-        condition_on_previous_text=True,
+        beam_size=args.beam_size,
+        best_of=args.best_of,
+        patience=args.patience,
+        length_penalty=args.length_penalty,
+        temperature=temperatures[0] if len(temperatures) == 1 else temperatures,
+        compression_ratio_threshold=opt_float(args.compression_ratio_threshold),
+        log_prob_threshold=opt_float(args.logprob_threshold),
+        no_speech_threshold=opt_float(args.no_speech_threshold),
+        condition_on_previous_text=args.condition_on_previous_text == "true",
+        prompt_reset_on_temperature=args.prompt_reset_on_temperature,
+        initial_prompt=args.initial_prompt,
+        prefix=args.prefix,
+        suppress_tokens=[int(t) for t in args.suppress_tokens.split(",") if t.strip()],
+        clip_timestamps=args.clip_timestamps,
         vad_filter=False,
-        without_timestamps=False,
-        word_timestamps=False,
+        without_timestamps=args.without_timestamps,
+        word_timestamps=args.word_timestamps,
+        hallucination_silence_threshold=args.hallucination_silence_threshold,
     )
 
     entries = []
@@ -120,6 +169,8 @@ def main() -> int:
         mpath = Path(m).resolve()
         for row in read_manifest(mpath):
             entries.append((mpath, row))
+    if args.only:
+        entries = [e for e in entries if any(o in e[1]["file"] for o in args.only)]
     if args.limit and args.limit > 0:
         entries = entries[: args.limit]
 
@@ -175,6 +226,8 @@ def main() -> int:
             language = manifest_lang
         rec["language_requested"] = language
         try:
+            if args.seed is not None:
+                ctranslate2.set_random_seed(args.seed)
             t = time.perf_counter()
             c = time.process_time()
             segments, info = model.transcribe(str(audio_path), language=language, **options)
@@ -192,6 +245,8 @@ def main() -> int:
                     "compression_ratio": s.compression_ratio,
                     "temperature": s.temperature,
                 })
+                if s.words is not None:
+                    segs[-1]["words"] = [[w.start, w.end, w.word, w.probability] for w in s.words]
             wall = time.perf_counter() - t
             cpu = time.process_time() - c
             rec.update({

@@ -106,4 +106,44 @@ void attention(const float* q, int64_t ldq, const float* k, int64_t ldk, const f
   }
 }
 
+void attention_scores(const float* q, int64_t ldq, const float* k, int64_t ldk, float* scores, int64_t n_q,
+                      int64_t n_kv, int64_t head_dim) {
+  // The same product and scale as the BLAS path of attention(), so the scores are the ones it normalises.
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n_q), static_cast<int>(n_kv),
+              static_cast<int>(head_dim), scale, q, static_cast<int>(ldq), k, static_cast<int>(ldk), 0.0f, scores,
+              static_cast<int>(n_kv));
+}
+
+void attention_decode(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
+                      float* out, int64_t ldo, int64_t batch, int64_t kv_stride, int64_t n_kv, int64_t n_head,
+                      int64_t head_dim) {
+  // The same arithmetic as the small-query path of attention() (dot, softmax_row, the weighted sum in the
+  // same order), so a sequence decoded in a batch gets bitwise the values it gets decoded alone. Heads are
+  // the outer loop: with shared keys (kv_stride 0, cross-attention) a head's keys stay in cache for every
+  // query of the batch.
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+#pragma omp parallel
+  {
+    std::vector<float> s(static_cast<size_t>(n_kv));
+#pragma omp for schedule(static) collapse(2)
+    for (int64_t h = 0; h < n_head; ++h) {
+      for (int64_t b = 0; b < batch; ++b) {
+        const float* qb = q + b * ldq + h * head_dim;
+        const float* kb = k + b * kv_stride * ldk + h * head_dim;
+        const float* vb = v + b * kv_stride * ldv + h * head_dim;
+        for (int64_t j = 0; j < n_kv; ++j) s[j] = dot(qb, kb + j * ldk, head_dim) * scale;
+        softmax_row(s.data(), n_kv);
+        float* ob = out + b * ldo + h * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) ob[d] = 0.0f;
+        for (int64_t j = 0; j < n_kv; ++j) {
+          const float* vj = vb + j * ldv;
+          const float p = s[j];
+          for (int64_t d = 0; d < head_dim; ++d) ob[d] += p * vj[d];
+        }
+      }
+    }
+  }
+}
+
 }  // namespace wisp::kernels::cpu

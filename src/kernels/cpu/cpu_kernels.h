@@ -40,6 +40,20 @@ void attention(const float* q, int64_t ldq, const float* k, int64_t ldk, const f
                int64_t ldo, int64_t n_q, int64_t n_kv, int64_t n_head, int64_t head_dim, bool causal,
                int64_t q_offset, float* scratch);
 
+// Pre-softmax attention scores of one head: scores[n_q, n_kv] = q · kᵀ / sqrt(head_dim), the values the
+// attention above feeds its softmax. q [n_q, head_dim] and k [n_kv, head_dim] point at the head's columns
+// (row strides ldq, ldk). No causal mask (cross-attention). Used for word alignment, which reads a few heads.
+void attention_scores(const float* q, int64_t ldq, const float* k, int64_t ldk, float* scores, int64_t n_q,
+                      int64_t n_kv, int64_t head_dim);
+
+// Single-query attention for a batch of sequences decoded in lockstep (beams, samples): query b (row b of
+// q) attends over the n_kv key/value rows starting at row b · kv_stride of k and v. kv_stride 0 lets every
+// query share the same keys (cross-attention); kv_stride = the cache capacity reads per-sequence caches.
+// Same arithmetic per query as attention() with n_q = 1. out [batch, n_head * head_dim] (row stride ldo).
+void attention_decode(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
+                      float* out, int64_t ldo, int64_t batch, int64_t kv_stride, int64_t n_kv, int64_t n_head,
+                      int64_t head_dim);
+
 // In place log-softmax of one row of n values.
 void log_softmax(float* x, int64_t n);
 

@@ -12,8 +12,9 @@ namespace wisp::kernels::cpu {
 
 namespace {
 
-// Rows of x handled together by the GEMV path: each weight row is loaded once for all of them.
-constexpr int64_t kGemvRows = 4;
+// Rows of x handled together by the GEMV path: each weight row is loaded once for all of them (a decode
+// step of 5 beams or samples reads the weights once).
+constexpr int64_t kGemvRows = 8;
 // Above this many rows the blocked convert-then-BLAS path wins (weights are reused enough).
 constexpr int64_t kGemvMaxM = 8;
 // Rows of w converted to f32 per BLAS call: 256 × k floats stay within the L2/L3 caches.
@@ -28,23 +29,40 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
-// y[r, j] = dot(x[r, :k], w[j, :k]) for r < rows (rows <= kGemvRows), j in [n0, n1).
-void gemv_f16_block(const float* x, const uint16_t* w, const float* bias, float* y, int64_t rows, int64_t n,
-                    int64_t k, int64_t n0, int64_t n1) {
+// y[r, j] = dot(x[r, :k], w[j, :k]) for r < Rows, j in [n0, n1). Rows is a template parameter so the
+// accumulators stay in registers; each row's sum is formed in the same order whatever Rows is.
+template <int Rows>
+void gemv_f16_rows(const float* x, const uint16_t* w, const float* bias, float* y, int64_t n, int64_t k, int64_t n0,
+                   int64_t n1) {
   const int64_t k8 = k & ~int64_t{7};
   for (int64_t j = n0; j < n1; ++j) {
     const uint16_t* wj = w + j * k;
-    __m256 acc[kGemvRows];
-    for (int r = 0; r < kGemvRows; ++r) acc[r] = _mm256_setzero_ps();
+    __m256 acc[Rows];
+    for (int r = 0; r < Rows; ++r) acc[r] = _mm256_setzero_ps();
     for (int64_t i = 0; i < k8; i += 8) {
       const __m256 wv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wj + i)));
-      for (int64_t r = 0; r < rows; ++r) acc[r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + r * k + i), acc[r]);
+      for (int r = 0; r < Rows; ++r) acc[r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + r * k + i), acc[r]);
     }
-    for (int64_t r = 0; r < rows; ++r) {
+    for (int r = 0; r < Rows; ++r) {
       float s = hsum(acc[r]);
       for (int64_t i = k8; i < k; ++i) s += core::half_to_float(wj[i]) * x[r * k + i];
       y[r * n + j] = s + (bias ? bias[j] : 0.0f);
     }
+  }
+}
+
+// The same for rows <= kGemvRows.
+void gemv_f16_block(const float* x, const uint16_t* w, const float* bias, float* y, int64_t rows, int64_t n,
+                    int64_t k, int64_t n0, int64_t n1) {
+  switch (rows) {
+    case 1: return gemv_f16_rows<1>(x, w, bias, y, n, k, n0, n1);
+    case 2: return gemv_f16_rows<2>(x, w, bias, y, n, k, n0, n1);
+    case 3: return gemv_f16_rows<3>(x, w, bias, y, n, k, n0, n1);
+    case 4: return gemv_f16_rows<4>(x, w, bias, y, n, k, n0, n1);
+    case 5: return gemv_f16_rows<5>(x, w, bias, y, n, k, n0, n1);
+    case 6: return gemv_f16_rows<6>(x, w, bias, y, n, k, n0, n1);
+    case 7: return gemv_f16_rows<7>(x, w, bias, y, n, k, n0, n1);
+    default: return gemv_f16_rows<8>(x, w, bias, y, n, k, n0, n1);
   }
 }
 

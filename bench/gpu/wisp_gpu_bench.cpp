@@ -1,0 +1,50 @@
+// Standalone `wisp bench` for machines where the full wisp app cannot be built (WISP_KERNELS_ONLY: no
+// FFmpeg, FFTW, ...). Same options and JSON as `wisp bench`; --random only there (no engine-file reader).
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "runtime/gpu_whisper.h"
+
+int main(int argc, char** argv) {
+  wisp::runtime::BenchOptions o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "wisp_gpu_bench: error: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--random") {
+      o.size = val();
+    } else if (a == "-m" || a == "--model") {
+      o.model_path = val();
+    } else if (a == "--batch") {
+      o.batch = std::atoi(val().c_str());
+    } else if (a == "--tokens") {
+      o.tokens = std::atoi(val().c_str());
+    } else if (a == "--repeats") {
+      o.repeats = std::atoi(val().c_str());
+    } else if (a == "--no-graphs") {
+      o.cuda_graphs = false;
+    } else if (a == "--json") {
+      // JSON is the only output format
+    } else {
+      std::fprintf(stderr,
+                   "usage: wisp_gpu_bench [--random SIZE] [-m MODEL] --batch B --tokens N [--repeats R] [--no-graphs] "
+                   "[--json]\n");
+      return 2;
+    }
+  }
+  try {
+    std::printf("%s\n", wisp::runtime::run_bench(o).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "wisp_gpu_bench: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

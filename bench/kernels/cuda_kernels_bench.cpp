@@ -1,0 +1,441 @@
+// Micro-benchmarks of the CUDA kernels at Whisper large-v2 shapes (d 1280, 20 heads, 1500 frames, 51865
+// tokens): achieved TFLOP/s and GB/s per kernel, then a projection of the encoder and of one decode step
+// from the per-kernel times (a sum of kernel times, no CUDA graph, no overlap: an estimate, not a measurement
+// of the engine).
+//
+// Timing: CUDA events around `iters` back-to-back launches, after warm-up; 7 repetitions, the median is
+// reported with min and max. Inputs are random (never zeros). Where one input set would sit in the 50–60 MB
+// L2 cache (decode-step weights, KV caches), the benchmark rotates over enough copies to exceed ~256 MB, so the
+// bandwidth figures are HBM figures.
+//
+// Usage: cuda_kernels_bench [--filter SUBSTRING] [--json PATH] [--quick]
+// Prints a table, then the same results as JSON (also written to PATH with --json).
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/gemm.h"
+
+namespace {
+
+namespace cuda = wisp::kernels::cuda;
+
+constexpr int64_t kD = 1280, kHeads = 20, kHd = 64, kFrames = 1500, kVocab = 51865, kTextCtx = 448;
+constexpr int64_t kEncLayers = 32, kDecLayers = 32;
+constexpr size_t kRotateBytes = size_t{256} << 20;
+
+struct Options {
+  std::string filter;
+  std::string json_path;
+  bool quick = false;
+};
+
+struct Result {
+  std::string name;
+  bool ok = true;
+  std::string error;
+  double ms = 0, ms_min = 0, ms_max = 0;
+  double flops = 0, bytes = 0;
+};
+
+std::vector<Result> g_results;
+Options g_opt;
+
+bool check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
+    return false;
+  }
+  return true;
+}
+
+// A device allocation filled with uniform random fp16 values in [-a, a] (generated on the host once per
+// size and copied, so the data is identical across runs).
+struct HalfBuf {
+  __half* p = nullptr;
+  size_t n = 0;
+  HalfBuf() = default;
+  HalfBuf(size_t count, float a, uint32_t seed) : n(count) {
+    if (!check_cuda(cudaMalloc(reinterpret_cast<void**>(&p), n * sizeof(__half)), "cudaMalloc")) {
+      p = nullptr;
+      return;
+    }
+    std::mt19937 gen(seed);
+    std::uniform_real_distribution<float> dist(-a, a);
+    const size_t chunk = size_t{1} << 22;
+    std::vector<__half> host(std::min(n, chunk));
+    for (size_t off = 0; off < n; off += chunk) {
+      const size_t m = std::min(chunk, n - off);
+      for (size_t i = 0; i < m; ++i) host[i] = __float2half(dist(gen));
+      cudaMemcpy(p + off, host.data(), m * sizeof(__half), cudaMemcpyHostToDevice);
+    }
+  }
+  HalfBuf(const HalfBuf&) = delete;
+  HalfBuf& operator=(const HalfBuf&) = delete;
+  HalfBuf(HalfBuf&& o) noexcept : p(o.p), n(o.n) { o.p = nullptr; }
+  ~HalfBuf() {
+    if (p) cudaFree(p);
+  }
+};
+
+template <class T>
+struct Buf {
+  T* p = nullptr;
+  explicit Buf(size_t n) {
+    if (!check_cuda(cudaMalloc(reinterpret_cast<void**>(&p), std::max<size_t>(n, 1) * sizeof(T)), "cudaMalloc")) p = nullptr;
+    else cudaMemset(p, 0, std::max<size_t>(n, 1) * sizeof(T));
+  }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  ~Buf() {
+    if (p) cudaFree(p);
+  }
+};
+
+// Copies needed so that `bytes` per copy add up to more than the L2 cache can hold.
+int rotation(size_t bytes) {
+  return static_cast<int>(std::clamp<size_t>((kRotateBytes + bytes - 1) / std::max<size_t>(bytes, 1), 1, 64));
+}
+
+bool selected(const std::string& name) {
+  return g_opt.filter.empty() || name.find(g_opt.filter) != std::string::npos;
+}
+
+// Times fn(i) (i = iteration, for rotating inputs); fn returns a Status.
+Result* measure(const std::string& name, double flops, double bytes, const std::function<cuda::Status(int)>& fn) {
+  if (!selected(name)) return nullptr;
+  Result r;
+  r.name = name;
+  r.flops = flops;
+  r.bytes = bytes;
+  for (int i = 0; i < 3; ++i) {
+    const cuda::Status s = fn(i);
+    if (s != cuda::Status::kOk) {
+      r.ok = false;
+      r.error = cuda::status_name(s);
+      break;
+    }
+  }
+  if (r.ok && !check_cuda(cudaDeviceSynchronize(), name.c_str())) {
+    r.ok = false;
+    r.error = "CUDA error";
+  }
+  if (r.ok) {
+    // Aim at ~20 ms per repetition, from one timed launch.
+    cudaEvent_t start, stop;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    cudaEventRecord(start);
+    fn(0);
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float one = 0;
+    cudaEventElapsedTime(&one, start, stop);
+    const int iters = std::clamp(static_cast<int>((g_opt.quick ? 5.0 : 20.0) / std::max(one, 0.001f)), 3, 2000);
+    const int reps = g_opt.quick ? 3 : 7;
+    std::vector<double> per;
+    for (int rep = 0; rep < reps; ++rep) {
+      cudaEventRecord(start);
+      for (int i = 0; i < iters; ++i) fn(i);
+      cudaEventRecord(stop);
+      cudaEventSynchronize(stop);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, start, stop);
+      per.push_back(ms / iters);
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    if (!check_cuda(cudaGetLastError(), name.c_str())) {
+      r.ok = false;
+      r.error = "CUDA error";
+    }
+    std::sort(per.begin(), per.end());
+    r.ms = per[per.size() / 2];
+    r.ms_min = per.front();
+    r.ms_max = per.back();
+  }
+  g_results.push_back(r);
+  const Result& x = g_results.back();
+  if (x.ok) {
+    std::printf("%-52s %10.2f us  [%8.2f, %8.2f]  %8.1f TFLOP/s  %8.0f GB/s\n", x.name.c_str(), x.ms * 1e3,
+                x.ms_min * 1e3, x.ms_max * 1e3, x.flops / (x.ms * 1e-3) / 1e12, x.bytes / (x.ms * 1e-3) / 1e9);
+  } else {
+    std::printf("%-52s FAILED: %s\n", x.name.c_str(), x.error.c_str());
+  }
+  std::fflush(stdout);
+  return &g_results.back();
+}
+
+double ms_of(const char* name) {
+  for (const auto& r : g_results) {
+    if (r.name == name && r.ok) return r.ms;
+  }
+  return NAN;
+}
+
+// ---- GEMMs --------------------------------------------------------------------------------------------------
+
+void bench_linear(cuda::GemmContext& ctx, const char* name, int64_t m, int64_t n, int64_t k, cuda::Epilogue ep,
+                  bool f32_out) {
+  if (!selected(name)) return;
+  const size_t w_bytes = static_cast<size_t>(n * k) * 2;
+  const int copies = rotation(w_bytes);
+  std::vector<HalfBuf> ws;
+  for (int c = 0; c < copies; ++c) ws.emplace_back(static_cast<size_t>(n * k), std::sqrt(3.0f / k), 100 + c);
+  HalfBuf x(static_cast<size_t>(m * k), 1.0f, 1);
+  HalfBuf bias(static_cast<size_t>(n), 0.5f, 2);
+  Buf<float> bias32(static_cast<size_t>(n));
+  Buf<__half> y16(f32_out ? 0 : static_cast<size_t>(m * n));
+  Buf<float> y32(f32_out ? static_cast<size_t>(m * n) : 0);
+  const double flops = 2.0 * m * n * k;
+  const double bytes = 2.0 * (m * k + n * k) + (f32_out ? 4.0 : 2.0) * m * n;
+  measure(name, flops, bytes, [&](int i) {
+    const __half* w = ws[static_cast<size_t>(i % copies)].p;
+    if (f32_out) return cuda::linear_f32_out(ctx, x.p, k, w, nullptr, y32.p, n, m, n, k, nullptr);
+    return cuda::linear(ctx, x.p, w, ep == cuda::Epilogue::kNone ? nullptr : bias.p, y16.p, m, n, k, ep, nullptr);
+  });
+}
+
+// ---- attention ------------------------------------------------------------------------------------------------
+
+void bench_encoder_attention(cuda::GemmContext& ctx, int64_t batch) {
+  const std::string name = "encoder attention flash b" + std::to_string(batch) + " 20x1500x1500x64";
+  const std::string name_u = "encoder attention unfused b1 20x1500x1500x64";
+  if (!selected(name) && !selected(name_u)) return;
+  const int64_t ld = 3 * kD;
+  HalfBuf qkv(static_cast<size_t>(batch * kFrames * ld), 2.0f, 3);
+  Buf<__half> out(static_cast<size_t>(batch * kFrames * kD));
+  const double flops = 4.0 * batch * kFrames * kFrames * kHd * kHeads;
+  const double bytes = 2.0 * batch * kFrames * kD * 4;
+  measure(name, flops, bytes, [&](int) {
+    return cuda::attention(qkv.p, ld, kFrames * ld, qkv.p + kD, ld, kFrames * ld, qkv.p + 2 * kD, ld, kFrames * ld,
+                           out.p, kD, kFrames * kD, batch, kFrames, kFrames, kHeads, kHd, false, 0, nullptr);
+  });
+  if (batch == 1 && selected(name_u)) {
+    Buf<char> scratch(cuda::attention_unfused_scratch_bytes(kFrames, kFrames, kHeads));
+    measure(name_u, flops, bytes + kHeads * kFrames * kFrames * (4.0 * 2 + 2.0 * 2), [&](int) {
+      return cuda::attention_unfused(ctx, qkv.p, ld, qkv.p + kD, ld, qkv.p + 2 * kD, ld, out.p, kD, kFrames, kFrames,
+                                     kHeads, kHd, false, 0, scratch.p, nullptr);
+    });
+  }
+}
+
+// Self-attention over a KV cache of `len` tokens (of kTextCtx), or cross-attention over the 1500 frames
+// (interleaved K/V [1500, 2d], one window per sequence or one shared window).
+void bench_decoder_attention(const char* name, int64_t batch, int64_t len, bool cross, bool shared_window) {
+  if (!selected(name)) return;
+  const int64_t n_kv = cross ? kFrames : kTextCtx;
+  const int64_t ld = cross ? 2 * kD : kD;
+  const int64_t windows = shared_window ? 1 : batch;
+  const size_t layer_elems = static_cast<size_t>(windows * n_kv * ld) * (cross ? 1 : 2);  // self: separate K, V
+  const int copies = rotation(layer_elems * 2);
+  std::vector<HalfBuf> kv;
+  for (int c = 0; c < copies; ++c) kv.emplace_back(layer_elems, 2.0f, 200 + c);
+  HalfBuf q(static_cast<size_t>(batch * kD), 2.0f, 4);
+  Buf<__half> out(static_cast<size_t>(batch * kD));
+  std::vector<int32_t> lens(static_cast<size_t>(batch), static_cast<int32_t>(len));
+  Buf<int32_t> dlen(lens.size());
+  cudaMemcpy(dlen.p, lens.data(), lens.size() * sizeof(int32_t), cudaMemcpyHostToDevice);
+  const size_t ws_bytes = cuda::decoder_attention_workspace_bytes(batch, 1, kHeads, n_kv);
+  Buf<char> ws(ws_bytes);  // zeroed by Buf, as decoder_attention_workspace_init would
+  const int64_t keys = cross ? kFrames : len;
+  const double bytes = 2.0 * windows * keys * kD * 2 + 2.0 * batch * kD * 2;
+  const double flops = 4.0 * batch * keys * kD;
+  const int64_t sk = shared_window ? 0 : n_kv * (cross ? ld : kD);
+  measure(name, flops, bytes, [&](int i) {
+    const __half* base = kv[static_cast<size_t>(i % copies)].p;
+    const __half* k = base;
+    const __half* v = cross ? base + kD : base + static_cast<size_t>(windows * n_kv * kD);
+    return cuda::decoder_attention(q.p, kD, kD, k, ld, sk, v, ld, sk, cross ? nullptr : dlen.p, n_kv, out.p, kD, kD,
+                                   batch, 1, kHeads, kHd, !cross, ws.p, ws_bytes, nullptr);
+  });
+}
+
+// ---- the rest ---------------------------------------------------------------------------------------------------
+
+void bench_misc() {
+  {
+    const int64_t rows = kFrames, cols = kD;
+    HalfBuf x(static_cast<size_t>(rows * cols), 4.0f, 5), r(static_cast<size_t>(rows * cols), 1.0f, 6);
+    Buf<float> g(static_cast<size_t>(cols)), b(static_cast<size_t>(cols));
+    Buf<__half> y(static_cast<size_t>(rows * cols));
+    measure("layer_norm 1500x1280", 0, 4.0 * rows * cols, [&](int) {
+      return cuda::layer_norm(x.p, g.p, b.p, y.p, rows, cols, 1e-5f, nullptr);
+    });
+    measure("add_layer_norm 1500x1280", 0, 8.0 * rows * cols, [&](int) {
+      return cuda::add_layer_norm(x.p, r.p, g.p, b.p, y.p, rows, cols, 1e-5f, nullptr);
+    });
+    measure("layer_norm 1x1280 (decode step)", 0, 4.0 * cols, [&](int) {
+      return cuda::layer_norm(x.p, g.p, b.p, y.p, 1, cols, 1e-5f, nullptr);
+    });
+  }
+  {
+    const int64_t n = kFrames * 4 * kD;
+    HalfBuf x(static_cast<size_t>(n), 3.0f, 7);
+    measure("gelu 1500x5120", 0, 4.0 * n, [&](int) { return cuda::gelu(x.p, n, nullptr); });
+  }
+  for (int64_t rows : {1, 32}) {
+    std::vector<float> host(static_cast<size_t>(rows * kVocab));
+    std::mt19937 gen(8);
+    std::uniform_real_distribution<float> dist(-10.0f, 10.0f);
+    for (auto& v : host) v = dist(gen);
+    Buf<float> x(host.size());
+    cudaMemcpy(x.p, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice);
+    Buf<int32_t> idx(static_cast<size_t>(rows));
+    Buf<float> lp(static_cast<size_t>(rows));
+    const std::string a = "argmax+logprob " + std::to_string(rows) + "x51865";
+    measure(a, 0, 4.0 * rows * kVocab, [&](int) {
+      return cuda::argmax(x.p, rows, kVocab, kVocab, idx.p, lp.p, nullptr);
+    });
+    const std::string l = "log_softmax " + std::to_string(rows) + "x51865";
+    measure(l, 0, 8.0 * rows * kVocab, [&](int) { return cuda::log_softmax(x.p, rows, kVocab, kVocab, nullptr); });
+  }
+  {
+    const int64_t n = 32;
+    HalfBuf emb(static_cast<size_t>(kVocab * kD), 0.1f, 9), pos(static_cast<size_t>(kTextCtx * kD), 0.1f, 10);
+    std::vector<int32_t> tok(n), p(n);
+    for (int64_t i = 0; i < n; ++i) {
+      tok[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7919) % kVocab);
+      p[static_cast<size_t>(i)] = static_cast<int32_t>(i % kTextCtx);
+    }
+    Buf<int32_t> dt(n), dp(n);
+    cudaMemcpy(dt.p, tok.data(), n * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(dp.p, p.data(), n * 4, cudaMemcpyHostToDevice);
+    Buf<__half> out(static_cast<size_t>(n * kD));
+    measure("embed_tokens 32 x 1280", 0, 2.0 * 3 * n * kD, [&](int) {
+      return cuda::embed_tokens(dt.p, dp.p, emb.p, pos.p, out.p, n, kD, kVocab, kTextCtx, nullptr);
+    });
+  }
+  {
+    const int64_t mels = 80, t_in = 3000;
+    Buf<float> mel(static_cast<size_t>(mels * t_in));
+    Buf<__half> col(static_cast<size_t>(t_in * mels * 3));
+    measure("im2col_k3_mel 80x3000", 0, 4.0 * mels * t_in + 2.0 * t_in * mels * 3, [&](int) {
+      return cuda::im2col_k3_mel(mel.p, col.p, 1, t_in, mels, t_in, 1, nullptr);
+    });
+    HalfBuf x(static_cast<size_t>(t_in * kD), 1.0f, 11);
+    Buf<__half> col2(static_cast<size_t>(kFrames * kD * 3));
+    measure("im2col_k3 3000x1280 stride 2", 0, 2.0 * t_in * kD + 2.0 * kFrames * kD * 3, [&](int) {
+      return cuda::im2col_k3(x.p, col2.p, 1, t_in, kD, kFrames, 2, nullptr);
+    });
+  }
+}
+
+void print_projection() {
+  std::printf("\nProjection for large-v2 (sums of the kernel times above; no graph, no overlap):\n");
+  const double enc_layer = ms_of("enc qkv 1500x3840x1280 +bias") + ms_of("encoder attention flash b1 20x1500x1500x64") +
+                           ms_of("enc out 1500x1280x1280 +bias") + ms_of("enc fc1 1500x5120x1280 +bias+gelu(erf)") +
+                           ms_of("enc fc2 1500x1280x5120 +bias") + 2 * ms_of("add_layer_norm 1500x1280");
+  std::printf("  encoder, 32 layers (convs excluded): %8.3f ms   (target 6 ms)\n", kEncLayers * enc_layer);
+  const double dec_layer = ms_of("dec qkv 1x3840x1280 +bias") + ms_of("dec self-attn b1 len224") +
+                           2 * ms_of("dec out 1x1280x1280 +bias") + ms_of("dec cross-q 1x1280x1280 +bias") +
+                           ms_of("dec cross-attn b1 1500") + ms_of("dec fc1 1x5120x1280 +bias+gelu(erf)") +
+                           ms_of("dec fc2 1x1280x5120 +bias") + 3 * ms_of("layer_norm 1x1280 (decode step)");
+  const double step = kDecLayers * dec_layer + ms_of("logits 1x51865x1280 f32") + ms_of("argmax+logprob 1x51865") +
+                      ms_of("embed_tokens 32 x 1280");
+  std::printf("  decode step, batch 1:                %8.3f ms   (target 0.6 ms)\n", step);
+  std::printf("  (NaN: a kernel of the sum was filtered out or failed)\n");
+}
+
+void write_json(FILE* f, const char* device) {
+  std::fprintf(f, "{\n  \"device\": \"%s\",\n  \"results\": [\n", device);
+  for (size_t i = 0; i < g_results.size(); ++i) {
+    const Result& r = g_results[i];
+    if (r.ok) {
+      std::fprintf(f,
+                   "    {\"name\": \"%s\", \"ms\": %.6f, \"ms_min\": %.6f, \"ms_max\": %.6f, \"tflops\": %.3f, "
+                   "\"gbps\": %.1f}%s\n",
+                   r.name.c_str(), r.ms, r.ms_min, r.ms_max, r.flops / (r.ms * 1e-3) / 1e12,
+                   r.bytes / (r.ms * 1e-3) / 1e9, i + 1 < g_results.size() ? "," : "");
+    } else {
+      std::fprintf(f, "    {\"name\": \"%s\", \"error\": \"%s\"}%s\n", r.name.c_str(), r.error.c_str(),
+                   i + 1 < g_results.size() ? "," : "");
+    }
+  }
+  std::fprintf(f, "  ]\n}\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--filter" && i + 1 < argc) {
+      g_opt.filter = argv[++i];
+    } else if (a == "--json" && i + 1 < argc) {
+      g_opt.json_path = argv[++i];
+    } else if (a == "--quick") {
+      g_opt.quick = true;
+    } else {
+      std::fprintf(stderr, "usage: %s [--filter SUBSTRING] [--json PATH] [--quick]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (!cuda::device_available()) {
+    std::printf("no CUDA device: nothing to measure\n");
+    return 1;
+  }
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  std::printf("device: %s, %d SMs, %.0f MB L2, compute %d.%d\n\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize / 1e6, prop.major, prop.minor);
+  std::printf("%-52s %13s  %20s  %16s  %12s\n", "kernel", "median", "[min, max] us", "compute", "memory");
+
+  cuda::GemmContext ctx;
+  if (ctx.init() != cuda::Status::kOk) {
+    std::printf("cuBLASLt context could not be created\n");
+    return 1;
+  }
+  using E = cuda::Epilogue;
+  // Encoder, one 30 s window.
+  bench_linear(ctx, "enc qkv 1500x3840x1280 +bias", kFrames, 3 * kD, kD, E::kBias, false);
+  bench_linear(ctx, "enc out 1500x1280x1280 +bias", kFrames, kD, kD, E::kBias, false);
+  bench_linear(ctx, "enc fc1 1500x5120x1280 +bias+gelu(tanh, fused)", kFrames, 4 * kD, kD, E::kBiasGeluTanh, false);
+  bench_linear(ctx, "enc fc1 1500x5120x1280 +bias+gelu(erf)", kFrames, 4 * kD, kD, E::kBiasGeluErf, false);
+  bench_linear(ctx, "enc fc2 1500x1280x5120 +bias", kFrames, kD, 4 * kD, E::kBias, false);
+  bench_linear(ctx, "enc conv2 1500x1280x3840 +bias+gelu(erf)", kFrames, kD, 3 * kD, E::kBiasGeluErf, false);
+  bench_linear(ctx, "cross-kv 1500x2560x1280 (one layer)", kFrames, 2 * kD, kD, E::kBias, false);
+  bench_encoder_attention(ctx, 1);
+  bench_encoder_attention(ctx, 8);
+  // Decode step, batch 1 (weight-bound GEMVs) and batch 32.
+  bench_linear(ctx, "dec qkv 1x3840x1280 +bias", 1, 3 * kD, kD, E::kBias, false);
+  bench_linear(ctx, "dec out 1x1280x1280 +bias", 1, kD, kD, E::kBias, false);
+  bench_linear(ctx, "dec cross-q 1x1280x1280 +bias", 1, kD, kD, E::kBias, false);
+  bench_linear(ctx, "dec fc1 1x5120x1280 +bias+gelu(erf)", 1, 4 * kD, kD, E::kBiasGeluErf, false);
+  bench_linear(ctx, "dec fc2 1x1280x5120 +bias", 1, kD, 4 * kD, E::kBias, false);
+  bench_linear(ctx, "logits 1x51865x1280 f32", 1, kVocab, kD, E::kNone, true);
+  bench_linear(ctx, "dec qkv 32x3840x1280 +bias", 32, 3 * kD, kD, E::kBias, false);
+  bench_linear(ctx, "dec fc1 32x5120x1280 +bias+gelu(erf)", 32, 4 * kD, kD, E::kBiasGeluErf, false);
+  bench_linear(ctx, "logits 32x51865x1280 f32", 32, kVocab, kD, E::kNone, true);
+  bench_decoder_attention("dec self-attn b1 len224", 1, 224, false, false);
+  bench_decoder_attention("dec self-attn b32 len224", 32, 224, false, false);
+  bench_decoder_attention("dec cross-attn b1 1500", 1, kFrames, true, false);
+  bench_decoder_attention("dec cross-attn b32 1500 (32 windows)", 32, kFrames, true, false);
+  bench_decoder_attention("dec cross-attn b32 1500 (one shared window)", 32, kFrames, true, true);
+  bench_misc();
+  print_projection();
+
+  std::printf("\nJSON:\n");
+  write_json(stdout, prop.name);
+  if (!g_opt.json_path.empty()) {
+    if (FILE* f = std::fopen(g_opt.json_path.c_str(), "w")) {
+      write_json(f, prop.name);
+      std::fclose(f);
+    } else {
+      std::fprintf(stderr, "cannot write %s\n", g_opt.json_path.c_str());
+    }
+  }
+  bool all_ok = true;
+  for (const auto& r : g_results) all_ok = all_ok && r.ok;
+  return all_ok ? 0 : 1;
+}

@@ -1,0 +1,322 @@
+// Attention for decode steps: a few queries per sequence against a long K/V (the self-attention cache or
+// the 1500 cross-attention frames). Memory-bound: every key and value is read once per step, so the kernel
+// is built around 16-byte loads with many in flight.
+//
+// A block (4 warps) handles one (head, sequence, key range). Its 128 threads form 16 groups of 8 lanes; a
+// group takes whole keys: lane i of the group holds head dims [8i, 8i + 8) of the queries, loads the same 16
+// bytes of each key and value row (8 lanes × 16 B = one 128-byte row), and reduces a score with 3 shuffles.
+// Each group runs its own online softmax over its keys (4 per step, all loads issued before use), so no
+// barrier is needed until the 16 groups merge their (max, sum, output) states through shared memory.
+//
+// When batch · n_head blocks cannot fill the GPU (batch 1: 20 blocks for 132 SMs), the keys are split over
+// several blocks that write partial states (flash decoding); the last block of a (head, sequence) to finish,
+// found with an atomic counter, merges them, so a step is still one launch.
+#include <algorithm>
+
+#include "kernels/cuda/common.cuh"
+
+namespace wisp::kernels::cuda {
+
+using detail::aligned16;
+using detail::launch_status;
+
+namespace {
+
+constexpr int kHeadDim = 64;
+constexpr int kThreads = 128;
+constexpr int kGroupLanes = 8;
+constexpr int kGroups = kThreads / kGroupLanes;
+constexpr int kKeysPerGroup = 4;                       // keys a group loads before using any
+constexpr int kKeysPerStep = kGroups * kKeysPerGroup;  // 64 keys per block step
+constexpr int kMaxSplits = 64;
+
+struct DecoderParams {
+  const __half* q;
+  const __half* k;
+  const __half* v;
+  __half* o;
+  int64_t ldq, ldk, ldv, ldo;
+  int64_t sq, sk, sv, so;
+  const int32_t* kv_len;
+  int n_kv, n_q, causal;
+  int splits, split_len;
+  float scale_log2;
+  float* part_o;         // [batch, n_head, splits, n_q, 64]  output sums relative to part_ml's max
+  float* part_ml;        // [batch, n_head, splits, n_q, 2]   (max in log2 units, sum)
+  unsigned* counters;    // [batch, n_head] blocks done; zero between calls
+};
+
+__device__ __forceinline__ void unpack8(const uint4& u, float (&f)[8]) {
+  const auto* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 p = __half22float2(h[i]);
+    f[2 * i] = p.x;
+    f[2 * i + 1] = p.y;
+  }
+}
+
+template <int MAXQ>
+__global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const DecoderParams p) {
+  __shared__ float s_m[kGroups][MAXQ];
+  __shared__ float s_l[kGroups][MAXQ];
+  __shared__ float s_acc[kGroups][MAXQ][kHeadDim];
+
+  const int h = blockIdx.x, b = blockIdx.y, split = blockIdx.z, n_head = gridDim.x;
+  const int grp = threadIdx.x / kGroupLanes, sub = threadIdx.x % kGroupLanes;
+  const int len = p.kv_len ? min(max(p.kv_len[b], 0), p.n_kv) : p.n_kv;
+  const int k_begin = split * p.split_len;
+  const int k_end = min(len, k_begin + p.split_len);
+  const int64_t col = static_cast<int64_t>(h) * kHeadDim + sub * 8;
+  const __half* k = p.k + b * p.sk + col;
+  const __half* v = p.v + b * p.sv + col;
+
+  // Queries, pre-scaled so that scores come out in log2 units.
+  float qv[MAXQ][8];
+#pragma unroll
+  for (int qi = 0; qi < MAXQ; ++qi) {
+    if (qi < p.n_q) {
+      unpack8(*reinterpret_cast<const uint4*>(p.q + b * p.sq + qi * p.ldq + col), qv[qi]);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) qv[qi][e] *= p.scale_log2;
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) qv[qi][e] = 0.0f;
+    }
+  }
+  float m[MAXQ], l[MAXQ], acc[MAXQ][8];
+#pragma unroll
+  for (int qi = 0; qi < MAXQ; ++qi) {
+    m[qi] = -INFINITY;
+    l[qi] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[qi][e] = 0.0f;
+  }
+
+  // The loop bound is uniform over the block, so every lane reaches the shuffles.
+  for (int base = k_begin; base < k_end; base += kKeysPerStep) {
+    const int key0 = base + grp * kKeysPerGroup;
+    uint4 kr[kKeysPerGroup], vr[kKeysPerGroup];
+#pragma unroll
+    for (int u = 0; u < kKeysPerGroup; ++u) {
+      const int key = key0 + u;
+      if (key < k_end) {
+        kr[u] = *reinterpret_cast<const uint4*>(k + static_cast<int64_t>(key) * p.ldk);
+        vr[u] = *reinterpret_cast<const uint4*>(v + static_cast<int64_t>(key) * p.ldv);
+      } else {
+        kr[u] = make_uint4(0, 0, 0, 0);
+        vr[u] = make_uint4(0, 0, 0, 0);
+      }
+    }
+    float sc[MAXQ][kKeysPerGroup];
+#pragma unroll
+    for (int u = 0; u < kKeysPerGroup; ++u) {
+      float kf[8];
+      unpack8(kr[u], kf);
+#pragma unroll
+      for (int qi = 0; qi < MAXQ; ++qi) {
+        float d = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) d = fmaf(qv[qi][e], kf[e], d);
+        d += __shfl_xor_sync(0xffffffffu, d, 1);
+        d += __shfl_xor_sync(0xffffffffu, d, 2);
+        d += __shfl_xor_sync(0xffffffffu, d, 4);
+        const int key = key0 + u;
+        const bool visible = key < k_end && (!p.causal || key <= len - p.n_q + qi);
+        sc[qi][u] = visible ? d : -INFINITY;
+      }
+    }
+#pragma unroll
+    for (int qi = 0; qi < MAXQ; ++qi) {
+      if (qi >= p.n_q) break;
+      float mx = m[qi];
+#pragma unroll
+      for (int u = 0; u < kKeysPerGroup; ++u) mx = fmaxf(mx, sc[qi][u]);
+      const float m_use = mx == -INFINITY ? 0.0f : mx;
+      const float alpha = exp2f(m[qi] - m_use);
+      l[qi] *= alpha;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[qi][e] *= alpha;
+#pragma unroll
+      for (int u = 0; u < kKeysPerGroup; ++u) {
+        const float w = exp2f(sc[qi][u] - m_use);
+        float vf[8];
+        unpack8(vr[u], vf);
+        l[qi] += w;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[qi][e] = fmaf(w, vf[e], acc[qi][e]);
+      }
+      m[qi] = mx;
+    }
+  }
+
+  // Merge the 16 groups.
+#pragma unroll
+  for (int qi = 0; qi < MAXQ; ++qi) {
+    if (sub == 0) {
+      s_m[grp][qi] = m[qi];
+      s_l[grp][qi] = l[qi];
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) s_acc[grp][qi][sub * 8 + e] = acc[qi][e];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < p.n_q * kHeadDim; idx += kThreads) {
+    const int qi = idx / kHeadDim, d = idx % kHeadDim;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int gi = 0; gi < kGroups; ++gi) mx = fmaxf(mx, s_m[gi][qi]);
+    float sum = 0.0f, out = 0.0f;
+    if (mx > -INFINITY) {
+#pragma unroll
+      for (int gi = 0; gi < kGroups; ++gi) {
+        const float w = exp2f(s_m[gi][qi] - mx);  // 0 for a group that saw no visible key
+        sum = fmaf(s_l[gi][qi], w, sum);
+        out = fmaf(s_acc[gi][qi][d], w, out);
+      }
+    }
+    if (p.splits == 1) {
+      p.o[b * p.so + qi * p.ldo + h * kHeadDim + d] = __float2half_rn(sum > 0.0f ? out / sum : 0.0f);
+    } else {
+      const int64_t slot = ((static_cast<int64_t>(b) * n_head + h) * p.splits + split) * p.n_q + qi;
+      p.part_o[slot * kHeadDim + d] = out;
+      if (d == 0) {
+        p.part_ml[slot * 2] = mx;
+        p.part_ml[slot * 2 + 1] = sum;
+      }
+    }
+  }
+  if (p.splits == 1) return;
+
+  // Publish this block's partials, count it, and let the last block of (b, h) merge all of them.
+  __shared__ bool s_last;
+  __threadfence();
+  __syncthreads();
+  unsigned* counter = p.counters + static_cast<int64_t>(b) * n_head + h;
+  if (threadIdx.x == 0) s_last = atomicAdd(counter, 1u) == static_cast<unsigned>(p.splits - 1);
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  const int64_t first = (static_cast<int64_t>(b) * n_head + h) * p.splits * p.n_q;
+  for (int idx = threadIdx.x; idx < p.n_q * kHeadDim; idx += kThreads) {
+    const int qi = idx / kHeadDim, d = idx % kHeadDim;
+    float mx = -INFINITY;
+    for (int s = 0; s < p.splits; ++s) mx = fmaxf(mx, __ldcg(p.part_ml + (first + s * p.n_q + qi) * 2));
+    float sum = 0.0f, out = 0.0f;
+    if (mx > -INFINITY) {
+      for (int s = 0; s < p.splits; ++s) {
+        const int64_t slot = first + s * p.n_q + qi;
+        const float w = exp2f(__ldcg(p.part_ml + slot * 2) - mx);
+        sum = fmaf(__ldcg(p.part_ml + slot * 2 + 1), w, sum);
+        out = fmaf(__ldcg(p.part_o + slot * kHeadDim + d), w, out);
+      }
+    }
+    p.o[b * p.so + qi * p.ldo + h * kHeadDim + d] = __float2half_rn(sum > 0.0f ? out / sum : 0.0f);
+  }
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next call
+}
+
+int64_t max_splits(int64_t n_kv) { return std::min<int64_t>(kMaxSplits, (n_kv + kKeysPerStep - 1) / kKeysPerStep); }
+
+// The counters first (256-byte aligned block), then the partial outputs and (max, sum) pairs.
+size_t counter_bytes(int64_t batch, int64_t n_head) {
+  return (static_cast<size_t>(batch * n_head) * sizeof(unsigned) + 255) / 256 * 256;
+}
+size_t partial_bytes(int64_t batch, int64_t n_q, int64_t n_head, int64_t splits) {
+  return counter_bytes(batch, n_head) + static_cast<size_t>(batch * n_head * splits * n_q) * (kHeadDim + 2) * sizeof(float);
+}
+
+int sm_count() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return 1;
+  }
+  return sms;
+}
+
+template <int MAXQ>
+void launch(const DecoderParams& p, int64_t batch, int64_t n_head, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(n_head), static_cast<unsigned>(batch), static_cast<unsigned>(p.splits));
+  decoder_attention_kernel<MAXQ><<<grid, kThreads, 0, stream>>>(p);
+}
+
+}  // namespace
+
+size_t decoder_attention_workspace_bytes(int64_t batch, int64_t n_q, int64_t n_head, int64_t n_kv) {
+  if (batch <= 0 || n_q <= 0 || n_head <= 0 || n_kv <= 0) return 0;
+  return partial_bytes(batch, n_q, n_head, max_splits(n_kv));
+}
+
+Status decoder_attention_workspace_init(void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (!workspace || workspace_bytes == 0) return Status::kOk;
+  return cudaMemsetAsync(workspace, 0, workspace_bytes, stream) == cudaSuccess ? Status::kOk : Status::kCudaError;
+}
+
+Status decoder_attention(const __half* q, int64_t ldq, int64_t q_batch_stride, const __half* k, int64_t ldk,
+                         int64_t k_batch_stride, const __half* v, int64_t ldv, int64_t v_batch_stride,
+                         const int32_t* kv_len, int64_t n_kv, __half* out, int64_t ldo, int64_t out_batch_stride,
+                         int64_t batch, int64_t n_q, int64_t n_head, int64_t head_dim, bool causal, void* workspace,
+                         size_t workspace_bytes, cudaStream_t stream) {
+  if (batch < 0 || n_q <= 0 || n_q > kDecoderMaxQueries || n_kv <= 0 || n_head <= 0) return Status::kInvalidArgument;
+  if (batch == 0) return Status::kOk;
+  if (head_dim != kHeadDim) return Status::kNotSupported;
+  if (n_kv > INT32_MAX || batch > 65535 || n_head > INT32_MAX) return Status::kInvalidArgument;
+  if (!q || !k || !v || !out) return Status::kInvalidArgument;
+  const int64_t width = n_head * head_dim;
+  if (ldq < width || ldk < width || ldv < width || ldo < width) return Status::kInvalidArgument;
+  for (int64_t s : {ldq, ldk, ldv, ldo, q_batch_stride, k_batch_stride, v_batch_stride, out_batch_stride}) {
+    if (s % 8 != 0 || s < 0) return Status::kInvalidArgument;
+  }
+  if (!aligned16(q) || !aligned16(k) || !aligned16(v) || !aligned16(out)) return Status::kInvalidArgument;
+
+  // Enough blocks for about two per SM, never a split shorter than one block step.
+  int64_t splits = 1;
+  if (workspace) {
+    const int64_t base = batch * n_head;
+    splits = std::min<int64_t>((2 * sm_count() + base - 1) / base, max_splits(n_kv));
+    while (splits > 1 && partial_bytes(batch, n_q, n_head, splits) > workspace_bytes) --splits;
+  }
+  int64_t split_len = (n_kv + splits - 1) / splits;
+  split_len = (split_len + kKeysPerStep - 1) / kKeysPerStep * kKeysPerStep;
+  splits = (n_kv + split_len - 1) / split_len;
+
+  DecoderParams p;
+  p.q = q;
+  p.k = k;
+  p.v = v;
+  p.o = out;
+  p.ldq = ldq;
+  p.ldk = ldk;
+  p.ldv = ldv;
+  p.ldo = ldo;
+  p.sq = q_batch_stride;
+  p.sk = k_batch_stride;
+  p.sv = v_batch_stride;
+  p.so = out_batch_stride;
+  p.kv_len = kv_len;
+  p.n_kv = static_cast<int>(n_kv);
+  p.n_q = static_cast<int>(n_q);
+  p.causal = causal ? 1 : 0;
+  p.splits = static_cast<int>(splits);
+  p.split_len = static_cast<int>(split_len);
+  p.scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(head_dim));
+  p.counters = static_cast<unsigned*>(workspace);
+  p.part_o = splits > 1 ? reinterpret_cast<float*>(static_cast<char*>(workspace) + counter_bytes(batch, n_head))
+                        : nullptr;
+  p.part_ml = splits > 1 ? p.part_o + batch * n_head * splits * n_q * kHeadDim : nullptr;
+
+  if (n_q == 1) {
+    launch<1>(p, batch, n_head, stream);
+  } else if (n_q == 2) {
+    launch<2>(p, batch, n_head, stream);
+  } else if (n_q <= 4) {
+    launch<4>(p, batch, n_head, stream);
+  } else {
+    launch<8>(p, batch, n_head, stream);
+  }
+  return launch_status();
+}
+
+}  // namespace wisp::kernels::cuda

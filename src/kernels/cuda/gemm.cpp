@@ -1,0 +1,317 @@
+#include "kernels/cuda/gemm.h"
+
+#include <cublasLt.h>
+
+#include <array>
+#include <cmath>
+#include <unordered_map>
+
+namespace wisp::kernels::cuda {
+
+namespace {
+
+// Shape, strides, types, epilogue and pointer alignments: everything the heuristic's choice depends on.
+using PlanKey = std::array<int64_t, 18>;
+
+struct PlanKeyHash {
+  size_t operator()(const PlanKey& key) const {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t v : key) h = (h ^ static_cast<uint64_t>(v)) * 1099511628211ull;
+    return static_cast<size_t>(h);
+  }
+};
+
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+
+  Plan() = default;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  ~Plan() {
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+// The largest power of two ≤ 256 dividing the address: what cuBLASLt may assume about a pointer.
+int64_t alignment(const void* p) {
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  int64_t a = 256;
+  while (a > 1 && addr % static_cast<uintptr_t>(a) != 0) a /= 2;
+  return a;
+}
+
+cudaDataType_t cuda_type(DataType t) { return t == DataType::kF16 ? CUDA_R_16F : CUDA_R_32F; }
+
+Status layout(cublasLtMatrixLayout_t* out, cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld,
+              int64_t batch, int64_t stride) {
+  if (cublasLtMatrixLayoutCreate(out, type, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), ld) !=
+      CUBLAS_STATUS_SUCCESS) {
+    return Status::kCublasError;
+  }
+  if (batch > 1) {
+    const auto count = static_cast<int32_t>(batch);
+    if (cublasLtMatrixLayoutSetAttribute(*out, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)) !=
+            CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatrixLayoutSetAttribute(*out, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                         sizeof(stride)) != CUBLAS_STATUS_SUCCESS) {
+      return Status::kCublasError;
+    }
+  }
+  return Status::kOk;
+}
+
+}  // namespace
+
+struct GemmContext::Impl {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> plans;
+
+  ~Impl() {
+    plans.clear();
+    if (workspace) cudaFree(workspace);
+    if (handle) cublasLtDestroy(handle);
+  }
+};
+
+GemmContext::GemmContext() = default;
+GemmContext::~GemmContext() = default;
+
+Status GemmContext::init(size_t workspace_bytes) {
+  auto impl = std::make_unique<Impl>();
+  if (cublasLtCreate(&impl->handle) != CUBLAS_STATUS_SUCCESS) return Status::kCublasError;
+  if (workspace_bytes > 0) {
+    const cudaError_t e = cudaMalloc(&impl->workspace, workspace_bytes);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return e == cudaErrorMemoryAllocation ? Status::kOutOfMemory : Status::kCudaError;
+    }
+  }
+  impl->workspace_bytes = workspace_bytes;
+  impl_ = std::move(impl);
+  return Status::kOk;
+}
+
+bool GemmContext::ready() const { return impl_ != nullptr; }
+size_t GemmContext::cached_plans() const { return impl_ ? impl_->plans.size() : 0; }
+
+struct GemmAccess {
+  static GemmContext::Impl* impl(GemmContext& ctx) { return ctx.impl_.get(); }
+};
+
+Status gemm_can_implement(const GemmArgs& g) {
+  if (g.m <= 0 || g.n <= 0 || g.k <= 0 || g.batch <= 0) return Status::kInvalidArgument;
+  if (!g.a || !g.b || !g.c) return Status::kInvalidArgument;
+  if (g.lda < (g.trans_a ? g.m : g.k)) return Status::kInvalidArgument;
+  if (g.ldb < (g.trans_b ? g.k : g.n)) return Status::kInvalidArgument;
+  if (g.ldc < g.n) return Status::kInvalidArgument;
+  if (g.batch > 1 && (g.stride_a < 0 || g.stride_b < 0 || g.stride_c <= 0)) return Status::kInvalidArgument;
+  if (g.batch > INT32_MAX) return Status::kInvalidArgument;
+  return Status::kOk;
+}
+
+namespace {
+
+// Row-major C[m, n] = op(A)[m, k] · op(B)[k, n] is column-major Cᵀ[n, m] = op(B)ᵀ · op(A)ᵀ: cuBLASLt's
+// first operand is our B, its second our A, and the stored layouts are read as their transposes.
+Status run_gemm(GemmContext& ctx, const GemmArgs& g, cublasLtEpilogue_t epilogue, const void* bias,
+                cudaStream_t stream) {
+  GemmContext::Impl* impl = GemmAccess::impl(ctx);
+  if (!impl) return Status::kInvalidArgument;
+  if (Status s = gemm_can_implement(g); s != Status::kOk) return s;
+
+  const PlanKey key = {g.m,        g.n,        g.k,       g.batch,  g.lda,
+                       g.ldb,      g.ldc,      g.stride_a, g.stride_b, g.stride_c,
+                       g.trans_a,  g.trans_b,  static_cast<int64_t>(g.c_type), static_cast<int64_t>(epilogue),
+                       alignment(g.a), alignment(g.b), alignment(g.c), bias ? alignment(bias) : 0};
+  auto it = impl->plans.find(key);
+  if (it == impl->plans.end()) {
+    auto plan = std::make_unique<Plan>();
+    const cudaDataType_t ct = cuda_type(g.c_type);
+    if (cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) {
+      return Status::kCublasError;
+    }
+    const int32_t op_first = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;   // cuBLASLt's A = our B
+    const int32_t op_second = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt's B = our A
+    const auto epi = static_cast<int32_t>(epilogue);
+    if (cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)) !=
+            CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)) !=
+            CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)) !=
+            CUBLAS_STATUS_SUCCESS) {
+      return Status::kCublasError;
+    }
+    if (bias && cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)) !=
+                    CUBLAS_STATUS_SUCCESS) {
+      return Status::kCublasError;
+    }
+    const int64_t first_rows = g.trans_b ? g.k : g.n, first_cols = g.trans_b ? g.n : g.k;
+    const int64_t second_rows = g.trans_a ? g.m : g.k, second_cols = g.trans_a ? g.k : g.m;
+    if (Status s = layout(&plan->a, CUDA_R_16F, first_rows, first_cols, g.ldb, g.batch, g.stride_b); s != Status::kOk)
+      return s;
+    if (Status s = layout(&plan->b, CUDA_R_16F, second_rows, second_cols, g.lda, g.batch, g.stride_a);
+        s != Status::kOk)
+      return s;
+    if (Status s = layout(&plan->c, ct, g.n, g.m, g.ldc, g.batch, g.stride_c); s != Status::kOk) return s;
+
+    cublasLtMatmulPreference_t pref = nullptr;
+    if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) return Status::kCublasError;
+    const uint64_t ws = impl->workspace_bytes;
+    const auto al_first = static_cast<uint32_t>(alignment(g.b));
+    const auto al_second = static_cast<uint32_t>(alignment(g.a));
+    const auto al_c = static_cast<uint32_t>(alignment(g.c));
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_first,
+                                         sizeof(al_first));
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_second,
+                                         sizeof(al_second));
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof(al_c));
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof(al_c));
+    // Split-K partial sums stay in fp32: the in-place and output-type schemes add them up in fp16.
+    if (g.c_type == DataType::kF16) {
+      const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
+                                           sizeof(schemes));
+    }
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(impl->handle, plan->op, plan->a, plan->b, plan->c,
+                                                             plan->c, pref, 1, &result, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (hs == CUBLAS_STATUS_NOT_SUPPORTED || (hs == CUBLAS_STATUS_SUCCESS && found == 0)) {
+      return Status::kNotSupported;
+    }
+    if (hs != CUBLAS_STATUS_SUCCESS || result.state != CUBLAS_STATUS_SUCCESS) return Status::kCublasError;
+    plan->algo = result.algo;
+    it = impl->plans.emplace(key, std::move(plan)).first;
+  }
+  Plan& plan = *it->second;
+  if (bias && cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)) !=
+                  CUBLAS_STATUS_SUCCESS) {
+    return Status::kCublasError;
+  }
+  const cublasStatus_t st =
+      cublasLtMatmul(impl->handle, plan.op, &g.alpha, g.b, plan.a, g.a, plan.b, &g.beta, g.c, plan.c, g.c, plan.c,
+                     &plan.algo, impl->workspace, impl->workspace_bytes, stream);
+  return st == CUBLAS_STATUS_SUCCESS ? Status::kOk : Status::kCublasError;
+}
+
+GemmArgs linear_args(const __half* x, int64_t ldx, const __half* w, void* y, DataType y_type, int64_t ldy,
+                     int64_t m, int64_t n, int64_t k) {
+  GemmArgs g;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.a = x;
+  g.lda = ldx;
+  g.b = w;
+  g.ldb = k;
+  g.trans_b = true;
+  g.c = y;
+  g.c_type = y_type;
+  g.ldc = ldy;
+  return g;
+}
+
+}  // namespace
+
+Status gemm(GemmContext& ctx, const GemmArgs& args, cudaStream_t stream) {
+  return run_gemm(ctx, args, CUBLASLT_EPILOGUE_DEFAULT, nullptr, stream);
+}
+
+Status linear(GemmContext& ctx, const __half* x, int64_t ldx, const __half* w, const __half* bias, __half* y,
+              int64_t ldy, int64_t m, int64_t n, int64_t k, Epilogue epilogue, cudaStream_t stream) {
+  cublasLtEpilogue_t e = CUBLASLT_EPILOGUE_DEFAULT;
+  switch (epilogue) {
+    case Epilogue::kNone: break;
+    case Epilogue::kBias:
+    case Epilogue::kBiasGeluErf: e = CUBLASLT_EPILOGUE_BIAS; break;
+    case Epilogue::kBiasGeluTanh: e = CUBLASLT_EPILOGUE_GELU_BIAS; break;
+  }
+  if (epilogue != Epilogue::kNone && !bias) return Status::kInvalidArgument;
+  const GemmArgs g = linear_args(x, ldx, w, y, DataType::kF16, ldy, m, n, k);
+  if (Status s = run_gemm(ctx, g, e, epilogue == Epilogue::kNone ? nullptr : bias, stream); s != Status::kOk) {
+    return s;
+  }
+  if (epilogue == Epilogue::kBiasGeluErf) return add_bias_gelu(y, nullptr, m, n, ldy, true, stream);
+  return Status::kOk;
+}
+
+Status linear(GemmContext& ctx, const __half* x, const __half* w, const __half* bias, __half* y, int64_t m,
+              int64_t n, int64_t k, Epilogue epilogue, cudaStream_t stream) {
+  return linear(ctx, x, k, w, bias, y, n, m, n, k, epilogue, stream);
+}
+
+Status linear_f32_out(GemmContext& ctx, const __half* x, int64_t ldx, const __half* w, const float* bias, float* y,
+                      int64_t ldy, int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
+  const GemmArgs g = linear_args(x, ldx, w, y, DataType::kF32, ldy, m, n, k);
+  return run_gemm(ctx, g, bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, bias, stream);
+}
+
+size_t attention_unfused_scratch_bytes(int64_t n_q, int64_t n_kv, int64_t n_head) {
+  const auto count = static_cast<size_t>(n_q * n_kv * n_head);
+  // Scores (fp32) then probabilities (fp16); the second starts 256-byte aligned.
+  return (count * sizeof(float) + 255) / 256 * 256 + count * sizeof(__half);
+}
+
+Status attention_unfused(GemmContext& ctx, const __half* q, int64_t ldq, const __half* k, int64_t ldk,
+                         const __half* v, int64_t ldv, __half* out, int64_t ldo, int64_t n_q, int64_t n_kv,
+                         int64_t n_head, int64_t head_dim, bool causal, int64_t q_offset, void* scratch,
+                         cudaStream_t stream) {
+  if (n_q <= 0 || n_kv <= 0 || n_head <= 0 || head_dim <= 0 || !scratch || q_offset < 0) {
+    return Status::kInvalidArgument;
+  }
+  const auto count = static_cast<size_t>(n_q * n_kv * n_head);
+  auto* scores = static_cast<float*>(scratch);
+  auto* probs = reinterpret_cast<__half*>(static_cast<char*>(scratch) + (count * sizeof(float) + 255) / 256 * 256);
+
+  GemmArgs s;  // scores[h] [n_q, n_kv] = Q_h · K_hᵀ
+  s.m = n_q;
+  s.n = n_kv;
+  s.k = head_dim;
+  s.batch = n_head;
+  s.a = q;
+  s.lda = ldq;
+  s.stride_a = head_dim;
+  s.b = k;
+  s.ldb = ldk;
+  s.stride_b = head_dim;
+  s.trans_b = true;
+  s.c = scores;
+  s.c_type = DataType::kF32;
+  s.ldc = n_kv;
+  s.stride_c = n_q * n_kv;
+  if (Status st = gemm(ctx, s, stream); st != Status::kOk) return st;
+
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  if (Status st = softmax_rows(scores, probs, n_head * n_q, n_kv, scale, causal, q_offset, n_q, stream);
+      st != Status::kOk) {
+    return st;
+  }
+
+  GemmArgs o;  // out_h [n_q, head_dim] = P_h · V_h
+  o.m = n_q;
+  o.n = head_dim;
+  o.k = n_kv;
+  o.batch = n_head;
+  o.a = probs;
+  o.lda = n_kv;
+  o.stride_a = n_q * n_kv;
+  o.b = v;
+  o.ldb = ldv;
+  o.stride_b = head_dim;
+  o.c = out;
+  o.c_type = DataType::kF16;
+  o.ldc = ldo;
+  o.stride_c = head_dim;
+  return gemm(ctx, o, stream);
+}
+
+}  // namespace wisp::kernels::cuda

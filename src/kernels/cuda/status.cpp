@@ -1,0 +1,29 @@
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace wisp::kernels::cuda {
+
+const char* status_name(Status s) {
+  switch (s) {
+    case Status::kOk: return "ok";
+    case Status::kInvalidArgument: return "invalid argument";
+    case Status::kNotSupported: return "not supported";
+    case Status::kCudaError: return "CUDA error";
+    case Status::kCublasError: return "cuBLAS error";
+    case Status::kOutOfMemory: return "out of memory";
+  }
+  return "unknown status";
+}
+
+bool device_available() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear it so later calls do not report it
+    return false;
+  }
+  return n > 0;
+}
+
+}  // namespace wisp::kernels::cuda

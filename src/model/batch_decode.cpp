@@ -1,0 +1,160 @@
+// Decoding a batch of sequences in lockstep over one window's cross-attention K/V: the beams of a beam
+// search or the candidates of best-of sampling. Every op takes the whole batch (one GEMV reads each weight
+// once for all sequences); only the self-attention reads a per-sequence cache.
+#include <algorithm>
+#include <cstring>
+
+#include "model/whisper.h"
+#include "ops/ops.h"
+#include "wisp/errors.h"
+
+namespace wisp::model {
+
+using core::DType;
+
+namespace {
+
+void copy_sequence(const Tensor& src, int64_t src_seq, Tensor& dst, int64_t dst_seq, int64_t stride,
+                   int64_t length) {
+  const int64_t width = src.dim(1);
+  std::memcpy(dst.data<float>() + dst_seq * stride * width, src.data<float>() + src_seq * stride * width,
+              static_cast<size_t>(length * width) * sizeof(float));
+}
+
+}  // namespace
+
+BatchKVCache WhisperModel::new_batch_cache(int64_t capacity) const {
+  if (capacity <= 0) throw InvalidArgument("a batch cache needs at least one sequence");
+  const auto& d = dims();
+  BatchKVCache c;
+  c.capacity = capacity;
+  c.stride = d.n_text_ctx;
+  for (int i = 0; i < d.n_text_layer; ++i) {
+    c.k.push_back(Tensor::empty({capacity * d.n_text_ctx, d.n_text_state}, DType::kF32));
+    c.v.push_back(Tensor::empty({capacity * d.n_text_ctx, d.n_text_state}, DType::kF32));
+  }
+  return c;
+}
+
+void broadcast_cache(const KVCache& prompt, BatchKVCache& cache, int64_t batch) {
+  if (batch <= 0 || batch > cache.capacity || prompt.k.size() != cache.k.size()) {
+    throw InvalidArgument("broadcast_cache: batch of " + std::to_string(batch) + " for a cache of " +
+                          std::to_string(cache.capacity));
+  }
+  if (prompt.length > cache.stride) throw InvalidArgument("broadcast_cache: prompt longer than the cache");
+  for (size_t l = 0; l < cache.k.size(); ++l) {
+    for (int64_t b = 0; b < batch; ++b) {
+      // The single-sequence cache is [n_text_ctx, d]: sequence 0 with the same stride.
+      copy_sequence(prompt.k[l], 0, cache.k[l], b, cache.stride, prompt.length);
+      copy_sequence(prompt.v[l], 0, cache.v[l], b, cache.stride, prompt.length);
+    }
+  }
+  cache.batch = batch;
+  cache.length = prompt.length;
+}
+
+void reorder_cache(BatchKVCache& cache, std::span<const int> origins) {
+  const int64_t n = static_cast<int64_t>(origins.size());
+  if (n > cache.batch) throw InvalidArgument("reorder_cache: more sequences than the batch holds");
+  for (int o : origins) {
+    if (o < 0 || o >= cache.batch) throw InvalidArgument("reorder_cache: origin out of the batch");
+  }
+  // Sources that some other slot copies from are saved first, so a slot may be overwritten before (or
+  // after) it is read. Slots that keep their own sequence are not touched.
+  std::vector<int> saved(static_cast<size_t>(cache.batch), -1);  // source → index in the scratch
+  int n_saved = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int o = origins[static_cast<size_t>(i)];
+    if (o != i && saved[static_cast<size_t>(o)] < 0) saved[static_cast<size_t>(o)] = n_saved++;
+  }
+  if (n_saved > 0) {
+    const int64_t width = cache.k.empty() ? 0 : cache.k[0].dim(1);
+    const int64_t rows = cache.length;
+    std::vector<float> scratch(static_cast<size_t>(n_saved * rows * width));
+    for (std::vector<Tensor>* side : {&cache.k, &cache.v}) {
+      for (Tensor& t : *side) {
+        float* base = t.data<float>();
+        for (int64_t s = 0; s < cache.batch; ++s) {
+          const int slot = saved[static_cast<size_t>(s)];
+          if (slot < 0) continue;
+          std::memcpy(scratch.data() + slot * rows * width, base + s * cache.stride * width,
+                      static_cast<size_t>(rows * width) * sizeof(float));
+        }
+        for (int64_t i = 0; i < n; ++i) {
+          const int o = origins[static_cast<size_t>(i)];
+          if (o == i) continue;
+          std::memcpy(base + i * cache.stride * width, scratch.data() + saved[static_cast<size_t>(o)] * rows * width,
+                      static_cast<size_t>(rows * width) * sizeof(float));
+        }
+      }
+    }
+  }
+  cache.batch = n;
+}
+
+Tensor WhisperModel::decode_batch(std::span<const int> tokens, const CrossKV& cross, BatchKVCache& cache) const {
+  const auto& d = dims();
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t width = d.n_text_state;
+  const int64_t past = cache.length;
+  if (n == 0 || n != cache.batch) {
+    throw InvalidArgument("decode_batch: " + std::to_string(n) + " tokens for a batch of " +
+                          std::to_string(cache.batch));
+  }
+  if (past + 1 > d.n_text_ctx || cache.stride != d.n_text_ctx) {
+    throw InvalidArgument("token sequence longer than the decoder context (" + std::to_string(d.n_text_ctx) + ")");
+  }
+  if (cross.kv.size() != dec_.size() || cache.k.size() != dec_.size()) {
+    throw InvalidArgument("cross-attention K/V or cache of another model");
+  }
+
+  // x[b] = token embedding + learned position embedding (every sequence is at position `past`)
+  Tensor x = Tensor::empty({n, width}, DType::kF32);
+  for (int64_t i = 0; i < n; ++i) {
+    const int tok = tokens[static_cast<size_t>(i)];
+    if (tok < 0 || tok >= d.n_vocab) throw InvalidArgument("token id " + std::to_string(tok) + " out of range");
+    const Tensor row = ops::to_f32(token_embedding_.rows(tok, tok + 1));
+    const float* e = row.data<float>();
+    const float* p = dec_pos_.data<float>() + past * width;
+    float* xi = x.data<float>() + i * width;
+    for (int64_t j = 0; j < width; ++j) xi[j] = e[j] + p[j];
+  }
+
+  for (size_t l = 0; l < dec_.size(); ++l) {
+    const Block& b = dec_[l];
+    {  // causal self-attention: sequence i over its own cache rows
+      const Tensor h = ops::layer_norm(x, b.attn_ln.gamma, b.attn_ln.beta);
+      const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.b);  // [n, 3d]
+      for (int64_t i = 0; i < n; ++i) {
+        const Tensor row = qkv.rows(i, i + 1);
+        ops::copy_rows({&row, width, 1}, width, cache.k[l], i * cache.stride + past);
+        ops::copy_rows({&row, 2 * width, 1}, width, cache.v[l], i * cache.stride + past);
+      }
+      const int64_t rows = cache.k[l].dim(0);
+      const Tensor a = ops::attention_decode({&qkv, 0, n}, {&cache.k[l], 0, rows}, {&cache.v[l], 0, rows}, width,
+                                             d.n_text_head, cache.stride, past + 1);
+      Tensor y = ops::linear(a, b.attn_out.w, b.attn_out.b);
+      ops::add_(x, y);
+    }
+    {  // cross-attention: every sequence over the window's keys/values
+      const Tensor h = ops::layer_norm(x, b.cross_ln.gamma, b.cross_ln.beta);
+      const Tensor q = ops::linear(h, b.cross_q.w, b.cross_q.b);  // [n, d]
+      const Tensor& kv = cross.kv[l];                               // [n_audio_ctx, 2d]
+      const Tensor a = ops::attention_decode({&q, 0, n}, {&kv, 0, kv.dim(0)}, {&kv, width, kv.dim(0)}, width,
+                                             d.n_text_head, 0, kv.dim(0));
+      Tensor y = ops::linear(a, b.cross_out.w, b.cross_out.b);
+      ops::add_(x, y);
+    }
+    {  // feed-forward
+      const Tensor h = ops::layer_norm(x, b.mlp_ln.gamma, b.mlp_ln.beta);
+      Tensor f = ops::linear(h, b.fc1.w, b.fc1.b);
+      ops::gelu_(f);
+      Tensor y = ops::linear(f, b.fc2.w, b.fc2.b);
+      ops::add_(x, y);
+    }
+  }
+  cache.length = past + 1;
+  return ops::layer_norm(x, dec_ln_.gamma, dec_ln_.beta);
+}
+
+}  // namespace wisp::model

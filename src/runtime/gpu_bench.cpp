@@ -1,0 +1,79 @@
+// `wisp bench` (gpu_whisper.h, docs/cuda.md "GPU runner"): B windows through the encoder and the
+// cross-attention K/V, then N greedy decode steps (each step's argmax fed back on the device), timed with
+// CUDA events; every figure is the median of `repeats` runs after one warm-up run.
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "runtime/gpu_whisper.h"
+
+namespace wisp::runtime {
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::string esc(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '"' || c == '\\') o += '\\';
+    o += c;
+  }
+  return o;
+}
+
+}  // namespace
+
+std::string run_bench(const BenchOptions& o) {
+  if (o.batch < 1) throw std::invalid_argument("--batch must be >= 1");
+  if (o.repeats < 1) throw std::invalid_argument("--repeats must be >= 1");
+  GpuDims dims;
+  std::unique_ptr<GpuWhisper> m;
+  std::string label;
+  if (!o.model_path.empty()) {
+    const TensorSource src = open_engine_file(o.model_path, dims);
+    m = GpuWhisper::create(dims, o.batch, src);
+    label = o.model_path;
+  } else {
+    dims = dims_for_size(o.size);
+    m = GpuWhisper::create_random(dims, o.batch);
+    label = o.size + " (random fp16 weights)";
+  }
+  if (o.tokens < 1 || o.tokens > dims.n_text_ctx) {
+    throw std::invalid_argument("--tokens must be in [1, " + std::to_string(dims.n_text_ctx) + "]");
+  }
+  const int B = o.batch, N = o.tokens;
+  m->set_cuda_graphs(o.cuda_graphs);
+  std::vector<double> enc, ckv, dec;
+  for (int r = 0; r <= o.repeats; ++r) {  // run 0 warms up (cuBLASLt plans, clocks)
+    const double e = m->time_ms([&] { m->encode(nullptr, B); });
+    const double c = m->time_ms([&] { m->cross_kv(B); });
+    m->reset(B);
+    const double t = m->time_ms([&] {
+      for (int i = 0; i < N; ++i) m->decode_step_feedback(B);
+    });
+    if (r > 0) enc.push_back(e), ckv.push_back(c), dec.push_back(t);
+  }
+  const double e = median(enc), c = median(ckv), t = median(dec);
+  const double total = e + c + t;
+  std::ostringstream j;
+  j.setf(std::ios::fixed);
+  j.precision(3);
+  j << "{\"engine\": \"wisp\", \"model\": \"" << esc(label) << "\", \"card\": \"" << esc(m->device_name())
+    << "\", \"batch\": " << B << ", \"tokens\": " << N << ", \"repeats\": " << o.repeats
+    << ", \"cuda_graphs\": " << (o.cuda_graphs ? "true" : "false") << ", \"encoder_ms\": " << e
+    << ", \"cross_kv_ms\": " << c << ", \"decode_ms\": " << t << ", \"decode_ms_per_step\": " << t / N
+    << ", \"total_ms\": " << total << ", \"audio_s_per_s\": " << (B * 30.0) / (total / 1000.0)
+    << ", \"weights_gb\": " << double(m->weight_bytes()) / 1e9
+    << ", \"peak_mem_gb\": " << double(m->device_bytes_used()) / 1e9 << "}";
+  return j.str();
+}
+
+}  // namespace wisp::runtime

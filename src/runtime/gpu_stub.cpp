@@ -1,0 +1,44 @@
+// CPU-only builds (WISP_CUDA off): the GPU runner's entry points exist and report that CUDA is missing.
+// No GpuWhisper can be created, so the member functions below are never reached.
+#include <stdexcept>
+
+#include "runtime/gpu_whisper.h"
+
+namespace wisp::runtime {
+
+namespace {
+[[noreturn]] void no_cuda() { throw std::runtime_error("this wisp was built without CUDA"); }
+}  // namespace
+
+struct GpuWhisper::Impl {
+  GpuDims dims;
+};
+
+bool gpu_available() { return false; }
+
+std::string run_bench(const BenchOptions&) {
+  throw std::runtime_error("wisp bench needs a CUDA build (this wisp was built without CUDA)");
+}
+
+GpuWhisper::GpuWhisper(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+GpuWhisper::~GpuWhisper() = default;
+std::unique_ptr<GpuWhisper> GpuWhisper::create(const GpuDims&, int, const TensorSource&) { no_cuda(); }
+std::unique_ptr<GpuWhisper> GpuWhisper::create_random(const GpuDims&, int, uint64_t) { no_cuda(); }
+const GpuDims& GpuWhisper::dims() const { return impl_->dims; }
+int GpuWhisper::max_batch() const { return 0; }
+std::string GpuWhisper::device_name() const { no_cuda(); }
+void GpuWhisper::encode(const float*, int) { no_cuda(); }
+void GpuWhisper::cross_kv(int) { no_cuda(); }
+void GpuWhisper::reset(int) { no_cuda(); }
+std::vector<int> GpuWhisper::decode_step(const int*, int, std::vector<float>*) { no_cuda(); }
+void GpuWhisper::decode_step_feedback(int) { no_cuda(); }
+int GpuWhisper::cache_length() const { return 0; }
+void GpuWhisper::set_cuda_graphs(bool) {}
+std::vector<float> GpuWhisper::features(int) const { no_cuda(); }
+std::vector<float> GpuWhisper::logits(int) const { no_cuda(); }
+void GpuWhisper::synchronize() const {}
+size_t GpuWhisper::device_bytes_used() const { return 0; }
+size_t GpuWhisper::weight_bytes() const { return 0; }
+float GpuWhisper::time_ms(const std::function<void()>&) { no_cuda(); }
+
+}  // namespace wisp::runtime

@@ -1,0 +1,105 @@
+// GpuWhisper: the Whisper forward pass on one CUDA GPU, composed directly from the kernels in
+// src/kernels/cuda (docs/cuda.md, "GPU runner"). First slice of issue 3: fp16 weights uploaded once into one
+// device arena, batched encoder, cross-attention K/V, and a batched greedy decode step with a device KV cache
+// and a device argmax. The batch decodes in lockstep (every sequence has the same length).
+//
+// This header has no CUDA types, so CPU-only code (apps/wisp) can include it. The library behind it
+// (wisp_runtime) is built from gpu_whisper.cpp when WISP_CUDA is on and from gpu_stub.cpp otherwise, where
+// every entry point throws "built without CUDA".
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace wisp::runtime {
+
+struct GpuDims {
+  int n_mels = 80, n_vocab = 51865, n_audio_ctx = 1500, n_audio_state = 1280, n_audio_head = 20, n_audio_layer = 32;
+  int n_text_ctx = 448, n_text_state = 1280, n_text_head = 20, n_text_layer = 32;
+};
+
+// tiny, tiny.en, base, small, medium, large-v1/v2, large-v3 (throws std::invalid_argument otherwise).
+GpuDims dims_for_size(const std::string& size);
+
+// Every engine-file tensor name the runner reads, in upload order (gpu_dims.cpp; GpuWhisper::create throws
+// if its source lacks one).
+std::vector<std::string> weight_names(const GpuDims& dims);
+
+// Returns the tensor of an engine-file name ("encoder.blocks.0.attn.qkv.weight", docs/engine-format.md), f32
+// or f16, on the host. The runner converts to fp16 (matrices, biases) or fp32 (norms) while uploading.
+using TensorSource = std::function<core::Tensor(const std::string& name)>;
+
+// True when a CUDA device is visible (false in CPU-only builds).
+bool gpu_available();
+
+class GpuWhisper {
+ public:
+  // Uploads the weights (random N(0, 0.02) for `create_random`) and allocates every buffer for up to
+  // `max_batch` windows; nothing is allocated after this. Throws std::runtime_error on CUDA errors.
+  static std::unique_ptr<GpuWhisper> create(const GpuDims& dims, int max_batch, const TensorSource& source);
+  static std::unique_ptr<GpuWhisper> create_random(const GpuDims& dims, int max_batch, uint64_t seed = 1);
+  ~GpuWhisper();
+  GpuWhisper(const GpuWhisper&) = delete;
+  GpuWhisper& operator=(const GpuWhisper&) = delete;
+
+  const GpuDims& dims() const;
+  int max_batch() const;
+  std::string device_name() const;
+
+  // mel: host fp32 [batch, n_mels, 2·n_audio_ctx] (null: the device mel buffer as it is, for benchmarks).
+  // Leaves the features [batch, n_audio_ctx, d] on the device. Asynchronous unless mel is given.
+  void encode(const float* mel, int batch);
+  // Cross-attention K/V of every decoder layer from the current features. Asynchronous.
+  void cross_kv(int batch);
+  // Empties the self-attention cache of `batch` sequences.
+  void reset(int batch);
+  // Appends one token to each of `batch` sequences and returns the greedy next tokens (device argmax), with
+  // their log-probabilities when `logprob` is given. Synchronises.
+  std::vector<int> decode_step(const int* tokens, int batch, std::vector<float>* logprob = nullptr);
+  // Benchmark form: the tokens are the previous step's argmax (device to device), nothing synchronises.
+  void decode_step_feedback(int batch);
+  int cache_length() const;
+  // Decode steps replay one CUDA graph per batch size (default on; off: every kernel launched eagerly).
+  void set_cuda_graphs(bool on);
+
+  // Copies of device state, as fp32 on the host: features [n_audio_ctx, d] of window b; logits [n_vocab] of
+  // sequence b after the last step.
+  std::vector<float> features(int b) const;
+  std::vector<float> logits(int b) const;
+
+  void synchronize() const;
+  // Device memory this process holds (cudaMemGetInfo: total − free, minus what was used before create).
+  size_t device_bytes_used() const;
+  size_t weight_bytes() const;
+  // CUDA-event timing of `fn` on the runner's stream, in milliseconds.
+  float time_ms(const std::function<void()>& fn);
+
+  struct Impl;
+
+ private:
+  explicit GpuWhisper(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// `wisp bench`: runs the benchmark and returns its JSON (see docs/cuda.md). model_path empty → random
+// weights of `size`. Throws on errors (and in CPU-only builds).
+struct BenchOptions {
+  std::string size = "large-v2";
+  std::string model_path;
+  int batch = 1;
+  int tokens = 100;
+  int repeats = 5;
+  bool cuda_graphs = true;
+};
+std::string run_bench(const BenchOptions& options);
+
+// An engine file as a TensorSource (+ its dims). Only in full builds (needs src/format); throws otherwise.
+TensorSource open_engine_file(const std::string& path, GpuDims& dims);
+
+}  // namespace wisp::runtime
