@@ -17,7 +17,10 @@ MANIFEST=$OUT/manifest.$LANG_FILTER.tsv
 awk -F'\t' -v OFS='\t' -v d="$(cd "$DATA" && pwd)" -v l="$LANG_FILTER" \
   'NR==1 || $2==l || l=="all" { if (NR>1) $1 = d "/" $1; print }' "$DATA/manifest.tsv" > "$MANIFEST"
 
-build/wisp eval "$MANIFEST" -m "$MODEL" -t "$THREADS" --save "$OUT/$MODEL.wisp.json" --json > "$OUT/$MODEL.wisp.summary.json"
+# Greedy decoding without fallback on both sides (ref_transcribe.py's default; wisp's default is beam 5 with
+# the temperature fallback, as the reference CLI's — add e.g. --beam-size 5 to both for that mode).
+build/wisp eval "$MANIFEST" -m "$MODEL" -t "$THREADS" --beam-size 1 --temperature 0 \
+  --save "$OUT/$MODEL.wisp.json" --json > "$OUT/$MODEL.wisp.summary.json"
 .venv/bin/python tools/reference/ref_transcribe.py --model "models/ct2/$MODEL" --manifest "$MANIFEST" \
   --threads "$THREADS" --out "$OUT/$MODEL.ref.json" > /dev/null
 build/wisp eval "$MANIFEST" --hyp-json "$OUT/$MODEL.ref.json" --json > "$OUT/$MODEL.ref.summary.json"
