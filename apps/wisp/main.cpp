@@ -256,6 +256,7 @@ struct TranscribeArgs {
   bool no_timestamps = false;
   DecodeArgs decode;
   bool increment_given = false;
+  wisp::WriterOptions writer;
 };
 
 int run_transcribe(const TranscribeArgs& a) {
@@ -299,7 +300,7 @@ int run_transcribe(const TranscribeArgs& a) {
       std::cout.flush();
       const std::string stem = fs::path(file).stem().string();
       for (const auto& f : formats) {
-        wisp::write_file_atomic((fs::path(a.output_dir) / (stem + "." + f)).string(), wisp::render(t, f));
+        wisp::write_file_atomic((fs::path(a.output_dir) / (stem + "." + f)).string(), wisp::render(t, f, a.writer));
       }
     } catch (const wisp::Error& e) {
       std::fprintf(stderr, "wisp: error: %s\n", e.what());
@@ -501,6 +502,17 @@ int main(int argc, char** argv) {
   CLI::Option* tr_inc = add_decode_options(tr, ta.decode);
   tr->add_flag("--no-timestamps", ta.no_timestamps, "decode without timestamp tokens");
   tr->add_flag("--print-timestamps", ta.print_timestamps, "print [start --> end] before each segment");
+  tr->add_flag("--highlight-words,--highlight_words", ta.writer.highlight_words,
+               "srt/vtt: a cue per word, the word underlined (needs --word-timestamps)");
+  tr->add_option("--max-line-width,--max_line_width", ta.writer.max_line_width,
+                 "srt/vtt: characters per line before a break (needs --word-timestamps)")
+      ->check(CLI::Range(0, 100000));
+  tr->add_option("--max-line-count,--max_line_count", ta.writer.max_line_count,
+                 "srt/vtt: lines per cue (needs --word-timestamps)")
+      ->check(CLI::Range(0, 100000));
+  tr->add_option("--max-words-per-line,--max_words_per_line", ta.writer.max_words_per_line,
+                 "srt/vtt: words per cue (needs --word-timestamps)")
+      ->check(CLI::Range(0, 100000));
 
   std::string conv_src, conv_dst, conv_weights = "keep", conv_name;
   auto* cv = app.add_subcommand("convert", "Convert a CTranslate2 or Hugging Face model directory to a .wisp file");
