@@ -145,13 +145,7 @@ Tensor WhisperModel::decode_batch(std::span<const int> tokens, const CrossKV& cr
       Tensor y = ops::linear(a, b.cross_out.w, b.cross_out.b);
       ops::add_(x, y);
     }
-    {  // feed-forward
-      const Tensor h = ops::layer_norm(x, b.mlp_ln.gamma, b.mlp_ln.beta);
-      Tensor f = ops::linear(h, b.fc1.w, b.fc1.b);
-      ops::gelu_(f);
-      Tensor y = ops::linear(f, b.fc2.w, b.fc2.b);
-      ops::add_(x, y);
-    }
+    feed_forward(b, x);
   }
   cache.length = past + 1;
   return ops::layer_norm(x, dec_ln_.gamma, dec_ln_.beta);

@@ -96,6 +96,15 @@ Tensor WhisperModel::encoder_attention(const Block& b, const Tensor& x) const {
   return y;
 }
 
+// Pre-LN feed-forward sub-block, in place: x += fc2(GELU(fc1(ln(x)))).
+void WhisperModel::feed_forward(const Block& b, Tensor& x) const {
+  const Tensor h = ops::layer_norm(x, b.mlp_ln.gamma, b.mlp_ln.beta);
+  Tensor f = ops::linear(h, b.fc1.w, b.fc1.b);  // [n, 4d]
+  ops::gelu_(f);
+  const Tensor y = ops::linear(f, b.fc2.w, b.fc2.b);
+  ops::add_(x, y);
+}
+
 Tensor WhisperModel::encode(const Tensor& mel) const {
   const auto& d = dims();
   if (mel.rank() != 2 || mel.dim(0) != d.n_mels || mel.dim(1) != 2 * d.n_audio_ctx) {
@@ -115,11 +124,7 @@ Tensor WhisperModel::encode(const Tensor& mel) const {
   ops::add_(x, enc_pos_);
   for (const Block& b : enc_) {
     x = encoder_attention(b, x);
-    const Tensor h = ops::layer_norm(x, b.mlp_ln.gamma, b.mlp_ln.beta);
-    Tensor f = ops::linear(h, b.fc1.w, b.fc1.b);
-    ops::gelu_(f);
-    Tensor y = ops::linear(f, b.fc2.w, b.fc2.b);
-    ops::add_(x, y);
+    feed_forward(b, x);
   }
   return ops::layer_norm(x, ln_post_.gamma, ln_post_.beta);
 }
@@ -211,13 +216,7 @@ Tensor WhisperModel::decoder_forward(std::span<const int> tokens, const CrossKV&
       Tensor y = ops::linear(a, b.cross_out.w, b.cross_out.b);
       ops::add_(x, y);
     }
-    {  // feed-forward
-      const Tensor h = ops::layer_norm(x, b.mlp_ln.gamma, b.mlp_ln.beta);
-      Tensor f = ops::linear(h, b.fc1.w, b.fc1.b);
-      ops::gelu_(f);
-      Tensor y = ops::linear(f, b.fc2.w, b.fc2.b);
-      ops::add_(x, y);
-    }
+    feed_forward(b, x);
   }
   cache.length = past + n;
   return ops::layer_norm(x, dec_ln_.gamma, dec_ln_.beta);

@@ -116,6 +116,7 @@ class WhisperModel {
 
  private:
   Tensor encoder_attention(const Block& b, const Tensor& x) const;  // x [n_audio_ctx, d]
+  void feed_forward(const Block& b, Tensor& x) const;  // x [n, d], updated in place
   // The decoder stack behind decode() and cross_attention_weights(); with `scores`, it also records the
   // pre-softmax cross-attention scores of `heads` (one [n, n_audio_ctx] tensor per head).
   Tensor decoder_forward(std::span<const int> tokens, const CrossKV& cross, KVCache& cache,
