@@ -10,19 +10,18 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "runtime/gpu_whisper.h"  // wisp bench (GPU runner; a stub in CPU-only builds)
 #include "wisp/audio.h"
 #include "wisp/convert.h"
 #include "wisp/model.h"
 #include "wisp/output.h"
 #include "wisp/scoring.h"
-
-#include "runtime/gpu_whisper.h"  // wisp bench (GPU runner; a stub in CPU-only builds)
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -191,52 +190,66 @@ wisp::TranscribeOptions decode_options(const DecodeArgs& a, bool increment_given
 CLI::Option* add_decode_options(CLI::App* app, DecodeArgs& a) {
   const std::string g = "Decoding";
   app->add_option("--beam-size,--beam_size", a.beam_size, "beams at temperature 0 (1 = greedy)")
-      ->check(CLI::Range(1, 64))->group(g);
-  app->add_option("--best-of,--best_of", a.best_of, "candidates sampled at temperatures above 0")
-      ->check(CLI::Range(1, 64))->group(g);
-  app->add_option("--patience", a.patience, "beam search patience (finished beams = beam size × patience)")
+      ->check(CLI::Range(1, 64))
       ->group(g);
-  app->add_option("--length-penalty,--length_penalty", a.length_penalty,
-                  "rank results by sum_logprob / length^penalty")->group(g);
+  app->add_option("--best-of,--best_of", a.best_of, "candidates sampled at temperatures above 0")
+      ->check(CLI::Range(1, 64))
+      ->group(g);
+  app->add_option("--patience", a.patience, "beam search patience (finished beams = beam size × patience)")->group(g);
+  app->add_option("--length-penalty,--length_penalty", a.length_penalty, "rank results by sum_logprob / length^penalty")
+      ->group(g);
   app->add_option("--temperature", a.temperature,
                   "decode at this temperature only (default: 0 with the fallback below); a comma list is "
-                  "used as given")->group(g);
+                  "used as given")
+      ->group(g);
   auto* inc = app->add_option("--temperature-increment-on-fallback,--temperature_increment_on_fallback",
                               a.temperature_increment,
                               "fallback temperatures from --temperature up to 1.0 in these steps (none: no "
-                              "fallback)")->group(g);
+                              "fallback)")
+                  ->group(g);
   app->add_option("--compression-ratio-threshold,--compression_ratio_threshold", a.compression_ratio_threshold,
-                  "fall back when the text's gzip ratio is above this (none: never)")->group(g);
+                  "fall back when the text's gzip ratio is above this (none: never)")
+      ->group(g);
   app->add_option("--logprob-threshold,--logprob_threshold", a.logprob_threshold,
-                  "fall back when the average log-probability is below this (none: never)")->group(g);
+                  "fall back when the average log-probability is below this (none: never)")
+      ->group(g);
   app->add_option("--no-speech-threshold,--no_speech_threshold", a.no_speech_threshold,
                   "skip a window whose P(no speech) is above this and log-probability low (none: never)")
       ->group(g);
   app->add_option("--seed", a.seed, "sampling seed (temperatures above 0)")->group(g);
   app->add_option("--condition-on-previous-text,--condition_on_previous_text", a.condition_on_previous_text,
-                  "use the previous window's text as the prompt (true/false)")->group(g);
+                  "use the previous window's text as the prompt (true/false)")
+      ->group(g);
   app->add_option("--prompt-reset-on-temperature,--prompt_reset_on_temperature", a.prompt_reset_on_temperature,
-                  "drop the previous text after a window decoded above this temperature")->group(g);
+                  "drop the previous text after a window decoded above this temperature")
+      ->group(g);
   app->add_option("--initial-prompt,--initial_prompt", a.initial_prompt, "text to condition the first window on")
       ->group(g);
   app->add_flag("--carry-initial-prompt,--carry_initial_prompt", a.carry_initial_prompt,
-                "keep the initial prompt in every window's prompt")->group(g);
+                "keep the initial prompt in every window's prompt")
+      ->group(g);
   app->add_option("--prefix", a.prefix, "text the transcript of the first window starts with")->group(g);
   app->add_option("--suppress-tokens,--suppress_tokens", a.suppress_tokens,
-                  "token ids never sampled, comma-separated; -1: the model's non-speech symbols")->group(g);
+                  "token ids never sampled, comma-separated; -1: the model's non-speech symbols")
+      ->group(g);
   app->add_option("--suppress-blank,--suppress_blank", a.suppress_blank,
-                  "no blank or end of text as a window's first token (true/false)")->group(g);
+                  "no blank or end of text as a window's first token (true/false)")
+      ->group(g);
   app->add_option("--max-initial-timestamp,--max_initial_timestamp", a.max_initial_timestamp,
-                  "latest first timestamp of a window (seconds)")->group(g);
+                  "latest first timestamp of a window (seconds)")
+      ->group(g);
   app->add_option("--clip-timestamps,--clip_timestamps", a.clip_timestamps,
                   "only these clips: start,end,start,end,... seconds (the last end defaults to the end)")
       ->group(g);
   app->add_flag("--word-timestamps,--word_timestamps", a.word_timestamps,
-                "word-level timestamps from the cross-attention")->group(g);
+                "word-level timestamps from the cross-attention")
+      ->group(g);
   app->add_option("--prepend-punctuations,--prepend_punctuations", a.prepend_punctuations,
-                  "with word timestamps: punctuation merged into the next word")->group(g);
+                  "with word timestamps: punctuation merged into the next word")
+      ->group(g);
   app->add_option("--append-punctuations,--append_punctuations", a.append_punctuations,
-                  "with word timestamps: punctuation merged into the previous word")->group(g);
+                  "with word timestamps: punctuation merged into the previous word")
+      ->group(g);
   app->add_option("--hallucination-silence-threshold,--hallucination_silence_threshold",
                   a.hallucination_silence_threshold,
                   "with word timestamps: skip silences longer than this (s) around a likely hallucination")
@@ -445,16 +458,16 @@ int run_eval(const EvalArgs& a) {
   auto rate = [](const Agg& g) { return g.units ? static_cast<double>(g.errors) / static_cast<double>(g.units) : 0.0; };
   json langs = json::object();
   for (const auto& [lang, g] : per_lang) {
-    langs[lang] = {{"files", g.files},
-                   {wisp::Scorer::scored_by_char(lang) ? "cer" : "wer", rate(g)},
-                   {"errors", g.errors},
-                   {"units", g.units},
-                   {"audio_s", g.audio_s},
-                   {"wall_s", g.wall_s}};
+    langs[lang] = {{"files", g.files},     {wisp::Scorer::scored_by_char(lang) ? "cer" : "wer", rate(g)},
+                   {"errors", g.errors},   {"units", g.units},
+                   {"audio_s", g.audio_s}, {"wall_s", g.wall_s}};
   }
   json out = {{"manifest", a.manifest},
-              {"decoding", {{"beam_size", base.beam_size}, {"best_of", base.best_of},
-                            {"temperatures", base.temperatures}, {"seed", base.seed}}},
+              {"decoding",
+               {{"beam_size", base.beam_size},
+                {"best_of", base.best_of},
+                {"temperatures", base.temperatures},
+                {"seed", base.seed}}},
               {"model", model ? model->info().path : a.hyp_json},
               {"files", total.files},
               {"wer", rate(words)},

@@ -92,8 +92,10 @@ template <class T>
 struct Buf {
   T* p = nullptr;
   explicit Buf(size_t n) {
-    if (!check_cuda(cudaMalloc(reinterpret_cast<void**>(&p), std::max<size_t>(n, 1) * sizeof(T)), "cudaMalloc")) p = nullptr;
-    else cudaMemset(p, 0, std::max<size_t>(n, 1) * sizeof(T));
+    if (!check_cuda(cudaMalloc(reinterpret_cast<void**>(&p), std::max<size_t>(n, 1) * sizeof(T)), "cudaMalloc"))
+      p = nullptr;
+    else
+      cudaMemset(p, 0, std::max<size_t>(n, 1) * sizeof(T));
   }
   Buf(const Buf&) = delete;
   Buf& operator=(const Buf&) = delete;
@@ -107,9 +109,7 @@ int rotation(size_t bytes) {
   return static_cast<int>(std::clamp<size_t>((kRotateBytes + bytes - 1) / std::max<size_t>(bytes, 1), 1, 64));
 }
 
-bool selected(const std::string& name) {
-  return g_opt.filter.empty() || name.find(g_opt.filter) != std::string::npos;
-}
+bool selected(const std::string& name) { return g_opt.filter.empty() || name.find(g_opt.filter) != std::string::npos; }
 
 // Times fn(i) (i = iteration, for rotating inputs); fn returns a Status.
 Result* measure(const std::string& name, double flops, double bytes, const std::function<cuda::Status(int)>& fn) {
@@ -269,15 +269,12 @@ void bench_misc() {
     HalfBuf x(static_cast<size_t>(rows * cols), 4.0f, 5), r(static_cast<size_t>(rows * cols), 1.0f, 6);
     Buf<float> g(static_cast<size_t>(cols)), b(static_cast<size_t>(cols));
     Buf<__half> y(static_cast<size_t>(rows * cols));
-    measure("layer_norm 1500x1280", 0, 4.0 * rows * cols, [&](int) {
-      return cuda::layer_norm(x.p, g.p, b.p, y.p, rows, cols, 1e-5f, nullptr);
-    });
-    measure("add_layer_norm 1500x1280", 0, 8.0 * rows * cols, [&](int) {
-      return cuda::add_layer_norm(x.p, r.p, g.p, b.p, y.p, rows, cols, 1e-5f, nullptr);
-    });
-    measure("layer_norm 1x1280 (decode step)", 0, 4.0 * cols, [&](int) {
-      return cuda::layer_norm(x.p, g.p, b.p, y.p, 1, cols, 1e-5f, nullptr);
-    });
+    measure("layer_norm 1500x1280", 0, 4.0 * rows * cols,
+            [&](int) { return cuda::layer_norm(x.p, g.p, b.p, y.p, rows, cols, 1e-5f, nullptr); });
+    measure("add_layer_norm 1500x1280", 0, 8.0 * rows * cols,
+            [&](int) { return cuda::add_layer_norm(x.p, r.p, g.p, b.p, y.p, rows, cols, 1e-5f, nullptr); });
+    measure("layer_norm 1x1280 (decode step)", 0, 4.0 * cols,
+            [&](int) { return cuda::layer_norm(x.p, g.p, b.p, y.p, 1, cols, 1e-5f, nullptr); });
   }
   {
     const int64_t n = kFrames * 4 * kD;
@@ -294,9 +291,8 @@ void bench_misc() {
     Buf<int32_t> idx(static_cast<size_t>(rows));
     Buf<float> lp(static_cast<size_t>(rows));
     const std::string a = "argmax+logprob " + std::to_string(rows) + "x51865";
-    measure(a, 0, 4.0 * rows * kVocab, [&](int) {
-      return cuda::argmax(x.p, rows, kVocab, kVocab, idx.p, lp.p, nullptr);
-    });
+    measure(a, 0, 4.0 * rows * kVocab,
+            [&](int) { return cuda::argmax(x.p, rows, kVocab, kVocab, idx.p, lp.p, nullptr); });
     const std::string l = "log_softmax " + std::to_string(rows) + "x51865";
     measure(l, 0, 8.0 * rows * kVocab, [&](int) { return cuda::log_softmax(x.p, rows, kVocab, kVocab, nullptr); });
   }
@@ -312,22 +308,19 @@ void bench_misc() {
     cudaMemcpy(dt.p, tok.data(), n * 4, cudaMemcpyHostToDevice);
     cudaMemcpy(dp.p, p.data(), n * 4, cudaMemcpyHostToDevice);
     Buf<__half> out(static_cast<size_t>(n * kD));
-    measure("embed_tokens 32 x 1280", 0, 2.0 * 3 * n * kD, [&](int) {
-      return cuda::embed_tokens(dt.p, dp.p, emb.p, pos.p, out.p, n, kD, kVocab, kTextCtx, nullptr);
-    });
+    measure("embed_tokens 32 x 1280", 0, 2.0 * 3 * n * kD,
+            [&](int) { return cuda::embed_tokens(dt.p, dp.p, emb.p, pos.p, out.p, n, kD, kVocab, kTextCtx, nullptr); });
   }
   {
     const int64_t mels = 80, t_in = 3000;
     Buf<float> mel(static_cast<size_t>(mels * t_in));
     Buf<__half> col(static_cast<size_t>(t_in * mels * 3));
-    measure("im2col_k3_mel 80x3000", 0, 4.0 * mels * t_in + 2.0 * t_in * mels * 3, [&](int) {
-      return cuda::im2col_k3_mel(mel.p, col.p, 1, t_in, mels, t_in, 1, nullptr);
-    });
+    measure("im2col_k3_mel 80x3000", 0, 4.0 * mels * t_in + 2.0 * t_in * mels * 3,
+            [&](int) { return cuda::im2col_k3_mel(mel.p, col.p, 1, t_in, mels, t_in, 1, nullptr); });
     HalfBuf x(static_cast<size_t>(t_in * kD), 1.0f, 11);
     Buf<__half> col2(static_cast<size_t>(kFrames * kD * 3));
-    measure("im2col_k3 3000x1280 stride 2", 0, 2.0 * t_in * kD + 2.0 * kFrames * kD * 3, [&](int) {
-      return cuda::im2col_k3(x.p, col2.p, 1, t_in, kD, kFrames, 2, nullptr);
-    });
+    measure("im2col_k3 3000x1280 stride 2", 0, 2.0 * t_in * kD + 2.0 * kFrames * kD * 3,
+            [&](int) { return cuda::im2col_k3(x.p, col2.p, 1, t_in, kD, kFrames, 2, nullptr); });
   }
 }
 

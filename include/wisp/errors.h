@@ -8,11 +8,11 @@
 namespace wisp {
 
 enum class ErrorKind {
-  kIo,           // a file is missing, unreadable or cannot be written
-  kAudio,        // the input is not decodable audio, or holds no samples
-  kModel,        // a model file is truncated, foreign, of another version or inconsistent
+  kIo,               // a file is missing, unreadable or cannot be written
+  kAudio,            // the input is not decodable audio, or holds no samples
+  kModel,            // a model file is truncated, foreign, of another version or inconsistent
   kInvalidArgument,  // an unsupported option or value
-  kInternal,     // a broken invariant inside wisp
+  kInternal,         // a broken invariant inside wisp
 };
 
 class Error : public std::runtime_error {

@@ -16,59 +16,59 @@ namespace wisp {
 
 // What one 30 s window was decoded with and what came out (TranscribeOptions::on_window).
 struct WindowTrace {
-  int seek = 0;                 // first mel frame (10 ms) of the window
-  std::vector<int> prompt;      // decoder input before the first generated token (previous text, SOT
-                                // sequence, <|notimestamps|>, a forced prefix)
-  std::vector<int> tokens;      // the chosen result's tokens (a forced prefix, then the generated ones)
-  double temperature = 0.0;     // of the last attempt of the fallback
-  int attempts = 1;             // temperatures tried
+  int seek = 0;              // first mel frame (10 ms) of the window
+  std::vector<int> prompt;   // decoder input before the first generated token (previous text, SOT
+                             // sequence, <|notimestamps|>, a forced prefix)
+  std::vector<int> tokens;   // the chosen result's tokens (a forced prefix, then the generated ones)
+  double temperature = 0.0;  // of the last attempt of the fallback
+  int attempts = 1;          // temperatures tried
   double avg_logprob = 0.0;
   double compression_ratio = 0.0;
   double no_speech_prob = 0.0;
-  bool skipped = false;         // judged silent: no segments
+  bool skipped = false;  // judged silent: no segments
 };
 
 // Defaults are the reference CLI's (faster-whisper / openai-whisper): beam search of 5 at temperature 0,
 // falling back to best-of-5 sampling at 0.2, 0.4, ... 1.0 when a window's result fails the thresholds.
 // Greedy decoding without fallback (the reference's fastest mode) is beam_size = 1, temperatures = {0}.
 struct TranscribeOptions {
-  std::string language = "auto";      // "auto" detects it (multilingual models); else an ISO code ("en")
-  std::string task = "transcribe";    // or "translate" (to English)
+  std::string language = "auto";    // "auto" detects it (multilingual models); else an ISO code ("en")
+  std::string task = "transcribe";  // or "translate" (to English)
 
   // Search.
-  int beam_size = 5;                  // beams at temperature 0; 1 = greedy
-  int best_of = 5;                    // sequences sampled at a temperature above 0; the best is kept
-  double patience = 1.0;              // beam search stops after round(beam_size × patience) finished beams
-  double length_penalty = 1.0;        // results are ranked by sum_logprob / length^length_penalty
+  int beam_size = 5;            // beams at temperature 0; 1 = greedy
+  int best_of = 5;              // sequences sampled at a temperature above 0; the best is kept
+  double patience = 1.0;        // beam search stops after round(beam_size × patience) finished beams
+  double length_penalty = 1.0;  // results are ranked by sum_logprob / length^length_penalty
   // Tried in order while a window's result fails the thresholds below (the temperature fallback).
   std::vector<double> temperatures{0.0, 0.2, 0.4, 0.6, 0.8, 1.0};
   std::optional<double> compression_ratio_threshold = 2.4;  // fail above this gzip ratio (repetitive text)
   std::optional<double> logprob_threshold = -1.0;           // fail below this average log-probability
-  std::optional<double> no_speech_threshold = 0.6;  // skip a window when P(no speech) is above this and its
-                                                    // average log-probability is below logprob_threshold
-  uint64_t seed = 0;                  // of the sampler (temperatures above 0); same seed, same transcript
+  std::optional<double> no_speech_threshold = 0.6;          // skip a window when P(no speech) is above this and its
+                                                            // average log-probability is below logprob_threshold
+  uint64_t seed = 0;  // of the sampler (temperatures above 0); same seed, same transcript
 
   // Prompting.
-  bool condition_on_previous_text = true;  // the previous window's text is the next window's prompt
+  bool condition_on_previous_text = true;    // the previous window's text is the next window's prompt
   double prompt_reset_on_temperature = 0.5;  // ... unless that window needed a temperature above this
-  std::string initial_prompt;         // text placed before the first window, as previous text
-  bool carry_initial_prompt = false;  // keep initial_prompt at the start of every window's prompt
-  std::string prefix;                 // text the first window's transcript is forced to start with
+  std::string initial_prompt;                // text placed before the first window, as previous text
+  bool carry_initial_prompt = false;         // keep initial_prompt at the start of every window's prompt
+  std::string prefix;                        // text the first window's transcript is forced to start with
 
   // Suppression and timestamps.
   // Token ids never sampled: -1 stands for the model's list of non-speech symbols; the task and control
   // tokens are always added (unless the list is empty, which suppresses nothing, as the reference).
   std::vector<int> suppress_tokens{-1};
-  bool suppress_blank = true;         // no blank or end-of-text as a window's first token
-  bool timestamps = true;             // false: decode with <|notimestamps|> (one segment per window)
-  double max_initial_timestamp = 1.0; // the first timestamp of a window is at most this (seconds)
+  bool suppress_blank = true;          // no blank or end-of-text as a window's first token
+  bool timestamps = true;              // false: decode with <|notimestamps|> (one segment per window)
+  double max_initial_timestamp = 1.0;  // the first timestamp of a window is at most this (seconds)
   // Only transcribe these clips: start,end,start,end,... in seconds; an odd count runs the last clip to the
   // end of the audio. Empty = all of it.
   std::vector<double> clip_timestamps;
 
   // Word timestamps (cross-attention alignment).
   bool word_timestamps = false;
-  std::string prepend_punctuations = "\"'“¿([{-";      // merged into the following word
+  std::string prepend_punctuations = "\"'“¿([{-";                // merged into the following word
   std::string append_punctuations = "\"'.。,，!！?？:：”)]}、";  // merged into the previous word
   // With word timestamps: skip silences longer than this (seconds) around a likely hallucination.
   std::optional<double> hallucination_silence_threshold;

@@ -8,11 +8,11 @@
 namespace wisp {
 
 struct Score {
-  bool by_char = false;   // CER (zh, ja, ko, ...) rather than WER
-  std::string reference;  // normalised
-  std::string hypothesis; // normalised
-  long errors = 0;        // edit distance in words or characters
-  long units = 0;         // words or characters of the normalised reference
+  bool by_char = false;    // CER (zh, ja, ko, ...) rather than WER
+  std::string reference;   // normalised
+  std::string hypothesis;  // normalised
+  long errors = 0;         // edit distance in words or characters
+  long units = 0;          // words or characters of the normalised reference
 };
 
 class Scorer {

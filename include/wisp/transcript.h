@@ -8,7 +8,7 @@ namespace wisp {
 
 // One word of a segment with its timing from the cross-attention alignment (word timestamps).
 struct Word {
-  double start = 0.0;        // seconds from the start of the audio
+  double start = 0.0;  // seconds from the start of the audio
   double end = 0.0;
   std::string word;          // as decoded, with its leading space and any merged punctuation
   double probability = 0.0;  // mean probability of the word's tokens
@@ -16,10 +16,10 @@ struct Word {
 
 struct Segment {
   int id = 0;
-  int seek = 0;          // mel frame (10 ms) where the 30 s window of this segment started
-  double start = 0.0;    // seconds from the start of the audio
+  int seek = 0;        // mel frame (10 ms) where the 30 s window of this segment started
+  double start = 0.0;  // seconds from the start of the audio
   double end = 0.0;
-  std::string text;      // as decoded, with the leading space the model emits
+  std::string text;         // as decoded, with the leading space the model emits
   std::vector<int> tokens;  // text and timestamp tokens of the segment
   double temperature = 0.0;
   double avg_logprob = 0.0;
@@ -29,11 +29,11 @@ struct Segment {
 };
 
 struct Transcript {
-  std::string language;          // ISO code, e.g. "en"
+  std::string language;  // ISO code, e.g. "en"
   double language_probability = 0.0;
-  double duration = 0.0;         // seconds of audio
+  double duration = 0.0;  // seconds of audio
   std::vector<Segment> segments;
-  std::string text() const;      // all segment texts joined
+  std::string text() const;  // all segment texts joined
 };
 
 }  // namespace wisp

@@ -271,8 +271,7 @@ std::vector<float> load_audio(const std::string& path) {
   resampler.flush(pcm);
 
   if (pcm.empty()) {
-    if (last_error < 0)
-      throw AudioError("cannot decode audio of '" + path + "': " + av_error_text(last_error));
+    if (last_error < 0) throw AudioError("cannot decode audio of '" + path + "': " + av_error_text(last_error));
     throw AudioError("audio file '" + path + "' contains no audio samples");
   }
 

@@ -153,8 +153,8 @@ std::vector<float> LogMel::compute(std::span<const float> samples, int pad_sampl
   }
   const int frames = n_frames(samples.size(), pad_samples);
   if (frames <= 0) {
-    throw InvalidArgument("audio of " + std::to_string(samples.size()) + " samples (+" +
-                          std::to_string(pad_samples) + " padding) is shorter than one 10 ms frame");
+    throw InvalidArgument("audio of " + std::to_string(samples.size()) + " samples (+" + std::to_string(pad_samples) +
+                          " padding) is shorter than one 10 ms frame");
   }
 
   // The signal with `pad_samples` trailing zeros (length L), extended by n_fft/2 reflected samples on both

@@ -47,8 +47,7 @@ Tensor Tensor::zeros(Shape shape, DType dtype) {
   return t;
 }
 
-Tensor Tensor::wrap(std::shared_ptr<const void> owner, const void* data, Shape shape, DType dtype,
-                    Device device) {
+Tensor Tensor::wrap(std::shared_ptr<const void> owner, const void* data, Shape shape, DType dtype, Device device) {
   Tensor t;
   t.owner_ = std::move(owner);
   t.data_ = const_cast<void*>(data);  // constness is the model's contract: weights are never written

@@ -23,15 +23,25 @@ std::string shape_str(const Shape& s);
 template <class T>
 constexpr DType dtype_of();
 template <>
-constexpr DType dtype_of<float>() { return DType::kF32; }
+constexpr DType dtype_of<float>() {
+  return DType::kF32;
+}
 template <>
-constexpr DType dtype_of<uint16_t>() { return DType::kF16; }  // raw half bits
+constexpr DType dtype_of<uint16_t>() {
+  return DType::kF16;
+}  // raw half bits
 template <>
-constexpr DType dtype_of<int8_t>() { return DType::kI8; }
+constexpr DType dtype_of<int8_t>() {
+  return DType::kI8;
+}
 template <>
-constexpr DType dtype_of<int32_t>() { return DType::kI32; }
+constexpr DType dtype_of<int32_t>() {
+  return DType::kI32;
+}
 template <>
-constexpr DType dtype_of<uint8_t>() { return DType::kU8; }
+constexpr DType dtype_of<uint8_t>() {
+  return DType::kU8;
+}
 
 class Tensor {
  public:

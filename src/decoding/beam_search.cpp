@@ -13,9 +13,9 @@ using core::Tensor;
 namespace {
 
 struct Candidate {
-  int id;      // token
-  int beam;    // the beam it extends
-  float score; // that beam's cumulative log-probability plus the token's
+  int id;       // token
+  int beam;     // the beam it extends
+  float score;  // that beam's cumulative log-probability plus the token's
 };
 
 // The `count` best entries of scores[n] (highest first; equal scores keep the lower index first).
@@ -26,7 +26,8 @@ void top_k(const std::vector<float>& scores, int vocab, int count, std::vector<C
   for (size_t i = 0; i < n; ++i) {
     const float s = scores[i];
     if (static_cast<int>(out.size()) == count && !(s > out.back().score)) continue;
-    const Candidate c{static_cast<int>(i % static_cast<size_t>(vocab)), static_cast<int>(i / static_cast<size_t>(vocab)), s};
+    const Candidate c{static_cast<int>(i % static_cast<size_t>(vocab)),
+                      static_cast<int>(i / static_cast<size_t>(vocab)), s};
     // Insert after every entry with a score >= s: ties keep the lower flat index first.
     auto pos = std::upper_bound(out.begin(), out.end(), c, better);
     out.insert(pos, c);
@@ -60,7 +61,7 @@ WindowResult decode_beam(const model::WhisperModel& model, const model::CrossKV&
     float sum;  // cumulative log-probability (with the end token's)
   };
   const FilterConfig f = filters_after(filters, prompt);
-  std::vector<Beam> beams{{{}, 0.0f}};  // the first step expands the prompt's single row
+  std::vector<Beam> beams{{{}, 0.0f}};        // the first step expands the prompt's single row
   std::vector<float> logits = prompt.logits;  // [beams, n_vocab]
   std::vector<float> scores;
   std::vector<Candidate> cand;
@@ -107,8 +108,8 @@ WindowResult decode_beam(const model::WhisperModel& model, const model::CrossKV&
       }
       active[k] = next;
     }
-    const bool done = last_step || (early_exit ? top_beam_finished && !finished.empty()
-                                               : finished.size() >= max_hypotheses);
+    const bool done =
+        last_step || (early_exit ? top_beam_finished && !finished.empty() : finished.size() >= max_hypotheses);
     if (done) break;
 
     std::vector<Beam> next_beams;

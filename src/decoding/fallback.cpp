@@ -28,8 +28,8 @@ FallbackResult generate_with_fallback(const FallbackRules& rules,
     }
     const double avg = f.result.avg_logprob;
     if (rules.logprob_threshold && avg < *rules.logprob_threshold) needs_fallback = true;  // too improbable
-    if (rules.no_speech_threshold && f.result.no_speech_prob > *rules.no_speech_threshold &&
-        rules.logprob_threshold && avg < *rules.logprob_threshold) {
+    if (rules.no_speech_threshold && f.result.no_speech_prob > *rules.no_speech_threshold && rules.logprob_threshold &&
+        avg < *rules.logprob_threshold) {
       needs_fallback = false;  // silence: the caller skips the window
     }
     if (!needs_fallback) return f;

@@ -15,11 +15,11 @@
 namespace wisp::decoding {
 
 struct WindowResult {
-  std::vector<int> tokens;     // the forced prefix (if any), then the sampled tokens without <|endoftext|>
-  double sum_logprob = 0.0;    // over the sampled tokens and the end token (a forced prefix scores 0)
-  double avg_logprob = 0.0;    // sum_logprob / (tokens + 1), as the reference reports it
-  double score = 0.0;          // what the search ranked by: sum_logprob / tokens^length_penalty
-  double no_speech_prob = 0.0; // P(<|nospeech|>) at the <|startoftranscript|> position
+  std::vector<int> tokens;      // the forced prefix (if any), then the sampled tokens without <|endoftext|>
+  double sum_logprob = 0.0;     // over the sampled tokens and the end token (a forced prefix scores 0)
+  double avg_logprob = 0.0;     // sum_logprob / (tokens + 1), as the reference reports it
+  double score = 0.0;           // what the search ranked by: sum_logprob / tokens^length_penalty
+  double no_speech_prob = 0.0;  // P(<|nospeech|>) at the <|startoftranscript|> position
 };
 
 // The decoder state after the prompt (previous text, SOT sequence, <|notimestamps|>, a forced prefix):
@@ -29,10 +29,10 @@ struct WindowResult {
 // token by token: it is part of every result and of its length, it scores 0, and the logit rules start
 // after it (so the first free token has no timestamp rule). The searches handle that from `forced`.
 struct PromptState {
-  model::KVCache cache;        // self-attention K/V of the prompt (cache.length = prompt size)
-  std::vector<float> logits;   // [n_vocab] raw logits after the last prompt token (the first free step)
+  model::KVCache cache;       // self-attention K/V of the prompt (cache.length = prompt size)
+  std::vector<float> logits;  // [n_vocab] raw logits after the last prompt token (the first free step)
   double no_speech_prob = 0.0;
-  std::vector<int> forced;     // the prompt's last tokens that are a forced prefix of the output
+  std::vector<int> forced;  // the prompt's last tokens that are a forced prefix of the output
 };
 
 // Runs `prompt` (with <|startoftranscript|> at `sot_index`; its last `n_forced` tokens a forced prefix)

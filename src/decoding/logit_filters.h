@@ -10,9 +10,9 @@
 namespace wisp::decoding {
 
 struct FilterConfig {
-  std::vector<int> suppress;        // suppressed at every step
-  std::vector<int> suppress_begin;  // suppressed at the first sampled step (blank " " and eot)
-  bool timestamps = true;           // apply the timestamp rules (the prompt did not end in <|notimestamps|>)
+  std::vector<int> suppress;             // suppressed at every step
+  std::vector<int> suppress_begin;       // suppressed at the first sampled step (blank " " and eot)
+  bool timestamps = true;                // apply the timestamp rules (the prompt did not end in <|notimestamps|>)
   int max_initial_timestamp_index = 50;  // first timestamp at most 1.0 s (50 × 0.02 s); < 0 = no limit
   // The first sampled token must be a timestamp (at most max_initial_timestamp_index). CTranslate2 applies
   // this only when decoding starts right after the SOT sequence: after a forced prefix (faster-whisper's

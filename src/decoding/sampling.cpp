@@ -31,10 +31,9 @@ int sample_token(std::span<const float> logprobs, double temperature, Rng& rng) 
   return last;  // u landed on the rounding slack at the very end
 }
 
-WindowResult decode_sampling(const model::WhisperModel& model, const model::CrossKV& cross,
-                             const PromptState& prompt, const FilterConfig& filters,
-                             const tokenizer::SpecialTokens& sp, int max_new_tokens, const SamplingOptions& options,
-                             Rng& rng) {
+WindowResult decode_sampling(const model::WhisperModel& model, const model::CrossKV& cross, const PromptState& prompt,
+                             const FilterConfig& filters, const tokenizer::SpecialTokens& sp, int max_new_tokens,
+                             const SamplingOptions& options, Rng& rng) {
   if (!(options.temperature > 0)) throw InvalidArgument("sampling needs a temperature above 0");
   if (options.best_of < 1) throw InvalidArgument("best_of must be at least 1");
   if (max_new_tokens < 1) throw InvalidArgument("nothing to decode: no room left in the decoder context");

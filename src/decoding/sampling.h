@@ -32,9 +32,8 @@ int sample_token(std::span<const float> logprobs, double temperature, Rng& rng);
 
 // The N sequences are decoded as one batch (WhisperModel::decode_batch); finished ones leave the batch.
 // Scores are the untempered log-probabilities of the sampled tokens, as the reference reports them.
-WindowResult decode_sampling(const model::WhisperModel& model, const model::CrossKV& cross,
-                             const PromptState& prompt, const FilterConfig& filters,
-                             const tokenizer::SpecialTokens& sp, int max_new_tokens, const SamplingOptions& options,
-                             Rng& rng);
+WindowResult decode_sampling(const model::WhisperModel& model, const model::CrossKV& cross, const PromptState& prompt,
+                             const FilterConfig& filters, const tokenizer::SpecialTokens& sp, int max_new_tokens,
+                             const SamplingOptions& options, Rng& rng);
 
 }  // namespace wisp::decoding

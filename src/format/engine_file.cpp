@@ -23,11 +23,16 @@ constexpr size_t kPreambleSize = 8 + 4 + 4 + 8;  // magic, version, reserved, he
 uint64_t align_up(uint64_t v) { return (v + kAlignment - 1) / kAlignment * kAlignment; }
 
 json dims_to_json(const ModelDims& d) {
-  return {{"n_mels", d.n_mels},           {"n_vocab", d.n_vocab},
-          {"n_audio_ctx", d.n_audio_ctx}, {"n_audio_state", d.n_audio_state},
-          {"n_audio_head", d.n_audio_head}, {"n_audio_layer", d.n_audio_layer},
-          {"n_text_ctx", d.n_text_ctx},   {"n_text_state", d.n_text_state},
-          {"n_text_head", d.n_text_head}, {"n_text_layer", d.n_text_layer}};
+  return {{"n_mels", d.n_mels},
+          {"n_vocab", d.n_vocab},
+          {"n_audio_ctx", d.n_audio_ctx},
+          {"n_audio_state", d.n_audio_state},
+          {"n_audio_head", d.n_audio_head},
+          {"n_audio_layer", d.n_audio_layer},
+          {"n_text_ctx", d.n_text_ctx},
+          {"n_text_state", d.n_text_state},
+          {"n_text_head", d.n_text_head},
+          {"n_text_layer", d.n_text_layer}};
 }
 
 ModelDims dims_from_json(const json& j) {

@@ -30,11 +30,11 @@ struct ModelDims {
 };
 
 struct ModelMetadata {
-  std::string name;                       // e.g. "base", "tiny.en" (informational)
+  std::string name;  // e.g. "base", "tiny.en" (informational)
   ModelDims dims;
-  std::vector<int> suppress_tokens;       // non-speech tokens suppressed at every step
-  std::vector<int> suppress_tokens_begin; // suppressed at the first sampled step (blank, eot)
-  std::vector<int> lang_ids;              // language token ids, empty for English-only models
+  std::vector<int> suppress_tokens;                  // non-speech tokens suppressed at every step
+  std::vector<int> suppress_tokens_begin;            // suppressed at the first sampled step (blank, eot)
+  std::vector<int> lang_ids;                         // language token ids, empty for English-only models
   std::vector<std::pair<int, int>> alignment_heads;  // (decoder layer, head) pairs for word timing
   std::map<std::string, std::string> source;         // importer, source path, sha256, ...
 };

@@ -315,13 +315,20 @@ class Ct2Reader {
  private:
   static DType ct2_dtype(uint8_t id) {
     switch (id) {
-      case 0: return DType::kF32;
-      case 1: return DType::kI8;
-      case 2: return DType::kI16;
-      case 3: return DType::kI32;
-      case 4: return DType::kF16;
-      case 5: return DType::kBF16;
-      default: throw ModelError("unknown CTranslate2 dtype " + std::to_string(id));
+      case 0:
+        return DType::kF32;
+      case 1:
+        return DType::kI8;
+      case 2:
+        return DType::kI16;
+      case 3:
+        return DType::kI32;
+      case 4:
+        return DType::kF16;
+      case 5:
+        return DType::kBF16;
+      default:
+        throw ModelError("unknown CTranslate2 dtype " + std::to_string(id));
     }
   }
   void need(uint64_t n) const {
@@ -389,8 +396,10 @@ class SafetensorsReader {
     for (auto it = header.begin(); it != header.end(); ++it) {
       if (it.key() == "__metadata__") continue;
       const std::string dt = it.value().at("dtype");
-      const DType dtype = dt == "F16" ? DType::kF16 : dt == "F32" ? DType::kF32 : dt == "BF16" ? DType::kBF16
-                                                                                              : DType::kU8;
+      const DType dtype = dt == "F16"    ? DType::kF16
+                          : dt == "F32"  ? DType::kF32
+                          : dt == "BF16" ? DType::kBF16
+                                         : DType::kU8;
       if (dtype == DType::kU8) throw ModelError("'" + path + "': tensor " + it.key() + " has unsupported dtype " + dt);
       const Shape shape = it.value().at("shape").get<Shape>();
       const auto offs = it.value().at("data_offsets").get<std::vector<uint64_t>>();
@@ -479,7 +488,8 @@ void import_ctranslate2(const std::string& dir, const ConvertOptions& opts, Engi
     throw ModelError(dir + ": no vocabulary.json or vocabulary.txt");
   }
   meta.name = meta.dims.n_vocab == 51864 ? "english-only" : "multilingual";
-  meta.source = {{"importer", "ctranslate2"}, {"path", fs::absolute(root).string()},
+  meta.source = {{"importer", "ctranslate2"},
+                 {"path", fs::absolute(root).string()},
                  {"model.bin", file_size_text(root / "model.bin")}};
   b.finish(std::move(meta), vocabulary_from_strings(bpe, b.infer_dims(0, 0).n_vocab), opts, writer);
 }

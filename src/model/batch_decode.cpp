@@ -14,8 +14,7 @@ using core::DType;
 
 namespace {
 
-void copy_sequence(const Tensor& src, int64_t src_seq, Tensor& dst, int64_t dst_seq, int64_t stride,
-                   int64_t length) {
+void copy_sequence(const Tensor& src, int64_t src_seq, Tensor& dst, int64_t dst_seq, int64_t stride, int64_t length) {
   const int64_t width = src.dim(1);
   std::memcpy(dst.data<float>() + dst_seq * stride * width, src.data<float>() + src_seq * stride * width,
               static_cast<size_t>(length * width) * sizeof(float));
@@ -139,7 +138,7 @@ Tensor WhisperModel::decode_batch(std::span<const int> tokens, const CrossKV& cr
     {  // cross-attention: every sequence over the window's keys/values
       const Tensor h = ops::layer_norm(x, b.cross_ln.gamma, b.cross_ln.beta);
       const Tensor q = ops::linear(h, b.cross_q.w, b.cross_q.b);  // [n, d]
-      const Tensor& kv = cross.kv[l];                               // [n_audio_ctx, 2d]
+      const Tensor& kv = cross.kv[l];                             // [n_audio_ctx, 2d]
       const Tensor a = ops::attention_decode({&q, 0, n}, {&kv, 0, kv.dim(0)}, {&kv, width, kv.dim(0)}, width,
                                              d.n_text_head, 0, kv.dim(0));
       Tensor y = ops::linear(a, b.cross_out.w, b.cross_out.b);

@@ -38,7 +38,8 @@ std::shared_ptr<const WhisperModel> WhisperModel::load(const std::string& path) 
 
   auto check = [&](const Tensor& t, core::Shape shape, const std::string& name) {
     if (t.shape() != shape) {
-      throw ModelError("'" + path + "': tensor " + name + " is " + t.describe() + ", expected " + core::shape_str(shape));
+      throw ModelError("'" + path + "': tensor " + name + " is " + t.describe() + ", expected " +
+                       core::shape_str(shape));
     }
     if (t.dtype() != DType::kF32 && t.dtype() != DType::kF16) {
       throw ModelError("'" + path + "': tensor " + name + " has unsupported type " + t.describe());
@@ -167,8 +168,7 @@ CrossAttention WhisperModel::cross_attention_weights(std::span<const int> tokens
 }
 
 Tensor WhisperModel::decoder_forward(std::span<const int> tokens, const CrossKV& cross, KVCache& cache,
-                                     std::span<const std::pair<int, int>> heads,
-                                     std::vector<Tensor>* scores) const {
+                                     std::span<const std::pair<int, int>> heads, std::vector<Tensor>* scores) const {
   const auto& d = dims();
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t width = d.n_text_state;
@@ -206,9 +206,9 @@ Tensor WhisperModel::decoder_forward(std::span<const int> tokens, const CrossKV&
     {  // cross-attention over the window's precomputed keys/values
       const Tensor h = ops::layer_norm(x, b.cross_ln.gamma, b.cross_ln.beta);
       const Tensor q = ops::linear(h, b.cross_q.w, b.cross_q.b);  // [n, d]
-      const Tensor& kv = cross.kv[l];                               // [n_audio_ctx, 2d]
-      const Tensor a = ops::attention({&q, 0, n}, {&kv, 0, kv.dim(0)}, {&kv, width, kv.dim(0)}, width,
-                                      d.n_text_head, false, 0);
+      const Tensor& kv = cross.kv[l];                             // [n_audio_ctx, 2d]
+      const Tensor a =
+          ops::attention({&q, 0, n}, {&kv, 0, kv.dim(0)}, {&kv, width, kv.dim(0)}, width, d.n_text_head, false, 0);
       for (size_t i = 0; scores && i < heads.size(); ++i) {
         if (heads[i].first != static_cast<int>(l)) continue;
         (*scores)[i] = ops::attention_scores({&q, 0, n}, {&kv, 0, kv.dim(0)}, width, d.n_text_head, heads[i].second);

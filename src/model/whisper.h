@@ -116,7 +116,7 @@ class WhisperModel {
 
  private:
   Tensor encoder_attention(const Block& b, const Tensor& x) const;  // x [n_audio_ctx, d]
-  void feed_forward(const Block& b, Tensor& x) const;  // x [n, d], updated in place
+  void feed_forward(const Block& b, Tensor& x) const;               // x [n, d], updated in place
   // The decoder stack behind decode() and cross_attention_weights(); with `scores`, it also records the
   // pre-softmax cross-attention scores of `heads` (one [n, n_audio_ctx] tensor per head).
   Tensor decoder_forward(std::span<const int> tokens, const CrossKV& cross, KVCache& cache,
@@ -127,12 +127,12 @@ class WhisperModel {
   std::vector<std::string> vocab_;
   format::EngineFile file_;
 
-  Linear conv1_, conv2_;       // conv weights [d, c_in, 3]
-  Tensor enc_pos_;             // [n_audio_ctx, d], f32
+  Linear conv1_, conv2_;  // conv weights [d, c_in, 3]
+  Tensor enc_pos_;        // [n_audio_ctx, d], f32
   std::vector<Block> enc_;
   Norm ln_post_;
-  Tensor token_embedding_;     // [n_vocab, d]
-  Tensor dec_pos_;             // [n_text_ctx, d], f32
+  Tensor token_embedding_;  // [n_vocab, d]
+  Tensor dec_pos_;          // [n_text_ctx, d], f32
   std::vector<Block> dec_;
   Norm dec_ln_;
 };

@@ -118,8 +118,8 @@ Tensor attention_scores(Columns q, Columns k, int64_t width, int64_t n_head, int
   Tensor scores = Tensor::empty({q.rows, k.rows}, DType::kF32);
   if (q.rows == 0 || k.rows == 0) return scores;
   cpu::attention_scores(q.t->data<float>() + q.col + head * head_dim, q.t->dim(1),
-                        k.t->data<float>() + k.col + head * head_dim, k.t->dim(1), scores.data<float>(), q.rows,
-                        k.rows, head_dim);
+                        k.t->data<float>() + k.col + head * head_dim, k.t->dim(1), scores.data<float>(), q.rows, k.rows,
+                        head_dim);
   return scores;
 }
 

@@ -30,8 +30,8 @@ Score Scorer::score(const std::string& language, const std::string& reference, c
     s.reference = text::normalize_basic(reference);
     s.hypothesis = text::normalize_basic(hypothesis);
   }
-  const text::ErrorCounts c = s.by_char ? text::char_errors(s.reference, s.hypothesis)
-                                        : text::word_errors(s.reference, s.hypothesis);
+  const text::ErrorCounts c =
+      s.by_char ? text::char_errors(s.reference, s.hypothesis) : text::word_errors(s.reference, s.hypothesis);
   s.errors = c.errors;
   s.units = c.reference;
   return s;

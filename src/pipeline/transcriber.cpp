@@ -49,7 +49,8 @@ double compression_ratio(const std::string& text) {
   if (text.empty()) return 0.0;
   uLongf bound = compressBound(static_cast<uLong>(text.size()));
   std::vector<Bytef> buf(bound);
-  if (compress(buf.data(), &bound, reinterpret_cast<const Bytef*>(text.data()), static_cast<uLong>(text.size())) != Z_OK) {
+  if (compress(buf.data(), &bound, reinterpret_cast<const Bytef*>(text.data()), static_cast<uLong>(text.size())) !=
+      Z_OK) {
     return 0.0;
   }
   return static_cast<double>(text.size()) / static_cast<double>(bound);
@@ -214,8 +215,7 @@ struct Model::Impl {
     int first_window_seek = -1, first_window_size = -1;
     if (tok.multilingual() && language_token < 0) {
       const double start = o.clip_timestamps.empty() ? 0.0 : o.clip_timestamps.front();
-      const int det_seek =
-          start * kFramesPerSecond < content_frames ? static_cast<int>(start * kFramesPerSecond) : 0;
+      const int det_seek = start * kFramesPerSecond < content_frames ? static_cast<int>(start * kFramesPerSecond) : 0;
       const int det_size = std::min(content_frames - det_seek, kFramesPerWindow);
       const Tensor feats = net->encode(window(mel_all, n_frames, det_seek, det_size));
       first_window = net->cross_kv(feats);
@@ -279,7 +279,8 @@ struct Model::Impl {
       std::vector<int> previous;
       if (o.carry_initial_prompt && !initial_prompt_tokens.empty()) {
         const size_t ignored = std::max(initial_prompt_tokens.size(), prompt_reset_since);
-        const size_t room = max_previous > initial_prompt_tokens.size() ? max_previous - initial_prompt_tokens.size() : 0;
+        const size_t room =
+            max_previous > initial_prompt_tokens.size() ? max_previous - initial_prompt_tokens.size() : 0;
         previous = initial_prompt_tokens;
         if (all_tokens.size() > ignored) {
           const size_t take = std::min(room, all_tokens.size() - ignored);
@@ -369,8 +370,8 @@ struct Model::Impl {
       seek = split_segments(r.tokens, time_offset, seek, segment_size, segs, single_timestamp_ending);
 
       if (o.word_timestamps) {
-        pipeline::align_words(segs, *net, cross, tok, sot_sequence, previous_seek, segment_size,
-                              last_speech_timestamp, word_options);
+        pipeline::align_words(segs, *net, cross, tok, sot_sequence, previous_seek, segment_size, last_speech_timestamp,
+                              word_options);
         if (!single_timestamp_ending) {
           const auto end = pipeline::last_word_end(segs);
           if (end && *end > time_offset) seek = py_round(*end * kFramesPerSecond);

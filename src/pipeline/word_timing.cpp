@@ -13,8 +13,8 @@ namespace {
 
 namespace u = text::detail;
 
-constexpr double kTokensPerSecond = 50.0;    // encoder positions per second (16000 / (160 · 2))
-constexpr double kFramesPerSecond = 100.0;   // mel frames per second
+constexpr double kTokensPerSecond = 50.0;   // encoder positions per second (16000 / (160 · 2))
+constexpr double kFramesPerSecond = 100.0;  // mel frames per second
 constexpr const char* kPythonPunctuation = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";  // string.punctuation
 constexpr const char* kSentenceEndMarks = ".\u3002!\uff01?\uff1f";
 // generate_segments' `punctuation`, used by is_segment_anomaly.
@@ -22,7 +22,9 @@ constexpr const char* kAnomalyPunctuation = "\"'\u201c\u00bf([{-\"'.\u3002,\uff0
 
 // Python's `a in b` for strings: a substring test (true for an empty a). On valid UTF-8 a byte-level
 // search finds exactly the code-point substrings.
-bool contains(std::string_view haystack, std::string_view needle) { return haystack.find(needle) != std::string_view::npos; }
+bool contains(std::string_view haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string_view::npos;
+}
 
 // Python's str.strip() (Unicode whitespace).
 std::string py_strip(const std::string& s) {
@@ -72,8 +74,8 @@ std::pair<std::vector<std::string>, std::vector<std::vector<int>>> split_tokens_
     const std::string decoded = tok.decode(current);
     const std::u32string cps = u::utf8_to_u32(decoded);
     const size_t hit = cps.find(U'\uFFFD');
-    const bool complete = hit == std::u32string::npos ||
-                          (hit + offset < full.size() && full[hit + offset] == U'\uFFFD');
+    const bool complete =
+        hit == std::u32string::npos || (hit + offset < full.size() && full[hit + offset] == U'\uFFFD');
     if (complete) {
       words.push_back(decoded);
       word_tokens.push_back(std::move(current));
@@ -104,8 +106,9 @@ std::pair<std::vector<std::string>, std::vector<std::vector<int>>> split_tokens_
   return {std::move(words), std::move(word_tokens)};
 }
 
-std::pair<std::vector<std::string>, std::vector<std::vector<int>>> split_to_word_tokens(
-    const tokenizer::Tokenizer& tok, std::span<const int> tokens, const std::string& language) {
+std::pair<std::vector<std::string>, std::vector<std::vector<int>>> split_to_word_tokens(const tokenizer::Tokenizer& tok,
+                                                                                        std::span<const int> tokens,
+                                                                                        const std::string& language) {
   // These languages don't put spaces between words: split wherever the text so far is complete characters.
   static const char* const kNoSpaces[] = {"zh", "ja", "th", "lo", "my", "yue"};
   for (const char* l : kNoSpaces) {
@@ -297,8 +300,8 @@ AlignmentMatrix alignment_matrix(const model::WhisperModel& model, const model::
 
 std::vector<WordTiming> find_alignment(const model::WhisperModel& model, const model::CrossKV& cross,
                                        const tokenizer::Tokenizer& tok, std::span<const int> sot_sequence,
-                                       std::span<const int> text_tokens, int num_frames,
-                                       const std::string& language, int median_filter_width) {
+                                       std::span<const int> text_tokens, int num_frames, const std::string& language,
+                                       int median_filter_width) {
   if (text_tokens.empty()) return {};
   const AlignmentMatrix a =
       alignment_matrix(model, cross, tok, sot_sequence, text_tokens, num_frames, median_filter_width);
@@ -338,9 +341,9 @@ std::vector<WordTiming> find_alignment(const model::WhisperModel& model, const m
 
 // ---- per window ----
 
-void align_words(std::vector<WindowSegment>& segments, const model::WhisperModel& model,
-                 const model::CrossKV& cross, const tokenizer::Tokenizer& tok, std::span<const int> sot_sequence,
-                 int seek, int num_frames, double last_speech_timestamp, const WordTimingOptions& options) {
+void align_words(std::vector<WindowSegment>& segments, const model::WhisperModel& model, const model::CrossKV& cross,
+                 const tokenizer::Tokenizer& tok, std::span<const int> sot_sequence, int seek, int num_frames,
+                 double last_speech_timestamp, const WordTimingOptions& options) {
   if (segments.empty()) return;
   const int eot = tok.special().eot;
   std::vector<int> text_tokens;
@@ -389,8 +392,8 @@ void align_words(std::vector<WindowSegment>& segments, const model::WhisperModel
     while (word_index < alignment.size() && saved_tokens < segment_text_tokens[si]) {
       const WordTiming& timing = alignment[word_index];
       if (!timing.word.empty()) {
-        words.push_back({round2(time_offset + timing.start), round2(time_offset + timing.end), timing.word,
-                         timing.probability});
+        words.push_back(
+            {round2(time_offset + timing.start), round2(time_offset + timing.end), timing.word, timing.probability});
       }
       saved_tokens += timing.tokens.size();
       ++word_index;

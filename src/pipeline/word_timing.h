@@ -59,9 +59,9 @@ struct WindowSegment {
 // reference sets it to last_word_end(segments) when that has a value. Segments get no words when the
 // window has no text tokens or no content frames. Throws ModelError when the model file lists no alignment
 // heads (engine files converted from a CTranslate2 dir or Hugging Face model carry them).
-void align_words(std::vector<WindowSegment>& segments, const model::WhisperModel& model,
-                 const model::CrossKV& cross, const tokenizer::Tokenizer& tok, std::span<const int> sot_sequence,
-                 int seek, int num_frames, double last_speech_timestamp, const WordTimingOptions& options = {});
+void align_words(std::vector<WindowSegment>& segments, const model::WhisperModel& model, const model::CrossKV& cross,
+                 const tokenizer::Tokenizer& tok, std::span<const int> sot_sequence, int seek, int num_frames,
+                 double last_speech_timestamp, const WordTimingOptions& options = {});
 
 // faster-whisper's get_end: the end of the last word of the segments, else the last segment's end; nullopt
 // for no segments. The seek loop moves `seek` to this (when it is past the window start and the window did
@@ -88,8 +88,9 @@ struct WordTiming {
 // Words and their tokens (faster-whisper's Tokenizer.split_to_word_tokens): for zh, ja, th, lo, my and yue
 // a word ends wherever the tokens so far decode to complete characters; otherwise subwords are joined
 // until one starts with a space, is punctuation or is a special token.
-std::pair<std::vector<std::string>, std::vector<std::vector<int>>> split_to_word_tokens(
-    const tokenizer::Tokenizer& tok, std::span<const int> tokens, const std::string& language);
+std::pair<std::vector<std::string>, std::vector<std::vector<int>>> split_to_word_tokens(const tokenizer::Tokenizer& tok,
+                                                                                        std::span<const int> tokens,
+                                                                                        const std::string& language);
 std::pair<std::vector<std::string>, std::vector<std::vector<int>>> split_tokens_on_unicode(
     const tokenizer::Tokenizer& tok, std::span<const int> tokens);
 std::pair<std::vector<std::string>, std::vector<std::vector<int>>> split_tokens_on_spaces(
@@ -124,8 +125,8 @@ AlignmentMatrix alignment_matrix(const model::WhisperModel& model, const model::
 // token probability. Empty when there are no words.
 std::vector<WordTiming> find_alignment(const model::WhisperModel& model, const model::CrossKV& cross,
                                        const tokenizer::Tokenizer& tok, std::span<const int> sot_sequence,
-                                       std::span<const int> text_tokens, int num_frames,
-                                       const std::string& language, int median_filter_width = 7);
+                                       std::span<const int> text_tokens, int num_frames, const std::string& language,
+                                       int median_filter_width = 7);
 
 // The language code a SOT sequence names ("en" for English-only models, whose sequence has none).
 std::string sot_language(const tokenizer::Tokenizer& tok, std::span<const int> sot_sequence);

@@ -42,9 +42,8 @@ int32_t code_point(std::string_view s, size_t begin, size_t end) {
 // Python's str.isspace(), which str.strip() uses: wider than ASCII whitespace (NBSP, ideographic space,
 // the information separators 0x1C..0x1F, ...), so strip() agrees with the reference on any text.
 bool is_python_space(int32_t cp) {
-  return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 ||
-         cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
-         cp == 0x205F || cp == 0x3000;
+  return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
 std::string strip(std::string_view s) {
@@ -196,8 +195,7 @@ std::vector<Cue> subtitle_cues(const Transcript& t, const WriterOptions& o, bool
             line_len += py_len(timing.word);  // line continuation
           } else {
             timing.word = strip(timing.word);  // new line
-            if ((!subtitle.empty() && line_count_set && (long_pause || line_count >= o.max_line_count)) ||
-                seg_break) {
+            if ((!subtitle.empty() && line_count_set && (long_pause || line_count >= o.max_line_count)) || seg_break) {
               subtitles.push_back(std::move(subtitle));  // subtitle break
               subtitle.clear();
               line_count = 1;
@@ -257,9 +255,8 @@ std::string render_srt(const Transcript& t, const WriterOptions& o) {
 std::string render_tsv(const Transcript& t) {
   std::string out = "start\tend\ttext\n";
   for (const Segment& s : t.segments) {
-    out += std::to_string(round_half_even(1000.0 * s.start)) + "\t" +
-           std::to_string(round_half_even(1000.0 * s.end)) + "\t" + replace_all(strip(s.text), "\t", " ") +
-           "\n";
+    out += std::to_string(round_half_even(1000.0 * s.start)) + "\t" + std::to_string(round_half_even(1000.0 * s.end)) +
+           "\t" + replace_all(strip(s.text), "\t", " ") + "\n";
   }
   return out;
 }

@@ -130,11 +130,11 @@ struct Tables {
   std::unordered_map<Str, Suffixed> tens_suffixed;
   std::unordered_map<Str, int> multipliers;  // power of ten
   std::unordered_map<Str, Suffixed> multipliers_suffixed;
-  std::unordered_map<Str, Str> preceding_prefixers{{U"minus", U"-"}, {U"negative", U"-"}, {U"plus", U"+"},
-                                                   {U"positive", U"+"}};
+  std::unordered_map<Str, Str> preceding_prefixers{
+      {U"minus", U"-"}, {U"negative", U"-"}, {U"plus", U"+"}, {U"positive", U"+"}};
   std::unordered_map<Str, Str> following_prefixers{{U"pound", U"£"}, {U"pounds", U"£"}, {U"euro", U"€"},
                                                    {U"euros", U"€"}, {U"dollar", U"$"}, {U"dollars", U"$"},
-                                                   {U"cent", U"¢"}, {U"cents", U"¢"}};
+                                                   {U"cent", U"¢"},  {U"cents", U"¢"}};
   std::unordered_set<char32_t> prefixes{U'-', U'+', U'£', U'€', U'$', U'¢'};
   std::unordered_set<Str> suffixers{U"per", U"percent"};
   std::unordered_set<Str> specials{U"and", U"double", U"triple", U"point"};
@@ -142,10 +142,10 @@ struct Tables {
   std::unordered_set<Str> decimals;
 
   Tables() {
-    const char32_t* ones_names[] = {U"one",      U"two",      U"three",     U"four",     U"five",
-                                    U"six",      U"seven",    U"eight",     U"nine",     U"ten",
-                                    U"eleven",   U"twelve",   U"thirteen",  U"fourteen", U"fifteen",
-                                    U"sixteen",  U"seventeen", U"eighteen", U"nineteen"};
+    const char32_t* ones_names[] = {U"one",     U"two",       U"three",    U"four",     U"five",
+                                    U"six",     U"seven",     U"eight",    U"nine",     U"ten",
+                                    U"eleven",  U"twelve",    U"thirteen", U"fourteen", U"fifteen",
+                                    U"sixteen", U"seventeen", U"eighteen", U"nineteen"};
     for (int i = 0; i < 19; ++i) ones[ones_names[i]] = i + 1;
     for (const auto& [name, value] : ones) {
       ones_suffixed[name == U"six" ? Str(U"sixes") : name + U"s"] = {value, U"s"};
@@ -172,9 +172,9 @@ struct Tables {
       tens_suffixed[stem + U"ieth"] = {value, U"th"};
     }
 
-    const char32_t* mult_names[] = {U"hundred",     U"thousand",   U"million",   U"billion",
-                                    U"trillion",    U"quadrillion", U"quintillion", U"sextillion",
-                                    U"septillion",  U"octillion",  U"nonillion", U"decillion"};
+    const char32_t* mult_names[] = {U"hundred",    U"thousand",    U"million",     U"billion",
+                                    U"trillion",   U"quadrillion", U"quintillion", U"sextillion",
+                                    U"septillion", U"octillion",   U"nonillion",   U"decillion"};
     for (int i = 0; i < 12; ++i) {
       const Str name = mult_names[i];
       const int power = i == 0 ? 2 : 3 * i;

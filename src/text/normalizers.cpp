@@ -59,8 +59,8 @@ Str remove_parenthesized(const Str& s) {
 // Non-ASCII letters that NFKD does not split into a base letter and marks.
 const std::unordered_map<char32_t, std::u32string_view>& additional_diacritics() {
   static const std::unordered_map<char32_t, std::u32string_view> map = {
-      {U'œ', U"oe"}, {U'Œ', U"OE"}, {U'ø', U"o"}, {U'Ø', U"O"},  {U'æ', U"ae"}, {U'Æ', U"AE"},
-      {U'ß', U"ss"}, {U'ẞ', U"SS"}, {U'đ', U"d"}, {U'Đ', U"D"},  {U'ð', U"d"},  {U'Ð', U"D"},
+      {U'œ', U"oe"}, {U'Œ', U"OE"}, {U'ø', U"o"}, {U'Ø', U"O"}, {U'æ', U"ae"}, {U'Æ', U"AE"},
+      {U'ß', U"ss"}, {U'ẞ', U"SS"}, {U'đ', U"d"}, {U'Đ', U"D"}, {U'ð', U"d"},  {U'Ð', U"D"},
       {U'þ', U"th"}, {U'Þ', U"th"}, {U'ł', U"l"}, {U'Ł', U"L"}};
   return map;
 }
@@ -97,8 +97,8 @@ Str remove_symbols(const Str& s) {
 
 // Replaces each leftmost, non-overlapping occurrence of `literal`, optionally requiring a word boundary
 // (re `\b`) before and/or after it, as re.sub does with such a pattern.
-Str replace_literal(const Str& s, std::u32string_view literal, std::u32string_view replacement,
-                    bool boundary_before, bool boundary_after) {
+Str replace_literal(const Str& s, std::u32string_view literal, std::u32string_view replacement, bool boundary_before,
+                    bool boundary_after) {
   Str out;
   out.reserve(s.size());
   for (size_t p = 0; p < s.size();) {

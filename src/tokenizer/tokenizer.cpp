@@ -37,8 +37,7 @@ Char char_at(std::string_view text, size_t i) {
 // the list is short and has been stable for many Unicode versions.
 bool is_white_space(int32_t cp) {
   return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
-         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
-         cp == 0x3000;
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
 CharClass classify(int32_t cp) {
@@ -195,16 +194,16 @@ Tokenizer::Tokenizer(std::vector<std::string> tokens, SpecialTokens special)
     : tokens_(std::move(tokens)), special_(special) {
   const int size = vocab_size();
   if (special_.eot <= 0 || special_.eot > size) {
-    throw InvalidArgument("tokenizer: eot id " + std::to_string(special_.eot) +
-                          " is outside the vocabulary of " + std::to_string(size));
+    throw InvalidArgument("tokenizer: eot id " + std::to_string(special_.eot) + " is outside the vocabulary of " +
+                          std::to_string(size));
   }
   if (special_.timestamp_begin < special_.eot || special_.timestamp_begin >= size) {
     throw InvalidArgument("tokenizer: timestamp_begin id " + std::to_string(special_.timestamp_begin) +
                           " is outside the special tokens");
   }
   if (special_.num_languages < 0 ||
-      (special_.num_languages > 0 && (special_.first_language <= special_.eot ||
-                                      special_.first_language + special_.num_languages > size))) {
+      (special_.num_languages > 0 &&
+       (special_.first_language <= special_.eot || special_.first_language + special_.num_languages > size))) {
     throw InvalidArgument("tokenizer: language token range is outside the vocabulary");
   }
   rank_.reserve(static_cast<size_t>(special_.eot));

@@ -106,8 +106,8 @@ std::string byte_level_to_bytes(std::string_view token) {
     utf8proc_ssize_t n = utf8proc_iterate(p, left, &cp);
     if (n <= 0) throw InvalidArgument("byte-level token is not valid UTF-8: " + std::string(token));
     if (cp < 0 || cp >= static_cast<int32_t>(table.to_byte.size()) || table.to_byte[cp] < 0) {
-      throw InvalidArgument("code point " + std::to_string(cp) +
-                            " is not in the byte-level alphabet (token \"" + std::string(token) + "\")");
+      throw InvalidArgument("code point " + std::to_string(cp) + " is not in the byte-level alphabet (token \"" +
+                            std::string(token) + "\")");
     }
     out.push_back(static_cast<char>(table.to_byte[cp]));
     p += n;
@@ -204,8 +204,8 @@ std::vector<std::string> special_token_texts(int num_languages) {
   }
   std::vector<std::string> out = {"<|endoftext|>", "<|startoftranscript|>"};
   for (int i = 0; i < num_languages; ++i) out.push_back("<|" + codes[i] + "|>");
-  for (const char* t : {"<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>",
-                        "<|notimestamps|>"}) {
+  for (const char* t :
+       {"<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"}) {
     out.emplace_back(t);
   }
   for (int i = 0; i < kNumTimestamps; ++i) {

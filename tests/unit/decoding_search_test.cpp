@@ -77,7 +77,7 @@ TEST(Fallback, RepetitiveOrImprobableResultsMoveToTheNextTemperature) {
     s.results[t] = result(-0.3);
     s.ratios[t] = 1.5;
   }
-  s.ratios[0.0] = 3.0;           // too repetitive
+  s.ratios[0.0] = 3.0;            // too repetitive
   s.results[0.2] = result(-1.5);  // too improbable
   FallbackRules rules;
   rules.temperatures = kTemps;
@@ -238,8 +238,8 @@ Window* jfk_window() {
   return w.get();
 }
 
-#define REQUIRE_WINDOW(w)                                                     \
-  Window* w = jfk_window();                                                   \
+#define REQUIRE_WINDOW(w)   \
+  Window* w = jfk_window(); \
   if (!w) GTEST_SKIP() << "needs models/tiny.en.wisp and tests/fixtures/model/tiny.en/mel.npy"
 
 TEST(BatchDecode, EachSequenceMatchesDecodingItAlone) {

@@ -81,9 +81,7 @@ class EngineFileTest : public ::testing::Test {
     meta_.source = {{"importer", "test"}, {"path", "/nowhere/\"quoted\"\\dir"}};
     // Arbitrary bytes: empty tokens (first, middle and last), invalid UTF-8, embedded NUL, a JSON-hostile
     // quote.
-    vocab_ = {
-        "", "hello", std::string("\xff\xfe\x80", 3), std::string("a\0b", 3), "", "\"}\n", "<|endoftext|>",
-        ""};
+    vocab_ = {"", "hello", std::string("\xff\xfe\x80", 3), std::string("a\0b", 3), "", "\"}\n", "<|endoftext|>", ""};
     // Sizes that are not multiples of the alignment so that padding is exercised: 30, 28, 96 and 2 bytes.
     tensors_ = {{"encoder.a.weight", random_tensor({3, 5}, DType::kF16, rng)},
                 {"encoder.a.bias", random_tensor({7}, DType::kF32, rng)},
@@ -158,8 +156,7 @@ TEST_F(EngineFileTest, RoundTripKeepsEverything) {
   std::vector<std::pair<uint64_t, uint64_t>> spans;
   for (const TensorEntry& e : f.entries()) {
     EXPECT_EQ(e.offset % kAlignment, 0u) << e.name;
-    EXPECT_EQ(e.nbytes, static_cast<uint64_t>(core::shape_numel(e.shape)) * core::dtype_size(e.dtype))
-        << e.name;
+    EXPECT_EQ(e.nbytes, static_cast<uint64_t>(core::shape_numel(e.shape)) * core::dtype_size(e.dtype)) << e.name;
     EXPECT_LE(e.offset + e.nbytes, size) << e.name;
     spans.emplace_back(e.offset, e.offset + e.nbytes);
   }

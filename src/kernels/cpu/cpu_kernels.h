@@ -15,12 +15,10 @@ void linear_f32(const float* x, const float* w, const float* bias, float* y, int
 // Same with half-precision weights. Products are exact f16→f32 conversions accumulated in f32, so the
 // result is an fp32 linear layer over the stored weights while reading half the bytes. Small m (a decode
 // step) runs as a GEMV over the half weights; large m converts row blocks of w and calls the BLAS.
-void linear_f16w(const float* x, const uint16_t* w, const float* bias, float* y, int64_t m, int64_t n,
-                 int64_t k);
+void linear_f16w(const float* x, const uint16_t* w, const float* bias, float* y, int64_t m, int64_t n, int64_t k);
 
 // y[rows, cols] = (x - mean) / sqrt(var + eps) * gamma + beta, per row. y may alias x.
-void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t cols,
-                float eps);
+void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t cols, float eps);
 // In place x = x · Φ(x) (the erf form of GELU).
 void gelu(float* x, int64_t n);
 // y[i] = a[i] + b[i]; y may alias a.
@@ -37,8 +35,8 @@ void im2col_k3(const float* x, float* col, int64_t t_in, int64_t c_in, int64_t t
 // out [n_q, n_head * head_dim] (row stride ldo). With `causal`, query i sees keys [0, q_offset + i].
 // scratch holds n_q * n_kv floats.
 void attention(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv, float* out,
-               int64_t ldo, int64_t n_q, int64_t n_kv, int64_t n_head, int64_t head_dim, bool causal,
-               int64_t q_offset, float* scratch);
+               int64_t ldo, int64_t n_q, int64_t n_kv, int64_t n_head, int64_t head_dim, bool causal, int64_t q_offset,
+               float* scratch);
 
 // Pre-softmax attention scores of one head: scores[n_q, n_kv] = q · kᵀ / sqrt(head_dim), the values the
 // attention above feeds its softmax. q [n_q, head_dim] and k [n_kv, head_dim] point at the head's columns
@@ -50,9 +48,8 @@ void attention_scores(const float* q, int64_t ldq, const float* k, int64_t ldk, 
 // q) attends over the n_kv key/value rows starting at row b · kv_stride of k and v. kv_stride 0 lets every
 // query share the same keys (cross-attention); kv_stride = the cache capacity reads per-sequence caches.
 // Same arithmetic per query as attention() with n_q = 1. out [batch, n_head * head_dim] (row stride ldo).
-void attention_decode(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
-                      float* out, int64_t ldo, int64_t batch, int64_t kv_stride, int64_t n_kv, int64_t n_head,
-                      int64_t head_dim);
+void attention_decode(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv, float* out,
+                      int64_t ldo, int64_t batch, int64_t kv_stride, int64_t n_kv, int64_t n_head, int64_t head_dim);
 
 // In place log-softmax of one row of n values.
 void log_softmax(float* x, int64_t n);

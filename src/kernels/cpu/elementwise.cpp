@@ -46,9 +46,7 @@ void add(const float* a, const float* b, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
 }
 
-void add_rows(float* y, const float* row_block, int64_t rows, int64_t cols) {
-  add(y, row_block, y, rows * cols);
-}
+void add_rows(float* y, const float* row_block, int64_t rows, int64_t cols) { add(y, row_block, y, rows * cols); }
 
 void im2col_k3(const float* x, float* col, int64_t t_in, int64_t c_in, int64_t t_out, int stride) {
 #pragma omp parallel for schedule(static)

@@ -52,17 +52,25 @@ void gemv_f16_rows(const float* x, const uint16_t* w, const float* bias, float* 
 }
 
 // The same for rows <= kGemvRows.
-void gemv_f16_block(const float* x, const uint16_t* w, const float* bias, float* y, int64_t rows, int64_t n,
-                    int64_t k, int64_t n0, int64_t n1) {
+void gemv_f16_block(const float* x, const uint16_t* w, const float* bias, float* y, int64_t rows, int64_t n, int64_t k,
+                    int64_t n0, int64_t n1) {
   switch (rows) {
-    case 1: return gemv_f16_rows<1>(x, w, bias, y, n, k, n0, n1);
-    case 2: return gemv_f16_rows<2>(x, w, bias, y, n, k, n0, n1);
-    case 3: return gemv_f16_rows<3>(x, w, bias, y, n, k, n0, n1);
-    case 4: return gemv_f16_rows<4>(x, w, bias, y, n, k, n0, n1);
-    case 5: return gemv_f16_rows<5>(x, w, bias, y, n, k, n0, n1);
-    case 6: return gemv_f16_rows<6>(x, w, bias, y, n, k, n0, n1);
-    case 7: return gemv_f16_rows<7>(x, w, bias, y, n, k, n0, n1);
-    default: return gemv_f16_rows<8>(x, w, bias, y, n, k, n0, n1);
+    case 1:
+      return gemv_f16_rows<1>(x, w, bias, y, n, k, n0, n1);
+    case 2:
+      return gemv_f16_rows<2>(x, w, bias, y, n, k, n0, n1);
+    case 3:
+      return gemv_f16_rows<3>(x, w, bias, y, n, k, n0, n1);
+    case 4:
+      return gemv_f16_rows<4>(x, w, bias, y, n, k, n0, n1);
+    case 5:
+      return gemv_f16_rows<5>(x, w, bias, y, n, k, n0, n1);
+    case 6:
+      return gemv_f16_rows<6>(x, w, bias, y, n, k, n0, n1);
+    case 7:
+      return gemv_f16_rows<7>(x, w, bias, y, n, k, n0, n1);
+    default:
+      return gemv_f16_rows<8>(x, w, bias, y, n, k, n0, n1);
   }
 }
 
@@ -86,14 +94,12 @@ void half_rows_to_float(const uint16_t* src, float* dst, int64_t count) {
 }  // namespace
 
 void linear_f32(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n, int64_t k) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
-              static_cast<int>(k), 1.0f, x, static_cast<int>(k), w, static_cast<int>(k), 0.0f, y,
-              static_cast<int>(n));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
+              1.0f, x, static_cast<int>(k), w, static_cast<int>(k), 0.0f, y, static_cast<int>(n));
   add_bias(y, bias, m, n);
 }
 
-void linear_f16w(const float* x, const uint16_t* w, const float* bias, float* y, int64_t m, int64_t n,
-                 int64_t k) {
+void linear_f16w(const float* x, const uint16_t* w, const float* bias, float* y, int64_t m, int64_t n, int64_t k) {
   if (m <= kGemvMaxM) {
     for (int64_t r0 = 0; r0 < m; r0 += kGemvRows) {
       const int64_t rows = std::min(kGemvRows, m - r0);
@@ -111,9 +117,8 @@ void linear_f16w(const float* x, const uint16_t* w, const float* bias, float* y,
     const int64_t nb = std::min(kBlockN, n - n0);
 #pragma omp parallel for schedule(static)
     for (int64_t j = 0; j < nb; ++j) half_rows_to_float(w + (n0 + j) * k, block.data() + j * k, k);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(nb),
-                static_cast<int>(k), 1.0f, x, static_cast<int>(k), block.data(), static_cast<int>(k), 0.0f,
-                y + n0, static_cast<int>(n));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(nb), static_cast<int>(k),
+                1.0f, x, static_cast<int>(k), block.data(), static_cast<int>(k), 0.0f, y + n0, static_cast<int>(n));
   }
   add_bias(y, bias, m, n);
 }

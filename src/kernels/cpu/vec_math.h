@@ -33,7 +33,8 @@ inline __m256 exp256(__m256 x) {
 inline __m256 erf256(__m256 x) {
   const __m256 sign = _mm256_and_ps(x, _mm256_set1_ps(-0.0f));
   const __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
-  const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), ax, _mm256_set1_ps(1.0f)));
+  const __m256 t =
+      _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), ax, _mm256_set1_ps(1.0f)));
   __m256 y = _mm256_set1_ps(1.061405429f);
   y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(-1.453152027f));
   y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(1.421413741f));

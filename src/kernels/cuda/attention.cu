@@ -49,8 +49,7 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
 
 // 16 bytes global → shared, asynchronously; with `valid` false the destination is zero-filled instead.
 __device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 16 : 0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
@@ -86,8 +85,7 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
 // Rows [row0, row0 + kRows) of a [n_rows, ld] matrix into a shared tile; rows past n_rows become zeros (so
 // no NaN from stale memory can reach the products).
 template <int kRows>
-__device__ __forceinline__ void load_tile(__half (*tile)[kStride], const __half* g, int64_t ld, int row0,
-                                          int n_rows) {
+__device__ __forceinline__ void load_tile(__half (*tile)[kStride], const __half* g, int64_t ld, int row0, int n_rows) {
 #pragma unroll
   for (int c = threadIdx.x; c < kRows * 8; c += kThreads) {
     const int r = c >> 3, col = (c & 7) * 8;
@@ -132,8 +130,8 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(const FlashPa
   }
   cp_async_commit();
 
-  uint32_t qf[kM][4][4];  // this warp's query rows as A fragments, one per 16 columns of head_dim
-  float acc[kM][8][4];    // output 16 × 64 per tile: 8 tiles of 8 columns
+  uint32_t qf[kM][4][4];             // this warp's query rows as A fragments, one per 16 columns of head_dim
+  float acc[kM][8][4];               // output 16 × 64 per tile: 8 tiles of 8 columns
   float m_run[kM][2], l_run[kM][2];  // rows g and g + 8 of each tile: max (log2 units), this thread's sum
 #pragma unroll
   for (int mi = 0; mi < kM; ++mi) {
@@ -329,9 +327,9 @@ int device_major() {
 }  // namespace
 
 Status attention(const __half* q, int64_t ldq, int64_t q_batch_stride, const __half* k, int64_t ldk,
-                 int64_t k_batch_stride, const __half* v, int64_t ldv, int64_t v_batch_stride, __half* out,
-                 int64_t ldo, int64_t out_batch_stride, int64_t batch, int64_t n_q, int64_t n_kv, int64_t n_head,
-                 int64_t head_dim, bool causal, int64_t q_offset, cudaStream_t stream) {
+                 int64_t k_batch_stride, const __half* v, int64_t ldv, int64_t v_batch_stride, __half* out, int64_t ldo,
+                 int64_t out_batch_stride, int64_t batch, int64_t n_q, int64_t n_kv, int64_t n_head, int64_t head_dim,
+                 bool causal, int64_t q_offset, cudaStream_t stream) {
   if (batch < 0 || n_q < 0 || n_kv <= 0 || n_head <= 0 || q_offset < 0) return Status::kInvalidArgument;
   if (batch == 0 || n_q == 0) return Status::kOk;
   if (head_dim != kHeadDim) return Status::kNotSupported;

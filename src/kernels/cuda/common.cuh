@@ -13,9 +13,7 @@ namespace wisp::kernels::cuda::detail {
 constexpr int kWarp = 32;
 
 // The status of the launch just made (configuration errors are reported here, not at the next sync).
-inline Status launch_status() {
-  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
-}
+inline Status launch_status() { return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError; }
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 

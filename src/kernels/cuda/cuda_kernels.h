@@ -42,11 +42,10 @@ Status f32_to_f16(const float* x /* [n] */, __half* y /* [n] */, int64_t n, cuda
 Status gelu(__half* x /* [n] */, int64_t n, cudaStream_t stream);
 // In place y[r, c] = act(y[r, c] + bias[c]) for r < rows, c < cols; act is the erf GELU when `apply_gelu`,
 // else the identity. bias may be null. The epilogue of a GEMM that did not fuse it.
-Status add_bias_gelu(__half* y /* [rows, ldy] */, const __half* bias /* [cols] or null */, int64_t rows,
-                     int64_t cols, int64_t ldy, bool apply_gelu, cudaStream_t stream);
+Status add_bias_gelu(__half* y /* [rows, ldy] */, const __half* bias /* [cols] or null */, int64_t rows, int64_t cols,
+                     int64_t ldy, bool apply_gelu, cudaStream_t stream);
 // y[i] = a[i] + b[i] (fp32 add, one rounding); y may alias a or b.
-Status add(const __half* a /* [n] */, const __half* b /* [n] */, __half* y /* [n] */, int64_t n,
-           cudaStream_t stream);
+Status add(const __half* a /* [n] */, const __half* b /* [n] */, __half* y /* [n] */, int64_t n, cudaStream_t stream);
 // y[b, r, c] += block[r, c] for every sequence b of the batch (the encoder's positional embedding).
 Status add_rows(__half* y /* [batch, rows, cols] */, const __half* block /* [rows, cols] */, int64_t batch,
                 int64_t rows, int64_t cols, cudaStream_t stream);
@@ -77,7 +76,8 @@ Status add_layer_norm(__half* x /* [rows, cols], in/out */, const __half* r /* [
 
 Status im2col_k3(const __half* x /* [batch, t_in, c_in], time-major */, __half* col /* [batch, t_out, c_in · 3] */,
                  int64_t batch, int64_t t_in, int64_t c_in, int64_t t_out, int stride, cudaStream_t stream);
-// Same over an fp32 log-mel in its natural channel-major layout: col[b, t, c·3 + j] = half(mel[b, c, t·stride + j − 1]).
+// Same over an fp32 log-mel in its natural channel-major layout: col[b, t, c·3 + j] = half(mel[b, c, t·stride + j −
+// 1]).
 Status im2col_k3_mel(const float* mel /* [batch, c_in, t_in] */, __half* col /* [batch, t_out, c_in · 3] */,
                      int64_t batch, int64_t t_in, int64_t c_in, int64_t t_out, int stride, cudaStream_t stream);
 
@@ -93,9 +93,8 @@ Status im2col_k3_mel(const float* mel /* [batch, c_in, t_in] */, __half* col /* 
 Status attention(const __half* q /* [batch, n_q, ldq] */, int64_t ldq, int64_t q_batch_stride,
                  const __half* k /* [batch, n_kv, ldk] */, int64_t ldk, int64_t k_batch_stride,
                  const __half* v /* [batch, n_kv, ldv] */, int64_t ldv, int64_t v_batch_stride,
-                 __half* out /* [batch, n_q, ldo] */, int64_t ldo, int64_t out_batch_stride, int64_t batch,
-                 int64_t n_q, int64_t n_kv, int64_t n_head, int64_t head_dim, bool causal, int64_t q_offset,
-                 cudaStream_t stream);
+                 __half* out /* [batch, n_q, ldo] */, int64_t ldo, int64_t out_batch_stride, int64_t batch, int64_t n_q,
+                 int64_t n_kv, int64_t n_head, int64_t head_dim, bool causal, int64_t q_offset, cudaStream_t stream);
 
 // Attention for a decode step: 1..kDecoderMaxQueries new queries per sequence, a batch of sequences, each
 // over its own number of keys kv_len[b] ≤ n_kv (the self-attention KV cache, whose length already counts

@@ -41,9 +41,9 @@ struct DecoderParams {
   int n_kv, n_q, causal;
   int splits, split_len;
   float scale_log2;
-  float* part_o;         // [batch, n_head, splits, n_q, 64]  output sums relative to part_ml's max
-  float* part_ml;        // [batch, n_head, splits, n_q, 2]   (max in log2 units, sum)
-  unsigned* counters;    // [batch, n_head] blocks done; zero between calls
+  float* part_o;       // [batch, n_head, splits, n_q, 64]  output sums relative to part_ml's max
+  float* part_ml;      // [batch, n_head, splits, n_q, 2]   (max in log2 units, sum)
+  unsigned* counters;  // [batch, n_head] blocks done; zero between calls
 };
 
 __device__ __forceinline__ void unpack8(const uint4& u, float (&f)[8]) {
@@ -223,7 +223,8 @@ size_t counter_bytes(int64_t batch, int64_t n_head) {
   return (static_cast<size_t>(batch * n_head) * sizeof(unsigned) + 255) / 256 * 256;
 }
 size_t partial_bytes(int64_t batch, int64_t n_q, int64_t n_head, int64_t splits) {
-  return counter_bytes(batch, n_head) + static_cast<size_t>(batch * n_head * splits * n_q) * (kHeadDim + 2) * sizeof(float);
+  return counter_bytes(batch, n_head) +
+         static_cast<size_t>(batch * n_head * splits * n_q) * (kHeadDim + 2) * sizeof(float);
 }
 
 int sm_count() {
@@ -303,8 +304,8 @@ Status decoder_attention(const __half* q, int64_t ldq, int64_t q_batch_stride, c
   p.split_len = static_cast<int>(split_len);
   p.scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(head_dim));
   p.counters = static_cast<unsigned*>(workspace);
-  p.part_o = splits > 1 ? reinterpret_cast<float*>(static_cast<char*>(workspace) + counter_bytes(batch, n_head))
-                        : nullptr;
+  p.part_o =
+      splits > 1 ? reinterpret_cast<float*>(static_cast<char*>(workspace) + counter_bytes(batch, n_head)) : nullptr;
   p.part_ml = splits > 1 ? p.part_o + batch * n_head * splits * n_q * kHeadDim : nullptr;
 
   if (n_q == 1) {

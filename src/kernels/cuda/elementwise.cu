@@ -13,9 +13,7 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ int64_t global_id() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
+__device__ __forceinline__ int64_t global_id() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ int64_t global_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
 // 8 halves ↔ 8 floats through a 16-byte register.
@@ -192,8 +190,8 @@ __global__ void im2col_k3_kernel(const __half* __restrict__ x, __half* __restric
 }
 
 template <class Index>
-__global__ void im2col_k3_mel_kernel(const float* __restrict__ mel, __half* __restrict__ col, Index batch,
-                                     Index t_in, Index c_in, Index t_out, int stride) {
+__global__ void im2col_k3_mel_kernel(const float* __restrict__ mel, __half* __restrict__ col, Index batch, Index t_in,
+                                     Index c_in, Index t_out, int stride) {
   const Index width = c_in * 3, total = batch * t_out * width;
   for (Index i = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<Index>(gridDim.x) * blockDim.x) {
@@ -243,8 +241,8 @@ Status add_bias_gelu(__half* y, const __half* bias, int64_t rows, int64_t cols, 
   if (rows == 0 || cols == 0) return Status::kOk;
   const bool vec = cols % 8 == 0 && ldy % 8 == 0 && aligned16(y) && (!bias || aligned16(bias));
   if (vec) {
-    bias_gelu_vec_kernel<<<grid_for(rows * cols / 8, kThreads), kThreads, 0, stream>>>(y, bias, rows, cols / 8,
-                                                                                        ldy / 8, apply_gelu);
+    bias_gelu_vec_kernel<<<grid_for(rows * cols / 8, kThreads), kThreads, 0, stream>>>(y, bias, rows, cols / 8, ldy / 8,
+                                                                                       apply_gelu);
   } else {
     bias_gelu_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, stream>>>(y, bias, rows, cols, ldy, apply_gelu);
   }
@@ -277,7 +275,7 @@ Status embed_tokens(const int32_t* tokens, const int32_t* positions, const __hal
   if (!tokens || !positions || !token_embedding || !positional || !out) return Status::kInvalidArgument;
   const bool vec = d % 8 == 0 && aligned16(token_embedding) && aligned16(positional) && aligned16(out);
   embed_kernel<<<static_cast<unsigned>(n), 128, 0, stream>>>(tokens, positions, token_embedding, positional, out, d,
-                                                              n_vocab, n_ctx, vec);
+                                                             n_vocab, n_ctx, vec);
   return launch_status();
 }
 
@@ -292,8 +290,8 @@ Status im2col_k3(const __half* x, __half* col, int64_t batch, int64_t t_in, int6
         x, col, static_cast<int32_t>(batch), static_cast<int32_t>(t_in), static_cast<int32_t>(c_in),
         static_cast<int32_t>(t_out), stride);
   } else {
-    im2col_k3_kernel<int64_t><<<grid_for(total, kThreads), kThreads, 0, stream>>>(x, col, batch, t_in, c_in, t_out,
-                                                                                   stride);
+    im2col_k3_kernel<int64_t>
+        <<<grid_for(total, kThreads), kThreads, 0, stream>>>(x, col, batch, t_in, c_in, t_out, stride);
   }
   return launch_status();
 }
@@ -309,8 +307,8 @@ Status im2col_k3_mel(const float* mel, __half* col, int64_t batch, int64_t t_in,
         mel, col, static_cast<int32_t>(batch), static_cast<int32_t>(t_in), static_cast<int32_t>(c_in),
         static_cast<int32_t>(t_out), stride);
   } else {
-    im2col_k3_mel_kernel<int64_t><<<grid_for(total, kThreads), kThreads, 0, stream>>>(mel, col, batch, t_in, c_in,
-                                                                                       t_out, stride);
+    im2col_k3_mel_kernel<int64_t>
+        <<<grid_for(total, kThreads), kThreads, 0, stream>>>(mel, col, batch, t_in, c_in, t_out, stride);
   }
   return launch_status();
 }

@@ -47,8 +47,8 @@ int64_t alignment(const void* p) {
 
 cudaDataType_t cuda_type(DataType t) { return t == DataType::kF16 ? CUDA_R_16F : CUDA_R_32F; }
 
-Status layout(cublasLtMatrixLayout_t* out, cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld,
-              int64_t batch, int64_t stride) {
+Status layout(cublasLtMatrixLayout_t* out, cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld, int64_t batch,
+              int64_t stride) {
   if (cublasLtMatrixLayoutCreate(out, type, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), ld) !=
       CUBLAS_STATUS_SUCCESS) {
     return Status::kCublasError;
@@ -57,8 +57,8 @@ Status layout(cublasLtMatrixLayout_t* out, cudaDataType_t type, int64_t rows, in
     const auto count = static_cast<int32_t>(batch);
     if (cublasLtMatrixLayoutSetAttribute(*out, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)) !=
             CUBLAS_STATUS_SUCCESS ||
-        cublasLtMatrixLayoutSetAttribute(*out, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
-                                         sizeof(stride)) != CUBLAS_STATUS_SUCCESS) {
+        cublasLtMatrixLayoutSetAttribute(*out, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)) !=
+            CUBLAS_STATUS_SUCCESS) {
       return Status::kCublasError;
     }
   }
@@ -126,10 +126,24 @@ Status run_gemm(GemmContext& ctx, const GemmArgs& g, cublasLtEpilogue_t epilogue
   if (!impl) return Status::kInvalidArgument;
   if (Status s = gemm_can_implement(g); s != Status::kOk) return s;
 
-  const PlanKey key = {g.m,        g.n,        g.k,       g.batch,  g.lda,
-                       g.ldb,      g.ldc,      g.stride_a, g.stride_b, g.stride_c,
-                       g.trans_a,  g.trans_b,  static_cast<int64_t>(g.c_type), static_cast<int64_t>(epilogue),
-                       alignment(g.a), alignment(g.b), alignment(g.c), bias ? alignment(bias) : 0};
+  const PlanKey key = {g.m,
+                       g.n,
+                       g.k,
+                       g.batch,
+                       g.lda,
+                       g.ldb,
+                       g.ldc,
+                       g.stride_a,
+                       g.stride_b,
+                       g.stride_c,
+                       g.trans_a,
+                       g.trans_b,
+                       static_cast<int64_t>(g.c_type),
+                       static_cast<int64_t>(epilogue),
+                       alignment(g.a),
+                       alignment(g.b),
+                       alignment(g.c),
+                       bias ? alignment(bias) : 0};
   auto it = impl->plans.find(key);
   if (it == impl->plans.end()) {
     auto plan = std::make_unique<Plan>();
@@ -156,8 +170,7 @@ Status run_gemm(GemmContext& ctx, const GemmArgs& g, cublasLtEpilogue_t epilogue
     const int64_t second_rows = g.trans_a ? g.m : g.k, second_cols = g.trans_a ? g.k : g.m;
     if (Status s = layout(&plan->a, CUDA_R_16F, first_rows, first_cols, g.ldb, g.batch, g.stride_b); s != Status::kOk)
       return s;
-    if (Status s = layout(&plan->b, CUDA_R_16F, second_rows, second_cols, g.lda, g.batch, g.stride_a);
-        s != Status::kOk)
+    if (Status s = layout(&plan->b, CUDA_R_16F, second_rows, second_cols, g.lda, g.batch, g.stride_a); s != Status::kOk)
       return s;
     if (Status s = layout(&plan->c, ct, g.n, g.m, g.ldc, g.batch, g.stride_c); s != Status::kOk) return s;
 
@@ -168,8 +181,7 @@ Status run_gemm(GemmContext& ctx, const GemmArgs& g, cublasLtEpilogue_t epilogue
     const auto al_second = static_cast<uint32_t>(alignment(g.a));
     const auto al_c = static_cast<uint32_t>(alignment(g.c));
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_first,
-                                         sizeof(al_first));
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_first, sizeof(al_first));
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_second,
                                          sizeof(al_second));
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof(al_c));
@@ -177,13 +189,12 @@ Status run_gemm(GemmContext& ctx, const GemmArgs& g, cublasLtEpilogue_t epilogue
     // Split-K partial sums stay in fp32: the in-place and output-type schemes add them up in fp16.
     if (g.c_type == DataType::kF16) {
       const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
-                                           sizeof(schemes));
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes, sizeof(schemes));
     }
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(impl->handle, plan->op, plan->a, plan->b, plan->c,
-                                                             plan->c, pref, 1, &result, &found);
+    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(impl->handle, plan->op, plan->a, plan->b, plan->c, plan->c,
+                                                             pref, 1, &result, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     if (hs == CUBLAS_STATUS_NOT_SUPPORTED || (hs == CUBLAS_STATUS_SUCCESS && found == 0)) {
       return Status::kNotSupported;
@@ -203,8 +214,8 @@ Status run_gemm(GemmContext& ctx, const GemmArgs& g, cublasLtEpilogue_t epilogue
   return st == CUBLAS_STATUS_SUCCESS ? Status::kOk : Status::kCublasError;
 }
 
-GemmArgs linear_args(const __half* x, int64_t ldx, const __half* w, void* y, DataType y_type, int64_t ldy,
-                     int64_t m, int64_t n, int64_t k) {
+GemmArgs linear_args(const __half* x, int64_t ldx, const __half* w, void* y, DataType y_type, int64_t ldy, int64_t m,
+                     int64_t n, int64_t k) {
   GemmArgs g;
   g.m = m;
   g.n = n;
@@ -230,10 +241,15 @@ Status linear(GemmContext& ctx, const __half* x, int64_t ldx, const __half* w, c
               int64_t ldy, int64_t m, int64_t n, int64_t k, Epilogue epilogue, cudaStream_t stream) {
   cublasLtEpilogue_t e = CUBLASLT_EPILOGUE_DEFAULT;
   switch (epilogue) {
-    case Epilogue::kNone: break;
+    case Epilogue::kNone:
+      break;
     case Epilogue::kBias:
-    case Epilogue::kBiasGeluErf: e = CUBLASLT_EPILOGUE_BIAS; break;
-    case Epilogue::kBiasGeluTanh: e = CUBLASLT_EPILOGUE_GELU_BIAS; break;
+    case Epilogue::kBiasGeluErf:
+      e = CUBLASLT_EPILOGUE_BIAS;
+      break;
+    case Epilogue::kBiasGeluTanh:
+      e = CUBLASLT_EPILOGUE_GELU_BIAS;
+      break;
   }
   if (epilogue != Epilogue::kNone && !bias) return Status::kInvalidArgument;
   const GemmArgs g = linear_args(x, ldx, w, y, DataType::kF16, ldy, m, n, k);
@@ -244,8 +260,8 @@ Status linear(GemmContext& ctx, const __half* x, int64_t ldx, const __half* w, c
   return Status::kOk;
 }
 
-Status linear(GemmContext& ctx, const __half* x, const __half* w, const __half* bias, __half* y, int64_t m,
-              int64_t n, int64_t k, Epilogue epilogue, cudaStream_t stream) {
+Status linear(GemmContext& ctx, const __half* x, const __half* w, const __half* bias, __half* y, int64_t m, int64_t n,
+              int64_t k, Epilogue epilogue, cudaStream_t stream) {
   return linear(ctx, x, k, w, bias, y, n, m, n, k, epilogue, stream);
 }
 
@@ -261,10 +277,9 @@ size_t attention_unfused_scratch_bytes(int64_t n_q, int64_t n_kv, int64_t n_head
   return (count * sizeof(float) + 255) / 256 * 256 + count * sizeof(__half);
 }
 
-Status attention_unfused(GemmContext& ctx, const __half* q, int64_t ldq, const __half* k, int64_t ldk,
-                         const __half* v, int64_t ldv, __half* out, int64_t ldo, int64_t n_q, int64_t n_kv,
-                         int64_t n_head, int64_t head_dim, bool causal, int64_t q_offset, void* scratch,
-                         cudaStream_t stream) {
+Status attention_unfused(GemmContext& ctx, const __half* q, int64_t ldq, const __half* k, int64_t ldk, const __half* v,
+                         int64_t ldv, __half* out, int64_t ldo, int64_t n_q, int64_t n_kv, int64_t n_head,
+                         int64_t head_dim, bool causal, int64_t q_offset, void* scratch, cudaStream_t stream) {
   if (n_q <= 0 || n_kv <= 0 || n_head <= 0 || head_dim <= 0 || !scratch || q_offset < 0) {
     return Status::kInvalidArgument;
   }

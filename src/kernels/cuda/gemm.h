@@ -63,8 +63,8 @@ Status linear(GemmContext& ctx, const __half* x /* [m, k] */, const __half* w /*
               Epilogue epilogue, cudaStream_t stream);
 // Same with an fp32 output (logits: x [m, d] · token_embedding [n_vocab, d]ᵀ). bias may be null.
 Status linear_f32_out(GemmContext& ctx, const __half* x /* [m, ldx] */, int64_t ldx, const __half* w /* [n, k] */,
-                      const float* bias /* [n] or null */, float* y /* [m, ldy] */, int64_t ldy, int64_t m,
-                      int64_t n, int64_t k, cudaStream_t stream);
+                      const float* bias /* [n] or null */, float* y /* [m, ldy] */, int64_t ldy, int64_t m, int64_t n,
+                      int64_t k, cudaStream_t stream);
 
 // Strided-batched GEMM, row-major: for b < batch,
 //   C[b] = alpha · op(A[b]) · op(B[b]) + beta · C[b],   op(A[b]) [m, k], op(B[b]) [k, n], C[b] [m, n]
@@ -95,9 +95,9 @@ Status gemm(GemmContext& ctx, const GemmArgs& args, cudaStream_t stream);
 // scratch: n_head·n_q·n_kv floats followed by as many halves (attention_unfused_scratch_bytes).
 size_t attention_unfused_scratch_bytes(int64_t n_q, int64_t n_kv, int64_t n_head);
 Status attention_unfused(GemmContext& ctx, const __half* q /* [n_q, ldq] */, int64_t ldq,
-                         const __half* k /* [n_kv, ldk] */, int64_t ldk, const __half* v /* [n_kv, ldv] */,
-                         int64_t ldv, __half* out /* [n_q, ldo] */, int64_t ldo, int64_t n_q, int64_t n_kv,
-                         int64_t n_head, int64_t head_dim, bool causal, int64_t q_offset,
+                         const __half* k /* [n_kv, ldk] */, int64_t ldk, const __half* v /* [n_kv, ldv] */, int64_t ldv,
+                         __half* out /* [n_q, ldo] */, int64_t ldo, int64_t n_q, int64_t n_kv, int64_t n_head,
+                         int64_t head_dim, bool causal, int64_t q_offset,
                          void* scratch /* attention_unfused_scratch_bytes */, cudaStream_t stream);
 
 }  // namespace wisp::kernels::cuda

@@ -97,8 +97,8 @@ Status add_layer_norm(__half* x, const __half* r, const float* gamma, const floa
   if (!r || y == x || y == r) return Status::kInvalidArgument;
   if (cols % 2 == 0 && (!aligned4(x) || !aligned4(y) || !aligned4(r))) return Status::kInvalidArgument;
   const size_t smem = static_cast<size_t>(cols) * sizeof(float);
-  layer_norm_kernel<true><<<static_cast<unsigned>(rows), kThreads, smem, stream>>>(x, r, gamma, beta, y,
-                                                                                  static_cast<int>(cols), eps);
+  layer_norm_kernel<true>
+      <<<static_cast<unsigned>(rows), kThreads, smem, stream>>>(x, r, gamma, beta, y, static_cast<int>(cols), eps);
   return launch_status();
 }
 

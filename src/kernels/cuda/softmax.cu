@@ -15,7 +15,7 @@ using detail::launch_status;
 namespace {
 
 constexpr int kThreads = 1024;
-constexpr int kVec = 8;                                  // float4 per thread per chunk: 32 values in registers
+constexpr int kVec = 8;                                   // float4 per thread per chunk: 32 values in registers
 constexpr int64_t kChunk = int64_t{kThreads} * kVec * 4;  // 32768 values per block step
 
 // A decode step has one row of 51865 logits for the whole GPU, so latency matters, not bandwidth: each
@@ -130,8 +130,7 @@ __device__ MaxSum block_merge(MaxSum a, float* shared /* 64 floats */) {
   return r;
 }
 
-__global__ void __launch_bounds__(kThreads)
-    log_softmax_kernel(float* __restrict__ x, int64_t n, int64_t ld, bool vec) {
+__global__ void __launch_bounds__(kThreads) log_softmax_kernel(float* __restrict__ x, int64_t n, int64_t ld, bool vec) {
   __shared__ float shared[64];
   float* row = x + static_cast<int64_t>(blockIdx.x) * ld;
   MaxSum a;
@@ -159,9 +158,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t j = 4 * n4 + threadIdx.x; j < n; j += kThreads) row[j] -= lse;
 }
 
-__global__ void __launch_bounds__(kThreads)
-    argmax_kernel(const float* __restrict__ x, int64_t n, int64_t ld, bool vec, int32_t* __restrict__ index,
-                  float* __restrict__ logprob) {
+__global__ void __launch_bounds__(kThreads) argmax_kernel(const float* __restrict__ x, int64_t n, int64_t ld, bool vec,
+                                                          int32_t* __restrict__ index, float* __restrict__ logprob) {
   __shared__ float sv[32], ss[32];
   __shared__ int si[32];
   const float* row = x + static_cast<int64_t>(blockIdx.x) * ld;
@@ -250,8 +248,7 @@ Status softmax_rows(const float* s, __half* p, int64_t rows, int64_t n, float sc
   if (rows < 0 || n <= 0 || rows > INT32_MAX || q_offset < 0 || rows_per_head <= 0) return Status::kInvalidArgument;
   if (rows == 0) return Status::kOk;
   if (!s || !p) return Status::kInvalidArgument;
-  softmax_rows_kernel<<<static_cast<unsigned>(rows), 256, 0, stream>>>(s, p, n, scale, causal, q_offset,
-                                                                       rows_per_head);
+  softmax_rows_kernel<<<static_cast<unsigned>(rows), 256, 0, stream>>>(s, p, n, scale, causal, q_offset, rows_per_head);
   return launch_status();
 }
 

@@ -6,12 +6,18 @@ namespace wisp::kernels::cuda {
 
 const char* status_name(Status s) {
   switch (s) {
-    case Status::kOk: return "ok";
-    case Status::kInvalidArgument: return "invalid argument";
-    case Status::kNotSupported: return "not supported";
-    case Status::kCudaError: return "CUDA error";
-    case Status::kCublasError: return "cuBLAS error";
-    case Status::kOutOfMemory: return "out of memory";
+    case Status::kOk:
+      return "ok";
+    case Status::kInvalidArgument:
+      return "invalid argument";
+    case Status::kNotSupported:
+      return "not supported";
+    case Status::kCudaError:
+      return "CUDA error";
+    case Status::kCublasError:
+      return "cuBLAS error";
+    case Status::kOutOfMemory:
+      return "out of memory";
   }
   return "unknown status";
 }
