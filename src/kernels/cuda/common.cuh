@@ -59,4 +59,22 @@ __device__ __forceinline__ float block_max(float v, float* shared) {
 
 __device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
+// 8 halves <-> 8 floats through one 16-byte register (vectorised fp16 loads and stores).
+__device__ __forceinline__ void unpack8(const uint4& u, float (&f)[8]) {
+  const auto* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 p = __half22float2(h[i]);
+    f[2 * i] = p.x;
+    f[2 * i + 1] = p.y;
+  }
+}
+__device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
+  uint4 u;
+  auto* h = reinterpret_cast<__half2*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) h[i] = __floats2half2_rn(f[2 * i], f[2 * i + 1]);
+  return u;
+}
+
 }  // namespace wisp::kernels::cuda::detail

@@ -19,6 +19,7 @@ namespace wisp::kernels::cuda {
 
 using detail::aligned16;
 using detail::launch_status;
+using detail::unpack8;
 
 namespace {
 
@@ -45,16 +46,6 @@ struct DecoderParams {
   float* part_ml;      // [batch, n_head, splits, n_q, 2]   (max in log2 units, sum)
   unsigned* counters;  // [batch, n_head] blocks done; zero between calls
 };
-
-__device__ __forceinline__ void unpack8(const uint4& u, float (&f)[8]) {
-  const auto* h = reinterpret_cast<const __half2*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 p = __half22float2(h[i]);
-    f[2 * i] = p.x;
-    f[2 * i + 1] = p.y;
-  }
-}
 
 template <int MAXQ>
 __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const DecoderParams p) {

@@ -8,6 +8,8 @@ using detail::aligned16;
 using detail::gelu_erf;
 using detail::grid_for;
 using detail::launch_status;
+using detail::pack8;
+using detail::unpack8;
 
 namespace {
 
@@ -15,24 +17,6 @@ constexpr int kThreads = 256;
 
 __device__ __forceinline__ int64_t global_id() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ int64_t global_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
-
-// 8 halves ↔ 8 floats through a 16-byte register.
-__device__ __forceinline__ void unpack8(const uint4& u, float (&f)[8]) {
-  const auto* h = reinterpret_cast<const __half2*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 p = __half22float2(h[i]);
-    f[2 * i] = p.x;
-    f[2 * i + 1] = p.y;
-  }
-}
-__device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
-  uint4 u;
-  auto* h = reinterpret_cast<__half2*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) h[i] = __floats2half2_rn(f[2 * i], f[2 * i + 1]);
-  return u;
-}
 
 // ---- conversions --------------------------------------------------------------------------------------
 
