@@ -19,12 +19,14 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/gemv.h"
 
 namespace {
 
@@ -111,8 +113,10 @@ int rotation(size_t bytes) {
 
 bool selected(const std::string& name) { return g_opt.filter.empty() || name.find(g_opt.filter) != std::string::npos; }
 
-// Times fn(i) (i = iteration, for rotating inputs); fn returns a Status.
-Result* measure(const std::string& name, double flops, double bytes, const std::function<cuda::Status(int)>& fn) {
+// Times fn(i) (i = iteration, for rotating inputs); fn returns a Status. fn enqueues on `stream` and runs
+// `calls` kernels (a CUDA graph of several); the figures are per call.
+Result* measure(const std::string& name, double flops, double bytes, const std::function<cuda::Status(int)>& fn,
+                cudaStream_t stream = nullptr, int calls = 1) {
   if (!selected(name)) return nullptr;
   Result r;
   r.name = name;
@@ -135,9 +139,9 @@ Result* measure(const std::string& name, double flops, double bytes, const std::
     cudaEvent_t start, stop;
     cudaEventCreate(&start);
     cudaEventCreate(&stop);
-    cudaEventRecord(start);
+    cudaEventRecord(start, stream);
     fn(0);
-    cudaEventRecord(stop);
+    cudaEventRecord(stop, stream);
     cudaEventSynchronize(stop);
     float one = 0;
     cudaEventElapsedTime(&one, start, stop);
@@ -145,13 +149,13 @@ Result* measure(const std::string& name, double flops, double bytes, const std::
     const int reps = g_opt.quick ? 3 : 7;
     std::vector<double> per;
     for (int rep = 0; rep < reps; ++rep) {
-      cudaEventRecord(start);
+      cudaEventRecord(start, stream);
       for (int i = 0; i < iters; ++i) fn(i);
-      cudaEventRecord(stop);
+      cudaEventRecord(stop, stream);
       cudaEventSynchronize(stop);
       float ms = 0;
       cudaEventElapsedTime(&ms, start, stop);
-      per.push_back(ms / iters);
+      per.push_back(ms / iters / calls);
     }
     cudaEventDestroy(start);
     cudaEventDestroy(stop);
@@ -324,6 +328,197 @@ void bench_misc() {
   }
 }
 
+// ---- small-batch GEMV (decode step) ----------------------------------------------------------------------
+
+// The weights of every GEMV case come from one arena of valid fp16 values (read as int8/int4 codes by the
+// quantised formats) and one of positive fp32 scales, large enough for the copies that exceed the L2 cache.
+struct GemvArena {
+  static constexpr size_t kWeightBytes = size_t{512} << 20, kScaleFloats = size_t{16} << 20;
+  Buf<char> w{kWeightBytes};
+  Buf<float> s{kScaleFloats};
+  GemvArena() {
+    std::mt19937 gen(12);
+    std::uniform_real_distribution<float> dist(-0.05f, 0.05f);
+    const size_t chunk = size_t{16} << 20;
+    std::vector<__half> host(chunk / sizeof(__half));
+    for (auto& v : host) v = __float2half(dist(gen));
+    for (size_t off = 0; w.p && off < kWeightBytes; off += chunk)
+      cudaMemcpy(w.p + off, host.data(), chunk, cudaMemcpyHostToDevice);
+    std::uniform_real_distribution<float> sd(0.5e-3f, 2e-3f);
+    std::vector<float> scales(kScaleFloats);
+    for (auto& v : scales) v = sd(gen);
+    if (s.p) cudaMemcpy(s.p, scales.data(), kScaleFloats * sizeof(float), cudaMemcpyHostToDevice);
+  }
+};
+
+enum class GemvOp { kBias, kBiasResidual, kBiasGelu, kLogits };
+
+struct GemvFormat {
+  const char* name;
+  cuda::WeightType type;
+  int group;
+};
+constexpr GemvFormat kGemvFormats[] = {{"f16", cuda::WeightType::kF16, 0},
+                                       {"i8", cuda::WeightType::kI8, 0},
+                                       {"i4g64", cuda::WeightType::kI4, 64},
+                                       {"i4g128", cuda::WeightType::kI4, 128}};
+
+std::string gemv_name(const char* format, int64_t m, const char* what, int64_t n, int64_t k) {
+  return "gemv " + std::string(format) + " m" + std::to_string(m) + " " + what + " " + std::to_string(n) + "x" +
+         std::to_string(k);
+}
+
+// Times call(i, stream) per call inside a CUDA graph of kGraphCalls back-to-back calls (i rotating the
+// weights as in measure()), the way the decoder step runs them: launch overhead is excluded, which the eager
+// figure of measure() includes wherever the host launches slower than a short kernel runs. Recorded as
+// "<name> graph".
+constexpr int kGraphCalls = 100;
+using StreamCall = std::function<cuda::Status(int, cudaStream_t)>;
+
+void measure_graph(const std::string& name, double flops, double bytes, const StreamCall& call) {
+  const std::string graph_name = name + " graph";
+  if (!selected(graph_name)) return;
+  cudaStream_t stream = nullptr;
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  cuda::Status status = cuda::Status::kCudaError;
+  if (check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate")) {
+    status = call(0, stream);  // first-call setup (attributes, workspaces) happens outside the capture
+    if (status == cuda::Status::kOk && check_cuda(cudaStreamSynchronize(stream), graph_name.c_str()) &&
+        check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture")) {
+      for (int i = 0; i < kGraphCalls && status == cuda::Status::kOk; ++i) status = call(i, stream);
+      if (!check_cuda(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture") ||
+          !check_cuda(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate")) {
+        status = cuda::Status::kCudaError;
+      }
+    }
+  }
+  measure(
+      graph_name, flops, bytes,
+      [&](int) {
+        if (status != cuda::Status::kOk) return status;
+        return cudaGraphLaunch(exec, stream) == cudaSuccess ? cuda::Status::kOk : cuda::Status::kCudaError;
+      },
+      stream, kGraphCalls);
+  if (exec) cudaGraphExecDestroy(exec);
+  if (graph) cudaGraphDestroy(graph);
+  if (stream) cudaStreamDestroy(stream);
+}
+// One shape at one row count: every weight format through gemv (the epilogue fused), and cuBLASLt's linear
+// with fp16 weights (bias/GELU fused; the residual add, a separate kernel there, is not counted), each eager
+// and inside a CUDA graph. GB/s counts the weight and scale bytes only.
+void bench_gemv(std::unique_ptr<GemvArena>& arena, cuda::GemmContext& ctx, int64_t m, const char* what, int64_t n,
+                int64_t k, GemvOp op) {
+  bool any = selected(gemv_name("cublas", m, what, n, k)) || selected(gemv_name("cublas", m, what, n, k) + " graph");
+  for (const auto& f : kGemvFormats) {
+    any = any || selected(gemv_name(f.name, m, what, n, k)) || selected(gemv_name(f.name, m, what, n, k) + " graph");
+  }
+  if (!any) return;
+  if (!arena) arena = std::make_unique<GemvArena>();
+  HalfBuf x(static_cast<size_t>(m * k), 1.0f, 13), bias(static_cast<size_t>(n), 0.5f, 14);
+  Buf<__half> y(static_cast<size_t>(m * n));
+  Buf<float> y32(static_cast<size_t>(m * n));
+  const double flops = 2.0 * m * n * k;
+  for (const auto& f : kGemvFormats) {
+    const int64_t bytes = cuda::weight_bytes(f.type, n, k, f.group);
+    const int64_t scales = f.type == cuda::WeightType::kI8   ? n
+                           : f.type == cuda::WeightType::kI4 ? n * (k / f.group)
+                                                             : 0;
+    const size_t w_stride = (static_cast<size_t>(bytes - 4 * scales) + 255) / 256 * 256;
+    const size_t s_stride = (static_cast<size_t>(scales) + 63) / 64 * 64;
+    int copies =
+        std::min<int>(rotation(static_cast<size_t>(bytes)), static_cast<int>(GemvArena::kWeightBytes / w_stride));
+    if (s_stride > 0) copies = std::min<int>(copies, static_cast<int>(GemvArena::kScaleFloats / s_stride));
+    const StreamCall call = [&](int i, cudaStream_t stream) {
+      const size_t c = static_cast<size_t>(i % copies);
+      cuda::WeightView w;
+      w.type = f.type;
+      w.group = f.group;
+      w.data = arena->w.p + c * w_stride;
+      w.scales = s_stride > 0 ? arena->s.p + c * s_stride : nullptr;
+      switch (op) {
+        case GemvOp::kLogits:
+          return cuda::gemv_f32_out(x.p, w, y32.p, m, n, k, stream);
+        case GemvOp::kBiasResidual:
+          return cuda::gemv(x.p, w, bias.p, y.p, y.p, m, n, k, false, stream);
+        default:
+          return cuda::gemv(x.p, w, bias.p, nullptr, y.p, m, n, k, op == GemvOp::kBiasGelu, stream);
+      }
+    };
+    const std::string name = gemv_name(f.name, m, what, n, k);
+    measure(name, flops, static_cast<double>(bytes), [&](int i) { return call(i, nullptr); });
+    measure_graph(name, flops, static_cast<double>(bytes), call);
+  }
+  const size_t w_stride = static_cast<size_t>(2 * n * k + 255) / 256 * 256;
+  const int copies = std::min<int>(rotation(w_stride), static_cast<int>(GemvArena::kWeightBytes / w_stride));
+  const StreamCall call = [&](int i, cudaStream_t stream) {
+    const auto* w = reinterpret_cast<const __half*>(arena->w.p + static_cast<size_t>(i % copies) * w_stride);
+    if (op == GemvOp::kLogits) return cuda::linear_f32_out(ctx, x.p, k, w, nullptr, y32.p, n, m, n, k, stream);
+    const auto ep = op == GemvOp::kBiasGelu ? cuda::Epilogue::kBiasGeluErf : cuda::Epilogue::kBias;
+    return cuda::linear(ctx, x.p, w, bias.p, y.p, m, n, k, ep, stream);
+  };
+  const std::string name = gemv_name("cublas", m, what, n, k);
+  measure(name, flops, 2.0 * n * k, [&](int i) { return call(i, nullptr); });
+  measure_graph(name, flops, 2.0 * n * k, call);
+}
+
+struct GemvShape {
+  const char* what;
+  int64_t n, k;
+  GemvOp op;
+};
+constexpr GemvShape kGemvShapes[] = {{"qkv", 3 * kD, kD, GemvOp::kBias},
+                                     {"out+res", kD, kD, GemvOp::kBiasResidual},
+                                     {"fc1+gelu", 4 * kD, kD, GemvOp::kBiasGelu},
+                                     {"fc2+res", kD, 4 * kD, GemvOp::kBiasResidual},
+                                     {"logits", kVocab, kD, GemvOp::kLogits}};
+constexpr int64_t kGemvRows[] = {1, 2, 5, 8};
+
+void bench_gemvs(cuda::GemmContext& ctx) {
+  std::unique_ptr<GemvArena> arena;
+  for (int64_t m : kGemvRows) {
+    for (const auto& s : kGemvShapes) bench_gemv(arena, ctx, m, s.what, s.n, s.k, s.op);
+  }
+}
+
+// The decoder step's weight GEMVs of large-v2 from the times above, eager and in a graph: 32 layers × (QKV,
+// self-attention out, cross-attention query and out, fc1, fc2), then the logits.
+void print_gemv_sweep() {
+  auto find = [](const std::string& name) -> const Result* {
+    for (const auto& r : g_results) {
+      if (r.name == name && r.ok) return &r;
+    }
+    return nullptr;
+  };
+  bool header = false;
+  for (const char* timing : {"", " graph"}) {
+    for (int64_t m : kGemvRows) {
+      for (const char* format : {"f16", "i8", "i4g64", "i4g128", "cublas"}) {
+        const int count[] = {1, 3, 1, 1};  // per layer: QKV, 3 projections, fc1, fc2
+        double ms = 0, bytes = 0;
+        bool complete = true;
+        for (int i = 0; i < 4; ++i) {
+          const Result* r =
+              find(gemv_name(format, m, kGemvShapes[i].what, kGemvShapes[i].n, kGemvShapes[i].k) + timing);
+          complete = complete && r;
+          if (!r) break;
+          ms += count[i] * r->ms;
+          bytes += count[i] * r->bytes;
+        }
+        if (!complete) continue;
+        if (!header) {
+          std::printf("\nDecoder-step weight sweep, large-v2 (32 layers x {qkv, 3 x (1280x1280), fc1, fc2}):\n");
+          header = true;
+        }
+        const Result* logits = find(gemv_name(format, m, "logits", kVocab, kD) + timing);
+        std::printf("  m=%lld %-7s%-6s %9.1f us  %6.0f GB/s   + logits: %9.1f us\n", static_cast<long long>(m), format,
+                    timing, kDecLayers * ms * 1e3, bytes / (ms * 1e-3) / 1e9,
+                    kDecLayers * ms * 1e3 + (logits ? logits->ms * 1e3 : NAN));
+      }
+    }
+  }
+}
+
 void print_projection() {
   std::printf("\nProjection for large-v2 (sums of the kernel times above; no graph, no overlap):\n");
   const double enc_layer = ms_of("enc qkv 1500x3840x1280 +bias") + ms_of("encoder attention flash b1 20x1500x1500x64") +
@@ -416,7 +611,9 @@ int main(int argc, char** argv) {
   bench_decoder_attention("dec cross-attn b32 1500 (32 windows)", 32, kFrames, true, false);
   bench_decoder_attention("dec cross-attn b32 1500 (one shared window)", 32, kFrames, true, true);
   bench_misc();
+  bench_gemvs(ctx);
   print_projection();
+  print_gemv_sweep();
 
   std::printf("\nJSON:\n");
   write_json(stdout, prop.name);

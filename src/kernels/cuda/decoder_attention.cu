@@ -11,9 +11,17 @@
 // When batch · n_head blocks cannot fill the GPU (batch 1: 20 blocks for 132 SMs), the keys are split over
 // several blocks that write partial states (flash decoding); the last block of a (head, sequence) to finish,
 // found with an atomic counter, merges them, so a step is still one launch.
+//
+// K and V may also come from a quantised cache (kv_quant.h): a lane then loads 8 one-byte codes (8 bytes)
+// instead of 8 halves and dequantises them in registers. Static per-head scales cost nothing in the loop:
+// the K scale is folded into the queries and the V scale into the final output. Per-token scales scale each
+// score and each softmax weight.
+#include <cuda_fp8.h>
+
 #include <algorithm>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/kv_quant.h"
 
 namespace wisp::kernels::cuda {
 
@@ -27,17 +35,80 @@ constexpr int kHeadDim = 64;
 constexpr int kThreads = 128;
 constexpr int kGroupLanes = 8;
 constexpr int kGroups = kThreads / kGroupLanes;
-constexpr int kKeysPerGroup = 4;                       // keys a group loads before using any
+constexpr int kKeysPerGroup = 4;                       // fp16 keys a group loads before using any
 constexpr int kKeysPerStep = kGroups * kKeysPerGroup;  // 64 keys per block step
+// One-byte codes: twice the keys per load round, so that a lane has as many bytes in flight as with fp16 (with
+// 4 keys the int8 cache ran at 2.8 TB/s against fp16's 4.1). Up to 4 queries: 8 would spill.
+template <KvType T, int MAXQ>
+constexpr int kKeysPerGroupOf = T != KvType::kF16&& MAXQ <= 4 ? 2 * kKeysPerGroup : kKeysPerGroup;
 constexpr int kMaxSplits = 64;
+
+// int8: 2^23 + (x + 128) has x + 128 as its low mantissa bits, so a byte permute and one subtraction make
+// each float (instead of the quarter-rate integer-to-float conversion).
+__device__ __forceinline__ void unpack8_i8(const uint2& u, float (&f)[8]) {
+  const uint32_t w[2] = {u.x ^ 0x80808080u, u.y ^ 0x80808080u};
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) f[4 * i + j] = __uint_as_float(__byte_perm(w[i], 0x4B000000u, 0x7540 + j)) - 8388736.0f;
+  }
+}
+
+// e4m3: two codes at a time to fp16 (exact: every e4m3 value is an fp16 value), then to fp32.
+__device__ __forceinline__ void unpack8_fp8(const uint2& u, float (&f)[8]) {
+  const uint32_t w[2] = {u.x, u.y};
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const auto pair = static_cast<__nv_fp8x2_storage_t>(w[i] >> (16 * j));
+      const float2 x = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3)));
+      f[4 * i + 2 * j] = x.x;
+      f[4 * i + 2 * j + 1] = x.y;
+    }
+  }
+}
+
+// How a lane loads its 8 elements of a K or V row (one `Raw`) and turns them into fp32, and where the scales
+// are: none, one per (head, K/V), or one per (sequence, row, head, K/V).
+enum class Scales { kNone, kPerHead, kPerToken };
+template <KvType T>
+struct KvElem;
+template <>
+struct KvElem<KvType::kF16> {
+  using Raw = uint4;
+  static constexpr Scales kScales = Scales::kNone;
+  __device__ static void unpack(const Raw& r, float (&f)[8]) { unpack8(r, f); }
+};
+template <>
+struct KvElem<KvType::kI8Static> {
+  using Raw = uint2;
+  static constexpr Scales kScales = Scales::kPerHead;
+  __device__ static void unpack(const Raw& r, float (&f)[8]) { unpack8_i8(r, f); }
+};
+template <>
+struct KvElem<KvType::kI8Dynamic> {
+  using Raw = uint2;
+  static constexpr Scales kScales = Scales::kPerToken;
+  __device__ static void unpack(const Raw& r, float (&f)[8]) { unpack8_i8(r, f); }
+};
+template <>
+struct KvElem<KvType::kFp8> {
+  using Raw = uint2;
+  static constexpr Scales kScales = Scales::kPerHead;
+  __device__ static void unpack(const Raw& r, float (&f)[8]) { unpack8_fp8(r, f); }
+};
 
 struct DecoderParams {
   const __half* q;
-  const __half* k;
-  const __half* v;
+  const char* k;  // elements of the K/V type; ld*, s* in elements
+  const char* v;
   __half* o;
   int64_t ldq, ldk, ldv, ldo;
   int64_t sq, sk, sv, so;
+  const float* k_scale;  // per head: [n_head]; per token: [batch, n_kv, scale_ld] at column h; else null
+  const float* v_scale;
+  int64_t scale_ld, scale_batch_stride;
   const int32_t* kv_len;
   int n_kv, n_q, causal;
   int splits, split_len;
@@ -47,8 +118,12 @@ struct DecoderParams {
   unsigned* counters;  // [batch, n_head] blocks done; zero between calls
 };
 
-template <int MAXQ>
+template <KvType T, int MAXQ>
 __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const DecoderParams p) {
+  using E = KvElem<T>;
+  using Raw = typename E::Raw;
+  constexpr int64_t kElemBytes = kv_element_bytes(T);
+  constexpr int kKeys = kKeysPerGroupOf<T, MAXQ>;
   __shared__ float s_m[kGroups][MAXQ];
   __shared__ float s_l[kGroups][MAXQ];
   __shared__ float s_acc[kGroups][MAXQ][kHeadDim];
@@ -59,8 +134,11 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
   const int k_begin = split * p.split_len;
   const int k_end = min(len, k_begin + p.split_len);
   const int64_t col = static_cast<int64_t>(h) * kHeadDim + sub * 8;
-  const __half* k = p.k + b * p.sk + col;
-  const __half* v = p.v + b * p.sv + col;
+  const char* k = p.k + (b * p.sk + col) * kElemBytes;
+  const char* v = p.v + (b * p.sv + col) * kElemBytes;
+  const int64_t scale0 = b * p.scale_batch_stride + h;  // per-token scales of key 0
+  const float q_mul = E::kScales == Scales::kPerHead ? p.scale_log2 * p.k_scale[h] : p.scale_log2;
+  const float o_mul = E::kScales == Scales::kPerHead ? p.v_scale[h] : 1.0f;
 
   // Queries, pre-scaled so that scores come out in log2 units.
   float qv[MAXQ][8];
@@ -69,7 +147,7 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
     if (qi < p.n_q) {
       unpack8(*reinterpret_cast<const uint4*>(p.q + b * p.sq + qi * p.ldq + col), qv[qi]);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) qv[qi][e] *= p.scale_log2;
+      for (int e = 0; e < 8; ++e) qv[qi][e] *= q_mul;
     } else {
 #pragma unroll
       for (int e = 0; e < 8; ++e) qv[qi][e] = 0.0f;
@@ -85,25 +163,31 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
   }
 
   // The loop bound is uniform over the block, so every lane reaches the shuffles.
-  for (int base = k_begin; base < k_end; base += kKeysPerStep) {
-    const int key0 = base + grp * kKeysPerGroup;
-    uint4 kr[kKeysPerGroup], vr[kKeysPerGroup];
+  for (int base = k_begin; base < k_end; base += kGroups * kKeys) {
+    const int key0 = base + grp * kKeys;
+    Raw kr[kKeys], vr[kKeys];
+    float ks[kKeys], vs[kKeys];  // per-token scales
 #pragma unroll
-    for (int u = 0; u < kKeysPerGroup; ++u) {
+    for (int u = 0; u < kKeys; ++u) {
       const int key = key0 + u;
       if (key < k_end) {
-        kr[u] = *reinterpret_cast<const uint4*>(k + static_cast<int64_t>(key) * p.ldk);
-        vr[u] = *reinterpret_cast<const uint4*>(v + static_cast<int64_t>(key) * p.ldv);
+        kr[u] = *reinterpret_cast<const Raw*>(k + static_cast<int64_t>(key) * p.ldk * kElemBytes);
+        vr[u] = *reinterpret_cast<const Raw*>(v + static_cast<int64_t>(key) * p.ldv * kElemBytes);
+        if constexpr (E::kScales == Scales::kPerToken) {
+          ks[u] = p.k_scale[scale0 + key * p.scale_ld];
+          vs[u] = p.v_scale[scale0 + key * p.scale_ld];
+        }
       } else {
-        kr[u] = make_uint4(0, 0, 0, 0);
-        vr[u] = make_uint4(0, 0, 0, 0);
+        kr[u] = Raw{};
+        vr[u] = Raw{};
+        if constexpr (E::kScales == Scales::kPerToken) ks[u] = vs[u] = 0.0f;
       }
     }
-    float sc[MAXQ][kKeysPerGroup];
+    float sc[MAXQ][kKeys];
 #pragma unroll
-    for (int u = 0; u < kKeysPerGroup; ++u) {
+    for (int u = 0; u < kKeys; ++u) {
       float kf[8];
-      unpack8(kr[u], kf);
+      E::unpack(kr[u], kf);
 #pragma unroll
       for (int qi = 0; qi < MAXQ; ++qi) {
         float d = 0.0f;
@@ -112,6 +196,7 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
         d += __shfl_xor_sync(0xffffffffu, d, 1);
         d += __shfl_xor_sync(0xffffffffu, d, 2);
         d += __shfl_xor_sync(0xffffffffu, d, 4);
+        if constexpr (E::kScales == Scales::kPerToken) d *= ks[u];
         const int key = key0 + u;
         const bool visible = key < k_end && (!p.causal || key <= len - p.n_q + qi);
         sc[qi][u] = visible ? d : -INFINITY;
@@ -122,20 +207,21 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
       if (qi >= p.n_q) break;
       float mx = m[qi];
 #pragma unroll
-      for (int u = 0; u < kKeysPerGroup; ++u) mx = fmaxf(mx, sc[qi][u]);
+      for (int u = 0; u < kKeys; ++u) mx = fmaxf(mx, sc[qi][u]);
       const float m_use = mx == -INFINITY ? 0.0f : mx;
       const float alpha = exp2f(m[qi] - m_use);
       l[qi] *= alpha;
 #pragma unroll
       for (int e = 0; e < 8; ++e) acc[qi][e] *= alpha;
 #pragma unroll
-      for (int u = 0; u < kKeysPerGroup; ++u) {
+      for (int u = 0; u < kKeys; ++u) {
         const float w = exp2f(sc[qi][u] - m_use);
+        const float wv = E::kScales == Scales::kPerToken ? w * vs[u] : w;
         float vf[8];
-        unpack8(vr[u], vf);
+        E::unpack(vr[u], vf);
         l[qi] += w;
 #pragma unroll
-        for (int e = 0; e < 8; ++e) acc[qi][e] = fmaf(w, vf[e], acc[qi][e]);
+        for (int e = 0; e < 8; ++e) acc[qi][e] = fmaf(wv, vf[e], acc[qi][e]);
       }
       m[qi] = mx;
     }
@@ -167,7 +253,7 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
       }
     }
     if (p.splits == 1) {
-      p.o[b * p.so + qi * p.ldo + h * kHeadDim + d] = __float2half_rn(sum > 0.0f ? out / sum : 0.0f);
+      p.o[b * p.so + qi * p.ldo + h * kHeadDim + d] = __float2half_rn(sum > 0.0f ? out * o_mul / sum : 0.0f);
     } else {
       const int64_t slot = ((static_cast<int64_t>(b) * n_head + h) * p.splits + split) * p.n_q + qi;
       p.part_o[slot * kHeadDim + d] = out;
@@ -202,7 +288,7 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
         out = fmaf(__ldcg(p.part_o + slot * kHeadDim + d), w, out);
       }
     }
-    p.o[b * p.so + qi * p.ldo + h * kHeadDim + d] = __float2half_rn(sum > 0.0f ? out / sum : 0.0f);
+    p.o[b * p.so + qi * p.ldo + h * kHeadDim + d] = __float2half_rn(sum > 0.0f ? out * o_mul / sum : 0.0f);
   }
   if (threadIdx.x == 0) *counter = 0;  // ready for the next call
 }
@@ -228,10 +314,90 @@ int sm_count() {
   return sms;
 }
 
-template <int MAXQ>
+template <KvType T, int MAXQ>
 void launch(const DecoderParams& p, int64_t batch, int64_t n_head, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(n_head), static_cast<unsigned>(batch), static_cast<unsigned>(p.splits));
-  decoder_attention_kernel<MAXQ><<<grid, kThreads, 0, stream>>>(p);
+  decoder_attention_kernel<T, MAXQ><<<grid, kThreads, 0, stream>>>(p);
+}
+
+template <KvType T>
+void launch(const DecoderParams& p, int64_t batch, int64_t n_head, cudaStream_t stream) {
+  if (p.n_q == 1) {
+    launch<T, 1>(p, batch, n_head, stream);
+  } else if (p.n_q == 2) {
+    launch<T, 2>(p, batch, n_head, stream);
+  } else if (p.n_q <= 4) {
+    launch<T, 4>(p, batch, n_head, stream);
+  } else {
+    launch<T, 8>(p, batch, n_head, stream);
+  }
+}
+
+// The checks and the split choice shared by both entry points; p holds the K/V pointers, strides and scales.
+Status run(KvType type, DecoderParams p, const __half* q, int64_t ldq, int64_t q_batch_stride, const int32_t* kv_len,
+           int64_t n_kv, __half* out, int64_t ldo, int64_t out_batch_stride, int64_t batch, int64_t n_q, int64_t n_head,
+           int64_t head_dim, bool causal, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (batch < 0 || n_q <= 0 || n_q > kDecoderMaxQueries || n_kv <= 0 || n_head <= 0) return Status::kInvalidArgument;
+  if (batch == 0) return Status::kOk;
+  if (head_dim != kHeadDim) return Status::kNotSupported;
+  if (n_kv > INT32_MAX || batch > 65535 || n_head > INT32_MAX) return Status::kInvalidArgument;
+  if (!q || !p.k || !p.v || !out) return Status::kInvalidArgument;
+  const int64_t width = n_head * head_dim;
+  if (ldq < width || p.ldk < width || p.ldv < width || ldo < width) return Status::kInvalidArgument;
+  for (int64_t s : {ldq, p.ldk, p.ldv, ldo, q_batch_stride, p.sk, p.sv, out_batch_stride}) {
+    if (s % 8 != 0 || s < 0) return Status::kInvalidArgument;
+  }
+  // Each lane loads 8 elements at once.
+  const auto aligned = [&](const void* ptr) {
+    return reinterpret_cast<uintptr_t>(ptr) % static_cast<uintptr_t>(8 * kv_element_bytes(type)) == 0;
+  };
+  if (!aligned16(q) || !aligned(p.k) || !aligned(p.v) || !aligned16(out)) return Status::kInvalidArgument;
+
+  // Enough blocks for about two per SM, never a split shorter than one block step.
+  int64_t splits = 1;
+  if (workspace) {
+    const int64_t base = batch * n_head;
+    splits = std::min<int64_t>((2 * sm_count() + base - 1) / base, max_splits(n_kv));
+    while (splits > 1 && partial_bytes(batch, n_q, n_head, splits) > workspace_bytes) --splits;
+  }
+  const int64_t step = kv_element_bytes(type) == 1 ? 2 * kKeysPerStep : kKeysPerStep;  // the longest block step
+  int64_t split_len = (n_kv + splits - 1) / splits;
+  split_len = (split_len + step - 1) / step * step;
+  splits = (n_kv + split_len - 1) / split_len;
+
+  p.q = q;
+  p.o = out;
+  p.ldq = ldq;
+  p.ldo = ldo;
+  p.sq = q_batch_stride;
+  p.so = out_batch_stride;
+  p.kv_len = kv_len;
+  p.n_kv = static_cast<int>(n_kv);
+  p.n_q = static_cast<int>(n_q);
+  p.causal = causal ? 1 : 0;
+  p.splits = static_cast<int>(splits);
+  p.split_len = static_cast<int>(split_len);
+  p.scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(head_dim));
+  p.counters = static_cast<unsigned*>(workspace);
+  p.part_o =
+      splits > 1 ? reinterpret_cast<float*>(static_cast<char*>(workspace) + counter_bytes(batch, n_head)) : nullptr;
+  p.part_ml = splits > 1 ? p.part_o + batch * n_head * splits * n_q * kHeadDim : nullptr;
+
+  switch (type) {
+    case KvType::kF16:
+      launch<KvType::kF16>(p, batch, n_head, stream);
+      break;
+    case KvType::kI8Static:
+      launch<KvType::kI8Static>(p, batch, n_head, stream);
+      break;
+    case KvType::kI8Dynamic:
+      launch<KvType::kI8Dynamic>(p, batch, n_head, stream);
+      break;
+    case KvType::kFp8:
+      launch<KvType::kFp8>(p, batch, n_head, stream);
+      break;
+  }
+  return launch_status();
 }
 
 }  // namespace
@@ -251,64 +417,45 @@ Status decoder_attention(const __half* q, int64_t ldq, int64_t q_batch_stride, c
                          const int32_t* kv_len, int64_t n_kv, __half* out, int64_t ldo, int64_t out_batch_stride,
                          int64_t batch, int64_t n_q, int64_t n_head, int64_t head_dim, bool causal, void* workspace,
                          size_t workspace_bytes, cudaStream_t stream) {
-  if (batch < 0 || n_q <= 0 || n_q > kDecoderMaxQueries || n_kv <= 0 || n_head <= 0) return Status::kInvalidArgument;
-  if (batch == 0) return Status::kOk;
-  if (head_dim != kHeadDim) return Status::kNotSupported;
-  if (n_kv > INT32_MAX || batch > 65535 || n_head > INT32_MAX) return Status::kInvalidArgument;
-  if (!q || !k || !v || !out) return Status::kInvalidArgument;
-  const int64_t width = n_head * head_dim;
-  if (ldq < width || ldk < width || ldv < width || ldo < width) return Status::kInvalidArgument;
-  for (int64_t s : {ldq, ldk, ldv, ldo, q_batch_stride, k_batch_stride, v_batch_stride, out_batch_stride}) {
-    if (s % 8 != 0 || s < 0) return Status::kInvalidArgument;
-  }
-  if (!aligned16(q) || !aligned16(k) || !aligned16(v) || !aligned16(out)) return Status::kInvalidArgument;
-
-  // Enough blocks for about two per SM, never a split shorter than one block step.
-  int64_t splits = 1;
-  if (workspace) {
-    const int64_t base = batch * n_head;
-    splits = std::min<int64_t>((2 * sm_count() + base - 1) / base, max_splits(n_kv));
-    while (splits > 1 && partial_bytes(batch, n_q, n_head, splits) > workspace_bytes) --splits;
-  }
-  int64_t split_len = (n_kv + splits - 1) / splits;
-  split_len = (split_len + kKeysPerStep - 1) / kKeysPerStep * kKeysPerStep;
-  splits = (n_kv + split_len - 1) / split_len;
-
-  DecoderParams p;
-  p.q = q;
-  p.k = k;
-  p.v = v;
-  p.o = out;
-  p.ldq = ldq;
+  DecoderParams p{};
+  p.k = reinterpret_cast<const char*>(k);
+  p.v = reinterpret_cast<const char*>(v);
   p.ldk = ldk;
   p.ldv = ldv;
-  p.ldo = ldo;
-  p.sq = q_batch_stride;
   p.sk = k_batch_stride;
   p.sv = v_batch_stride;
-  p.so = out_batch_stride;
-  p.kv_len = kv_len;
-  p.n_kv = static_cast<int>(n_kv);
-  p.n_q = static_cast<int>(n_q);
-  p.causal = causal ? 1 : 0;
-  p.splits = static_cast<int>(splits);
-  p.split_len = static_cast<int>(split_len);
-  p.scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(head_dim));
-  p.counters = static_cast<unsigned*>(workspace);
-  p.part_o =
-      splits > 1 ? reinterpret_cast<float*>(static_cast<char*>(workspace) + counter_bytes(batch, n_head)) : nullptr;
-  p.part_ml = splits > 1 ? p.part_o + batch * n_head * splits * n_q * kHeadDim : nullptr;
+  return run(KvType::kF16, p, q, ldq, q_batch_stride, kv_len, n_kv, out, ldo, out_batch_stride, batch, n_q, n_head,
+             head_dim, causal, workspace, workspace_bytes, stream);
+}
 
-  if (n_q == 1) {
-    launch<1>(p, batch, n_head, stream);
-  } else if (n_q == 2) {
-    launch<2>(p, batch, n_head, stream);
-  } else if (n_q <= 4) {
-    launch<4>(p, batch, n_head, stream);
-  } else {
-    launch<8>(p, batch, n_head, stream);
+Status decoder_attention_quantized(const __half* q, int64_t ldq, int64_t q_batch_stride, const KvView& kv,
+                                   const int32_t* kv_len, int64_t n_kv, __half* out, int64_t ldo,
+                                   int64_t out_batch_stride, int64_t batch, int64_t n_q, int64_t n_head,
+                                   int64_t head_dim, bool causal, void* workspace, size_t workspace_bytes,
+                                   cudaStream_t stream) {
+  if (n_head <= 0 || n_head > INT32_MAX) return Status::kInvalidArgument;
+  const int64_t d = n_head * head_dim;
+  if (kv.ld < 2 * d) return Status::kInvalidArgument;
+  DecoderParams p{};
+  if (kv.data) {
+    p.k = static_cast<const char*>(kv.data);
+    p.v = p.k + d * kv_element_bytes(kv.type);
   }
-  return launch_status();
+  p.ldk = p.ldv = kv.ld;
+  p.sk = p.sv = kv.batch_stride;
+  if (kv.type == KvType::kI8Static || kv.type == KvType::kFp8) {
+    if (!kv.scales) return Status::kInvalidArgument;
+    p.k_scale = kv.scales;
+    p.v_scale = kv.scales + n_head;
+  } else if (kv.type == KvType::kI8Dynamic) {
+    if (!kv.scales || kv.scale_ld < 2 * n_head || kv.scale_batch_stride < 0) return Status::kInvalidArgument;
+    p.k_scale = kv.scales;
+    p.v_scale = kv.scales + n_head;
+    p.scale_ld = kv.scale_ld;
+    p.scale_batch_stride = kv.scale_batch_stride;
+  }
+  return run(kv.type, p, q, ldq, q_batch_stride, kv_len, n_kv, out, ldo, out_batch_stride, batch, n_q, n_head, head_dim,
+             causal, workspace, workspace_bytes, stream);
 }
 
 }  // namespace wisp::kernels::cuda

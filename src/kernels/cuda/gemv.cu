@@ -1,0 +1,820 @@
+// Small-batch mixed-precision GEMV (gemv.h): every weight byte is read once, for all m ≤ 8 rows.
+//
+// Two kernels; the host picks per shape (dispatch()). At layer sizes (a few MB) the time is mostly a fixed
+// cost, and a plain CUDA-core kernel has the smallest; where the FMAs of many rows would bound it (m ≥ 3 on
+// wide layers) and on the logits, a tensor-core kernel wins.
+//
+// ---- CUDA-core kernel (simt_gemv_kernel) ----
+//
+// One launch, no clusters, no atomics, no shared-memory staging before the first load. A "team" of L
+// threads (a power of two, 4..256, chosen per shape on the host) owns J adjacent weight rows; its threads
+// take the rows' 16-byte vectors (8 fp16, 16 int8 or 32 int4 columns) in turn, v = t, t + L, ..., with U
+// vectors of each of the J rows loaded before any is used (J·U loads in flight per thread). The host picks
+// the smallest L that fills every SM with resident threads in one wave. Weights are converted to exact fp32
+// values (fp16 directly; int8 and int4 through float/half exponent tricks), the activations of all M rows
+// are read through L1 (the same few KB for every thread) and converted once per 8 columns for the J rows:
+// the J·M fp32 accumulators take exact products q·x. int4 sums each 32-column vector (inside one scale
+// group) into its own partials and scales them once; int8 scales once per row at the end. The team reduces
+// with shuffles and, beyond a warp, through shared memory, in a fixed order (deterministic).
+//
+// ---- Tensor-core kernel (mma_gemv_kernel) ----
+//
+// The products run on the tensor cores with the operands swapped: mma.sync m16n8k16 takes 16 weight rows as
+// A and the (up to) 8 activation rows as B, so one instruction serves all rows (rows ≥ m are zeros).
+//
+// Loads. Lane (g, t) of a warp (g = lane / 4, t = lane % 4) owns weight rows g and g + 8 of its 16-row tile.
+// Per "chunk" of k, each lane loads one vector from each of its rows: 16 bytes of fp16 (8 columns) or int8
+// (16 columns), 8 bytes of int4 (16 columns), so the four lanes of a quad read one contiguous run of a row.
+// A sum over k does not care about the order of its terms, so each lane feeds the mma with its own columns
+// in whatever order its registers hold them, and the activations it multiplies them with (from shared
+// memory) are the same columns in the same order. No shuffles: fp16 words go straight into the A fragment,
+// int8 and int4 are turned into exact fp16 integers with the 0x6400 (1024.0) exponent trick. For int4 that
+// trick yields the nibble pairs (0, 4), (1, 5), (2, 6), (3, 7) of each 32-bit word, so the activations of
+// an int4 GEMV are stored in that order in shared memory. The int4 quad reads 8 bytes a lane (64 columns a
+// chunk) so that a chunk never straddles a scale group (64 or 128): each chunk is multiplied into its own
+// fp32 tile and scaled once, so q·x is exact before the fp32 sum. int8 scales once per row at the end.
+//
+// Work split. A block of 4 warps owns 1, 2 or 4 row tiles (the warps of a tile split the block's k range),
+// and a thread-block cluster of 1..8 blocks (sm_90) splits k further. The partial tiles meet in shared
+// memory; rank 0 of the cluster reads the others' through distributed shared memory, adds them in a fixed
+// order (no atomics, deterministic) and runs the epilogue. The host picks the split that gives at least
+// ~3 blocks per SM with the fewest activation copies (more tiles per block), so that a 1280-row matrix
+// still keeps every SM's loads in flight.
+#include <cooperative_groups.h>
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/gemv.h"
+
+namespace wisp::kernels::cuda {
+
+using detail::aligned16;
+using detail::gelu_erf;
+using detail::grid_for;
+using detail::launch_status;
+using detail::pack8;
+using detail::unpack8;
+
+namespace {
+
+struct GemvParams {
+  const __half* x;
+  const void* w;
+  const float* scales;
+  const __half* bias;
+  const __half* residual;  // may alias y
+  __half* y;
+  float* y32;
+  int m, n, k;
+  int group_shift;  // kI4: log2(group / 64)
+  bool gelu;
+  // Tensor-core kernel.
+  int row_tiles;        // 16-row tiles per block (1, 2 or 4); the other warps split k
+  int chunks_per_rank;  // chunks of k per block of a cluster
+  // CUDA-core kernel.
+  int vecs;   // 16-byte vectors per weight row
+  int lanes;  // L: threads per team
+};
+
+// Streaming loads: read once, so kept out of L1; the L2 fetches whole 256-byte runs of the row.
+__device__ __forceinline__ void ld_stream(uint4& r, const void* p) {
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+}
+__device__ __forceinline__ void ld_stream(uint2& r, const void* p) {
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0, %1}, [%2];\n" : "=r"(r.x), "=r"(r.y) : "l"(p));
+}
+
+__device__ __forceinline__ uint32_t h2_sub(uint32_t a, uint32_t b) {
+  const __half2 r = __hsub2(*reinterpret_cast<const __half2*>(&a), *reinterpret_cast<const __half2*>(&b));
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
+__device__ __forceinline__ uint32_t h2_fma(uint32_t a, uint32_t b, uint32_t c) {
+  const __half2 r = __hfma2(*reinterpret_cast<const __half2*>(&a), *reinterpret_cast<const __half2*>(&b),
+                            *reinterpret_cast<const __half2*>(&c));
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
+
+// 8 int4 → 4 half2 holding columns (0, 4), (1, 5), (2, 6), (3, 7), exact: nibble u under 0x6400 is 1024 + u
+// (1024 + 16u for the high nibble of a byte, rescaled by 1/16), minus 1024 + 8.
+__device__ __forceinline__ void i4_to_h2(uint32_t w, uint32_t (&p)[4]) {
+  constexpr uint32_t kMagic = 0x64006400u, k1032 = 0x64086408u, kSixteenth = 0x2c002c00u, kMinus72 = 0xd480d480u;
+#pragma unroll
+  for (int s = 0; s < 2; ++s) {
+    const uint32_t v = w >> (8 * s);
+    p[2 * s] = h2_sub((v & 0x000f000fu) | kMagic, k1032);
+    p[2 * s + 1] = h2_fma((v & 0x00f000f0u) | kMagic, kSixteenth, kMinus72);
+  }
+}
+
+// ---- tensor-core kernel --------------------------------------------------------------------------------
+
+constexpr int kWarps = 4;
+constexpr int kMmaThreads = kWarps * 32;
+constexpr int kMaxCluster = 8;
+// Halves of padding per shared activation row: the rows start 16 bytes apart in the banks, so the 8 rows a
+// warp reads at one column fall on distinct banks.
+constexpr int kPad = 8;
+
+// Per weight type: what a lane loads per row and chunk (Raw, kElems columns), and how many chunks it keeps
+// in flight (kUnroll: 128 bytes per row and lane for every type).
+template <WeightType T>
+struct Format;
+template <>
+struct Format<WeightType::kF16> {
+  using Raw = uint4;
+  static constexpr int kElems = 8, kUnroll = 4;
+};
+template <>
+struct Format<WeightType::kI8> {
+  using Raw = uint4;
+  static constexpr int kElems = 16, kUnroll = 4;
+};
+template <>
+struct Format<WeightType::kI4> {
+  using Raw = uint2;
+  static constexpr int kElems = 16, kUnroll = 8;
+};
+template <WeightType T>
+constexpr int kChunk = 4 * Format<T>::kElems;  // columns a quad covers per load
+
+// Byte offset of column e in a weight row.
+template <WeightType T>
+__host__ __device__ constexpr int64_t col_bytes(int64_t e) {
+  return T == WeightType::kF16 ? 2 * e : T == WeightType::kI8 ? e : e / 2;
+}
+
+// d += a · b for one m16n8k16 tile: a 16×16 (row), b 16×8 (col), d 16×8 fp32.
+__device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                          uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 4 int8 → 2 half2 (columns (0, 1), (2, 3)), exact: with the sign bit flipped a byte is q + 128, and
+// 0x64 above it makes the half 1024 + q + 128.
+__device__ __forceinline__ void i8_to_h2(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  constexpr uint32_t k1152 = 0x64806480u;
+  const uint32_t u = w ^ 0x80808080u;
+  lo = h2_sub(__byte_perm(u, 0x64646464u, 0x4140), k1152);
+  hi = h2_sub(__byte_perm(u, 0x64646464u, 0x4342), k1152);
+}
+
+// One chunk of one lane: rows a (g) and b (g + 8) against the activation columns xs (row g of the shared
+// activations, or zeros when g ≥ m). sa, sb: the rows' int4 group scales.
+template <WeightType T>
+__device__ __forceinline__ void mma_chunk(float (&acc)[4], const typename Format<T>::Raw& a,
+                                          const typename Format<T>::Raw& b, const uint4* xs, bool has_x, float sa,
+                                          float sb) {
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  if constexpr (T == WeightType::kF16) {
+    const uint4 x = has_x ? xs[0] : zero;
+    mma_16816(acc, a.x, b.x, a.y, b.y, x.x, x.y);
+    mma_16816(acc, a.z, b.z, a.w, b.w, x.z, x.w);
+  } else if constexpr (T == WeightType::kI8) {
+    const uint4 x0 = has_x ? xs[0] : zero, x1 = has_x ? xs[1] : zero;
+    const uint32_t wa[4] = {a.x, a.y, a.z, a.w}, wb[4] = {b.x, b.y, b.z, b.w};
+    const uint32_t xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      uint32_t alo, ahi, blo, bhi;
+      i8_to_h2(wa[i], alo, ahi);
+      i8_to_h2(wb[i], blo, bhi);
+      mma_16816(acc, alo, blo, ahi, bhi, xw[2 * i], xw[2 * i + 1]);
+    }
+  } else {
+    const uint32_t wa[2] = {a.x, a.y}, wb[2] = {b.x, b.y};
+    float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const uint4 x = has_x ? xs[i] : zero;
+      uint32_t pa[4], pb[4];
+      i4_to_h2(wa[i], pa);
+      i4_to_h2(wb[i], pb);
+      mma_16816(part, pa[0], pb[0], pa[1], pb[1], x.x, x.y);
+      mma_16816(part, pa[2], pb[2], pa[3], pb[3], x.z, x.w);
+    }
+    acc[0] = fmaf(sa, part[0], acc[0]);
+    acc[1] = fmaf(sa, part[1], acc[1]);
+    acc[2] = fmaf(sb, part[2], acc[2]);
+    acc[3] = fmaf(sb, part[3], acc[3]);
+  }
+}
+
+// 8 activations (0..7) → the order of the int4 half2 pairs: 0, 4, 1, 5, 2, 6, 3, 7.
+__device__ __forceinline__ uint4 interleave_i4(const uint4& v) {
+  return make_uint4(__byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632), __byte_perm(v.y, v.w, 0x5410),
+                    __byte_perm(v.y, v.w, 0x7632));
+}
+
+template <WeightType T, bool kF32Out>
+__global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  using Raw = typename Format<T>::Raw;
+  constexpr int kElems = Format<T>::kElems, kUnroll = Format<T>::kUnroll, kC = kChunk<T>;
+  extern __shared__ __align__(16) unsigned char smem[];
+
+#if __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int ranks = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
+#else
+  constexpr int ranks = 1, rank = 0;
+#endif
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane >> 2, t = lane & 3;
+  const int splits = kWarps / p.row_tiles;
+  const int tile = warp % p.row_tiles, ksub = warp / p.row_tiles;
+  const int j0 = (static_cast<int>(blockIdx.x) / ranks * p.row_tiles + tile) * 16;
+
+  // This block's chunks [cb0, cb1), and this warp's share [c0, c1).
+  const int n_chunks = (p.k + kC - 1) / kC;
+  const int cb0 = min(n_chunks, rank * p.chunks_per_rank), cb1 = min(n_chunks, cb0 + p.chunks_per_rank);
+  const int per_warp = (cb1 - cb0 + splits - 1) / splits;
+  const int c0 = min(cb1, cb0 + ksub * per_warp), c1 = min(cb1, c0 + per_warp);
+
+  // Rows past n read row n − 1 (valid memory); their results are dropped.
+  const int64_t row_bytes = col_bytes<T>(p.k);
+  const int ja = min(j0 + g, p.n - 1), jb = min(j0 + g + 8, p.n - 1);
+  const char* wa = static_cast<const char*>(p.w) + ja * row_bytes;
+  const char* wb = static_cast<const char*>(p.w) + jb * row_bytes;
+  const int n_groups = p.k >> (p.group_shift + 6);
+
+  Raw ra[kUnroll], rb[kUnroll];
+  float sa[kUnroll], sb[kUnroll];
+  auto load = [&](int c) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int e = (c + u) * kC + t * kElems;
+      if (c + u < c1 && e < p.k) {
+        ld_stream(ra[u], wa + col_bytes<T>(e));
+        ld_stream(rb[u], wb + col_bytes<T>(e));
+      } else {
+        ra[u] = rb[u] = Raw{};
+      }
+      if constexpr (T == WeightType::kI4) {
+        const int grp = min(c + u, n_chunks - 1) >> p.group_shift;
+        sa[u] = __ldg(p.scales + static_cast<int64_t>(ja) * n_groups + grp);
+        sb[u] = __ldg(p.scales + static_cast<int64_t>(jb) * n_groups + grp);
+      } else {
+        sa[u] = sb[u] = 1.0f;
+      }
+    }
+  };
+  // The first weights are requested before the activations are staged, so both latencies overlap.
+  if (c0 < c1) load(c0);
+
+  // Activations [m, k range of this block] → shared memory (zeros past k), in the order the lanes use.
+  const int width = p.chunks_per_rank * kC, stride = width + kPad;
+  auto* xs = reinterpret_cast<__half*>(smem);
+  auto* partial = reinterpret_cast<float4*>(smem + sizeof(__half) * p.m * stride);
+  const int64_t k_base = static_cast<int64_t>(cb0) * kC;
+  for (int i = threadIdx.x; i < p.m * (width / 8); i += kMmaThreads) {
+    const int r = i / (width / 8), v = i % (width / 8);
+    const int64_t e = k_base + 8 * v;
+    uint4 val = make_uint4(0, 0, 0, 0);
+    if (e < p.k) val = *reinterpret_cast<const uint4*>(p.x + static_cast<int64_t>(r) * p.k + e);
+    if constexpr (T == WeightType::kI4) val = interleave_i4(val);
+    *reinterpret_cast<uint4*>(xs + r * stride + 8 * v) = val;
+  }
+  __syncthreads();
+
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  const bool has_x = g < p.m;  // rows ≥ m multiply zeros (the pointer stays inside the array)
+  const __half* x_lane = xs + min(g, p.m - 1) * stride + t * kElems;
+  for (int c = c0; c < c1; c += kUnroll) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (c + u < c1) {
+        const auto* xv = reinterpret_cast<const uint4*>(x_lane + (c + u - cb0) * kC);
+        mma_chunk<T>(acc, ra[u], rb[u], xv, has_x, sa[u], sb[u]);
+      }
+    }
+    if (c + kUnroll < c1) load(c + kUnroll);
+  }
+
+  // Partial tiles: the k-split warps of this block, then the blocks of the cluster, in a fixed order.
+  partial[threadIdx.x] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+#if __CUDA_ARCH__ >= 900
+  if (ranks > 1) {
+    cluster.sync();
+  } else {
+    __syncthreads();
+  }
+#else
+  __syncthreads();
+#endif
+  if (rank == 0 && ksub == 0) {
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int r = 0; r < ranks; ++r) {
+#if __CUDA_ARCH__ >= 900
+      const float4* src = r == 0 ? partial : cluster.map_shared_rank(partial, r);
+#else
+      const float4* src = partial;
+#endif
+      for (int q = 0; q < splits; ++q) {
+        const float4 v = src[(q * p.row_tiles + tile) * 32 + lane];
+        s[0] += v.x;
+        s[1] += v.y;
+        s[2] += v.z;
+        s[3] += v.w;
+      }
+    }
+    // s: (row g, x row 2t), (row g, 2t + 1), (row g + 8, 2t), (row g + 8, 2t + 1).
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int j = j0 + g + 8 * h;
+      if (j >= p.n) continue;
+      const float scale = T == WeightType::kI8 ? __ldg(p.scales + j) : 1.0f;
+      const float bias = !kF32Out && p.bias ? __half2float(p.bias[j]) : 0.0f;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int r = 2 * t + e;
+        if (r >= p.m) continue;
+        const int64_t o = static_cast<int64_t>(r) * p.n + j;
+        float v = s[2 * h + e] * scale;
+        if constexpr (kF32Out) {
+          p.y32[o] = v;
+        } else {
+          v += bias;
+          if (p.gelu) v = gelu_erf(v);
+          if (p.residual) v += __half2float(p.residual[o]);
+          p.y[o] = __float2half_rn(v);
+        }
+      }
+    }
+  }
+#if __CUDA_ARCH__ >= 900
+  if (ranks > 1) cluster.sync();  // this block's partials must outlive rank 0's reads
+#endif
+#endif
+}
+
+struct DeviceInfo {
+  int major = 0, sms = 0, smem_optin = 0;
+};
+
+bool device_info(DeviceInfo& info) {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&info.major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&info.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return true;
+}
+
+// Opt in to the device's whole shared memory per block, once per device and kernel.
+template <WeightType T, bool kF32Out>
+bool prepare_kernel(const DeviceInfo& info) {
+  static std::atomic<uint64_t> done{0};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  const uint64_t bit = uint64_t{1} << (dev & 63);
+  if (done.load(std::memory_order_acquire) & bit) return true;
+  if (cudaFuncSetAttribute(mma_gemv_kernel<T, kF32Out>, cudaFuncAttributeMaxDynamicSharedMemorySize, info.smem_optin) !=
+      cudaSuccess) {
+    return false;
+  }
+  done.fetch_or(bit, std::memory_order_acq_rel);
+  return true;
+}
+
+struct Plan {
+  int row_tiles = 0, cluster = 0, chunks_per_rank = 0;
+  int64_t blocks = 0;
+  size_t smem = 0;
+};
+
+// The split: at least ~3 blocks per SM (so every SM keeps enough loads in flight), preferring more row tiles
+// per block (fewer copies of the activations) and then smaller clusters; every k-split warp keeps ≥ 2
+// chunks. Otherwise the split with the most blocks. row_tiles == 0: nothing fits in shared memory.
+Plan make_plan(int64_t m, int64_t n, int64_t k, int chunk, const DeviceInfo& info) {
+  const int64_t n_chunks = (k + chunk - 1) / chunk, target = 3 * static_cast<int64_t>(info.sms);
+  const int max_cluster = info.major >= 9 ? kMaxCluster : 1;
+  Plan best;
+  for (int tiles : {4, 2, 1}) {
+    for (int cluster = 1; cluster <= max_cluster; cluster *= 2) {
+      const int64_t per_rank = (n_chunks + cluster - 1) / cluster;
+      if (cluster > 1 && per_rank < 2 * (kWarps / tiles)) break;
+      const size_t smem =
+          sizeof(__half) * static_cast<size_t>(m * (per_rank * chunk + kPad)) + sizeof(float4) * kMmaThreads;
+      if (smem > static_cast<size_t>(info.smem_optin)) continue;
+      const int64_t blocks = (n + 16 * tiles - 1) / (16 * tiles) * cluster;
+      if (blocks > best.blocks) best = Plan{tiles, cluster, static_cast<int>(per_rank), blocks, smem};
+      if (blocks >= target) return best;
+    }
+  }
+  return best;
+}
+
+template <WeightType T, bool kF32Out>
+Status launch_mma(GemvParams p, cudaStream_t stream) {
+  DeviceInfo info;
+  if (!device_info(info)) return Status::kCudaError;
+  if (info.major < 8) return Status::kNotSupported;
+  const Plan plan = make_plan(p.m, p.n, p.k, kChunk<T>, info);
+  if (plan.row_tiles == 0) return Status::kNotSupported;
+  if (!prepare_kernel<T, kF32Out>(info)) {
+    cudaGetLastError();
+    return Status::kCudaError;
+  }
+  p.row_tiles = plan.row_tiles;
+  p.chunks_per_rank = plan.chunks_per_rank;
+
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(plan.blocks));
+  config.blockDim = dim3(kMmaThreads);
+  config.dynamicSmemBytes = plan.smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = static_cast<unsigned>(plan.cluster);
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = plan.cluster > 1 ? 1 : 0;
+  if (cudaLaunchKernelEx(&config, mma_gemv_kernel<T, kF32Out>, p) != cudaSuccess) {
+    cudaGetLastError();
+    return Status::kCudaError;
+  }
+  return launch_status();
+}
+
+// ---- CUDA-core kernel --------------------------------------------------------------------------------
+
+constexpr int kSimtThreads = 256;
+constexpr int kMinLanes = 4, kMaxLanes = kSimtThreads;
+
+// Columns per 16-byte weight vector.
+template <WeightType T>
+constexpr int kElems = T == WeightType::kF16  ? 8
+                       : T == WeightType::kI8 ? 16
+                                              : 32;
+
+// Rows per thread (J): each activation vector loaded and converted serves J rows, which keeps L1 and the
+// conversions off the critical path (at J = 4, 8 FMAs per 4-byte activation read). The quantised types keep
+// J = 2 within 128 registers (two blocks per SM) without spilling: their conversions, and int4's per-vector
+// partial sums, take more registers.
+template <WeightType T, int M>
+constexpr int kRowsPerThread = M >= 4 && T == WeightType::kF16 ? 4 : 2;
+// Vectors per row in flight (U): 8 loads (128 bytes) per thread; 4 for the quantised types beyond M = 2, whose
+// 16 bytes hold 16 or 32 columns of work (registers again).
+template <WeightType T, int M>
+constexpr int kUnroll = (T != WeightType::kF16 && M > 2 ? 4 : 8) / kRowsPerThread<T, M>;
+// Resident blocks per SM the registers are capped for (the most that fit without spilling): 1024 threads at
+// M = 1, 768 at M = 2, 512 beyond and for int4 (its partial sums).
+template <WeightType T, int M>
+constexpr int kSimtMinBlocks = T == WeightType::kI4 || M > 2 ? 2
+                               : M == 1                      ? 4
+                                                             : 3;
+// The kernel runs for m ≤ kSimtMaxRows (dispatch()).
+constexpr int kSimtMaxRows = 5;
+
+// Columns 8c .. 8c + 7 of a weight vector as exact fp32 values (the unscaled codes for int8 and int4).
+template <WeightType T>
+__device__ __forceinline__ void weights8(const uint4& raw, int c, float (&f)[8]) {
+  const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+  if constexpr (T == WeightType::kF16) {
+    unpack8(raw, f);
+  } else if constexpr (T == WeightType::kI8) {
+    // With the sign bit flipped a byte is q + 128; under the exponent of 2^23 it is the float 2^23 + q + 128.
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t u = words[2 * c + h] ^ 0x80808080u;
+#pragma unroll
+      for (int b = 0; b < 4; ++b) f[4 * h + b] = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7540 + b)) - 8388736.0f;
+    }
+  } else {
+    uint32_t pairs[4];
+    i4_to_h2(words[c], pairs);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 q = __half22float2(*reinterpret_cast<const __half2*>(&pairs[i]));
+      f[i] = q.x;
+      f[i + 4] = q.y;
+    }
+  }
+}
+
+// sum[j][r] += Σ over one vector's columns of W[j]·x[r]; x points at row 0, the vector's first column.
+template <WeightType T, int M, int J>
+__device__ __forceinline__ void dot_vector(const uint4 (&raw)[J], const __half* x, int k, float (&sum)[J][M]) {
+#pragma unroll
+  for (int c = 0; c < kElems<T> / 8; ++c) {
+    float w[J][8];
+#pragma unroll
+    for (int j = 0; j < J; ++j) weights8<T>(raw[j], c, w[j]);
+#pragma unroll
+    for (int r = 0; r < M; ++r) {
+      float xf[8];
+      unpack8(__ldg(reinterpret_cast<const uint4*>(x + r * k + 8 * c)), xf);
+#pragma unroll
+      for (int j = 0; j < J; ++j) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) sum[j][r] = fmaf(w[j][e], xf[e], sum[j][r]);
+      }
+    }
+  }
+}
+
+template <WeightType T, int M, bool kF32Out>
+__global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_kernel(const GemvParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  constexpr int J = kRowsPerThread<T, M>, U = kUnroll<T, M>, kE = kElems<T>;
+  // Team totals, one J·M slot per shuffle segment (≥ kMinLanes threads).
+  __shared__ float partial[kSimtThreads / kMinLanes * J * M];
+
+  const int lanes = p.lanes, t = threadIdx.x & (lanes - 1), team = threadIdx.x / lanes;
+  const int j0 = (static_cast<int>(blockIdx.x) * (kSimtThreads / lanes) + team) * J;
+  const int vec_shift = p.group_shift + 1;  // kI4: vectors per scale group, log2
+  const int n_groups = p.vecs >> vec_shift;
+  // Rows past n read row n − 1 (valid memory); their results are dropped.
+  const char* wrow[J];
+  const float* srow[J];
+#pragma unroll
+  for (int j = 0; j < J; ++j) {
+    const int row = min(j0 + j, p.n - 1);
+    wrow[j] = static_cast<const char*>(p.w) + static_cast<int64_t>(row) * p.vecs * 16;
+    srow[j] = p.scales + static_cast<int64_t>(row) * n_groups;
+  }
+
+  // The epilogue operands of this thread's first output (e = t below), requested before the weights arrive so
+  // that their latency overlaps; y may alias the residual, but each output is read and written by one thread.
+  const int jt = min(j0 + t / M, p.n - 1), rt = t % M;
+  const bool early = t < J * M;
+  float scale_t = 1.0f, bias_t = 0.0f, residual_t = 0.0f;
+  if (early) {
+    if constexpr (T == WeightType::kI8) scale_t = __ldg(p.scales + jt);
+    if (!kF32Out && p.bias) bias_t = __half2float(p.bias[jt]);
+    if (!kF32Out && p.residual) residual_t = __half2float(p.residual[static_cast<int64_t>(rt) * p.n + jt]);
+  }
+
+  float acc[J][M] = {};
+  for (int v0 = t; v0 < p.vecs; v0 += lanes * U) {
+    uint4 raw[U][J];
+    float scale[U][J];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int v = v0 + u * lanes;
+      if (v < p.vecs) {
+#pragma unroll
+        for (int j = 0; j < J; ++j) {
+          ld_stream(raw[u][j], wrow[j] + 16 * static_cast<int64_t>(v));
+          if constexpr (T == WeightType::kI4) scale[u][j] = __ldg(srow[j] + (v >> vec_shift));
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int v = v0 + u * lanes;
+      if (v >= p.vecs) continue;
+      const __half* x = p.x + static_cast<int64_t>(v) * kE;
+      if constexpr (T == WeightType::kI4) {
+        float part[J][M] = {};
+        dot_vector<T, M, J>(raw[u], x, p.k, part);
+#pragma unroll
+        for (int j = 0; j < J; ++j) {
+#pragma unroll
+          for (int r = 0; r < M; ++r) acc[j][r] = fmaf(scale[u][j], part[j][r], acc[j][r]);
+        }
+      } else {
+        dot_vector<T, M, J>(raw[u], x, p.k, acc);
+      }
+    }
+  }
+
+  // Team sum: shuffles within a segment of ≤ 32 threads, then the segments' totals through shared memory.
+  const int seg = min(lanes, 32);
+  for (int o = seg / 2; o > 0; o >>= 1) {
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+#pragma unroll
+      for (int r = 0; r < M; ++r) acc[j][r] += __shfl_xor_sync(0xffffffffu, acc[j][r], o);
+    }
+  }
+  const int s = threadIdx.x / seg, sl = threadIdx.x & (seg - 1);
+#pragma unroll
+  for (int j = 0; j < J; ++j) {
+#pragma unroll
+    for (int r = 0; r < M; ++r) {
+      if (((j * M + r) & (seg - 1)) == sl) partial[s * J * M + j * M + r] = acc[j][r];
+    }
+  }
+  __syncthreads();
+  const int parts = lanes / seg;
+  for (int e = t; e < J * M; e += lanes) {
+    float v = 0.0f;
+    for (int q = 0; q < parts; ++q) v += partial[(team * parts + q) * J * M + e];
+    const int j = j0 + e / M, r = e % M;
+    if (j >= p.n) continue;
+    const bool first = e == t;
+    const int64_t o = static_cast<int64_t>(r) * p.n + j;
+    if constexpr (T == WeightType::kI8) v *= first ? scale_t : __ldg(p.scales + j);
+    if constexpr (kF32Out) {
+      p.y32[o] = v;
+    } else {
+      if (p.bias) v += first ? bias_t : __half2float(p.bias[j]);
+      if (p.gelu) v = gelu_erf(v);
+      if (p.residual) v += first ? residual_t : __half2float(p.residual[o]);
+      p.y[o] = __float2half_rn(v);
+    }
+  }
+#endif
+}
+
+// The team size: the smallest L that fills every SM with as many threads as can be resident (a single wave
+// at full memory-level parallelism), no wider than a row has vectors.
+template <WeightType T, int M, bool kF32Out>
+Status launch_simt(GemvParams p, int sms, cudaStream_t stream) {
+  constexpr int J = kRowsPerThread<T, M>;
+  const int64_t teams = (p.n + J - 1) / J, target = int64_t{kSimtMinBlocks<T, M>} * kSimtThreads * sms;
+  int lanes = kMinLanes;
+  while (lanes < kMaxLanes && lanes < p.vecs && teams * lanes < target) lanes *= 2;
+  p.lanes = lanes;
+  const int64_t rows_per_block = static_cast<int64_t>(kSimtThreads / lanes) * J;
+  const auto blocks = static_cast<unsigned>((p.n + rows_per_block - 1) / rows_per_block);
+  simt_gemv_kernel<T, M, kF32Out><<<blocks, kSimtThreads, 0, stream>>>(p);
+  return launch_status();
+}
+
+template <WeightType T, bool kF32Out>
+Status launch_rows(const GemvParams& p, int sms, cudaStream_t stream) {
+  switch (p.m) {
+    case 1:
+      return launch_simt<T, 1, kF32Out>(p, sms, stream);
+    case 2:
+      return launch_simt<T, 2, kF32Out>(p, sms, stream);
+    case 3:
+      return launch_simt<T, 3, kF32Out>(p, sms, stream);
+    case 4:
+      return launch_simt<T, 4, kF32Out>(p, sms, stream);
+    case 5:
+      return launch_simt<T, 5, kF32Out>(p, sms, stream);
+  }
+  static_assert(kSimtMaxRows == 5);
+  return Status::kInvalidArgument;
+}
+
+// Host-side checks of a weight view; kOk, kInvalidArgument or kNotSupported.
+Status check_weight(const WeightView& w, int64_t n, int64_t k) {
+  if (n <= 0 || k <= 0 || n >= INT_MAX / 2 || k >= INT_MAX / 2 || !w.data || !aligned16(w.data)) {
+    return Status::kInvalidArgument;
+  }
+  switch (w.type) {
+    case WeightType::kF16:
+      return k % 8 == 0 ? Status::kOk : Status::kNotSupported;
+    case WeightType::kI8:
+      if (!w.scales) return Status::kInvalidArgument;
+      return k % 16 == 0 ? Status::kOk : Status::kNotSupported;
+    case WeightType::kI4:
+      if (!w.scales || w.group <= 0 || k % w.group != 0) return Status::kInvalidArgument;
+      return w.group == 64 || w.group == 128 ? Status::kOk : Status::kNotSupported;
+  }
+  return Status::kInvalidArgument;
+}
+
+// The kernel per shape, from CUDA-graph timings on an H200 (bench/kernels/cuda_kernels_bench.cpp, large-v2
+// shapes): the CUDA-core kernel is faster at m ≤ 2 on every layer shape, and on the narrow layers (n ≤ 2048:
+// attention out, fc2) up to m = 5; the tensor-core kernel wherever the FMAs of more rows bound the CUDA
+// cores, and on the logits (n = 51865), whose long streams it reads at ~3.8 TB/s.
+template <bool kF32Out>
+Status dispatch(const GemvParams& p, WeightType type, cudaStream_t stream) {
+  const bool simt = p.m <= 2 ? p.n < 16384 : p.m <= kSimtMaxRows && p.n <= 2048;
+  if (!simt) {
+    switch (type) {
+      case WeightType::kF16:
+        return launch_mma<WeightType::kF16, kF32Out>(p, stream);
+      case WeightType::kI8:
+        return launch_mma<WeightType::kI8, kF32Out>(p, stream);
+      case WeightType::kI4:
+        return launch_mma<WeightType::kI4, kF32Out>(p, stream);
+    }
+    return Status::kInvalidArgument;
+  }
+  DeviceInfo info;
+  if (!device_info(info)) return Status::kCudaError;
+  if (info.major < 8) return Status::kNotSupported;  // kept as documented in gemv.h (and the L2::256B hint)
+  switch (type) {
+    case WeightType::kF16:
+      return launch_rows<WeightType::kF16, kF32Out>(p, info.sms, stream);
+    case WeightType::kI8:
+      return launch_rows<WeightType::kI8, kF32Out>(p, info.sms, stream);
+    case WeightType::kI4:
+      return launch_rows<WeightType::kI4, kF32Out>(p, info.sms, stream);
+  }
+  return Status::kInvalidArgument;
+}
+
+Status make_params(const __half* x, const WeightView& w, int64_t m, int64_t n, int64_t k, GemvParams& p) {
+  if (m < 1 || m > kGemvMaxRows || !x || !aligned16(x)) return Status::kInvalidArgument;
+  const Status s = check_weight(w, n, k);
+  if (s != Status::kOk) return s;
+  p = GemvParams{};
+  p.x = x;
+  p.w = w.data;
+  p.scales = w.scales;
+  p.m = static_cast<int>(m);
+  p.n = static_cast<int>(n);
+  p.k = static_cast<int>(k);
+  p.vecs = static_cast<int>(w.type == WeightType::kF16 ? k / 8 : w.type == WeightType::kI8 ? k / 16 : k / 32);
+  p.group_shift = w.type == WeightType::kI4 && w.group == 128 ? 1 : 0;
+  return Status::kOk;
+}
+
+// ---- dequantisation -------------------------------------------------------------------------------------
+
+// out[j, 8i .. 8i + 7] for i over the row's 8-column blocks (k % 16 == 0 for int8, % 64 for int4).
+template <WeightType T>
+__global__ void dequantize_kernel(const void* __restrict__ data, const float* __restrict__ scales,
+                                  __half* __restrict__ out, int64_t k, int64_t n_vec, int group) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n_vec; i += step) {
+    const int64_t e = 8 * i, j = e / k, col = e - j * k;
+    float f[8];
+    if constexpr (T == WeightType::kI8) {
+      const uint2 q = reinterpret_cast<const uint2*>(data)[i];
+      const float s = scales[j];
+#pragma unroll
+      for (int b = 0; b < 8; ++b) {
+        const auto v = static_cast<int8_t>(((b < 4 ? q.x : q.y) >> (8 * (b & 3))) & 0xffu);
+        f[b] = __fmul_rn(static_cast<float>(v), s);
+      }
+    } else {
+      const uint32_t q = reinterpret_cast<const uint32_t*>(data)[i];
+      const float s = scales[j * (k / group) + col / group];
+#pragma unroll
+      for (int b = 0; b < 8; ++b) f[b] = __fmul_rn(static_cast<float>(static_cast<int>((q >> (4 * b)) & 0xfu) - 8), s);
+    }
+    reinterpret_cast<uint4*>(out)[i] = pack8(f);
+  }
+}
+
+}  // namespace
+
+int64_t weight_bytes(WeightType type, int64_t n, int64_t k, int group) {
+  switch (type) {
+    case WeightType::kF16:
+      return 2 * n * k;
+    case WeightType::kI8:
+      return n * k + 4 * n;
+    case WeightType::kI4:
+      return n * k / 2 + (group > 0 ? 4 * n * (k / group) : 0);
+  }
+  return 0;
+}
+
+Status gemv(const __half* x, const WeightView& w, const __half* bias, const __half* residual, __half* y, int64_t m,
+            int64_t n, int64_t k, bool gelu, cudaStream_t stream) {
+  GemvParams p;
+  const Status s = make_params(x, w, m, n, k, p);
+  if (s != Status::kOk) return s;
+  if (!y || y == x) return Status::kInvalidArgument;
+  p.bias = bias;
+  p.residual = residual;
+  p.y = y;
+  p.gelu = gelu;
+  return dispatch<false>(p, w.type, stream);
+}
+
+Status gemv_f32_out(const __half* x, const WeightView& w, float* y, int64_t m, int64_t n, int64_t k,
+                    cudaStream_t stream) {
+  GemvParams p;
+  const Status s = make_params(x, w, m, n, k, p);
+  if (s != Status::kOk) return s;
+  if (!y) return Status::kInvalidArgument;
+  p.y32 = y;
+  return dispatch<true>(p, w.type, stream);
+}
+
+Status dequantize_weight(const WeightView& w, __half* out, int64_t n, int64_t k, cudaStream_t stream) {
+  const Status s = check_weight(w, n, k);
+  if (s != Status::kOk) return s;
+  if (!out || !aligned16(out)) return Status::kInvalidArgument;
+  const int64_t n_vec = n * k / 8;
+  const unsigned blocks = grid_for(n_vec, 256);
+  switch (w.type) {
+    case WeightType::kF16:
+      return cudaMemcpyAsync(out, w.data, sizeof(__half) * n * k, cudaMemcpyDeviceToDevice, stream) == cudaSuccess
+                 ? Status::kOk
+                 : Status::kCudaError;
+    case WeightType::kI8:
+      dequantize_kernel<WeightType::kI8><<<blocks, 256, 0, stream>>>(w.data, w.scales, out, k, n_vec, 0);
+      break;
+    case WeightType::kI4:
+      dequantize_kernel<WeightType::kI4><<<blocks, 256, 0, stream>>>(w.data, w.scales, out, k, n_vec, w.group);
+      break;
+  }
+  return launch_status();
+}
+
+}  // namespace wisp::kernels::cuda

@@ -1,0 +1,56 @@
+// Small-batch linear layers for the decoder step: y = x·Wᵀ for m ≤ kGemvMaxRows activation rows, with the
+// weight in fp16, int8 (per output channel) or int4 (grouped along k). Every weight byte is read once for
+// all m rows, so the time is the weight's size over the memory bandwidth; cuBLASLt reaches only a fraction
+// of it at these shapes (docs/cuda.md). For more rows, dequantise into a scratch buffer and use linear().
+//
+// Weight layouts (shared with the engine file and the CPU kernels), W[j, i] for output j < n, input i < k:
+//   kF16: data __half [n, k];                          W[j, i] = data[j, i]
+//   kI8:  data int8_t [n, k], scales float [n];        W[j, i] = data[j, i] · scales[j]
+//   kI4:  data uint8_t [n, k/2], scales float [n, k/group], group 64 or 128 (k % group == 0);
+//         byte (j, i/2) holds column 2·(i/2) in its low nibble and column 2·(i/2)+1 in its high nibble;
+//         a nibble u ∈ [0, 15] stands for u − 8:       W[j, i] = (u − 8) · scales[j, i/group]
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace wisp::kernels::cuda {
+
+enum class WeightType : int { kF16, kI8, kI4 };
+
+// One linear layer's weight on the device (layouts above). data must be 16-byte aligned.
+struct WeightView {
+  WeightType type = WeightType::kF16;
+  const void* data = nullptr;     // kF16: __half [n, k]; kI8: int8_t [n, k]; kI4: uint8_t [n, k/2]
+  const float* scales = nullptr;  // kI8: [n]; kI4: [n, k/group]; unused for kF16
+  int group = 0;                  // kI4: 64 or 128
+};
+
+inline constexpr int64_t kGemvMaxRows = 8;
+
+// Bytes of a weight of this type, data and scales (what one GEMV streams).
+int64_t weight_bytes(WeightType type, int64_t n, int64_t k, int group);
+
+// y[r, j] = act(Σ_i x[r, i]·W[j, i] + bias[j]) + residual[r, j] for r < m ≤ kGemvMaxRows, j < n; act is the
+// erf GELU when `gelu`, else the identity. Accumulation and the epilogue are fp32, with one rounding to fp16
+// at the end. bias and residual may be null; y may alias residual (the in-place residual add x += W·h), not x.
+// x must be 16-byte aligned. k must be a multiple of 8 (kF16) or 16 (kI8); for kI4 a multiple of the group.
+// kNotSupported below sm_80 (the products run on the tensor cores).
+Status gemv(const __half* x /* [m, k] */, const WeightView& w, const __half* bias /* [n] or null */,
+            const __half* residual /* [m, n] or null */, __half* y /* [m, n] */, int64_t m, int64_t n, int64_t k,
+            bool gelu, cudaStream_t stream);
+
+// y[r, j] = Σ_i x[r, i]·W[j, i] in fp32 (the logits: x [m, d] · token_embedding [n_vocab, d]ᵀ). Same
+// requirements as gemv().
+Status gemv_f32_out(const __half* x /* [m, k] */, const WeightView& w, float* y /* [m, n] */, int64_t m, int64_t n,
+                    int64_t k, cudaStream_t stream);
+
+// out[j, i] = half(float(q[j, i]) · scale): the fp32 product rounded to fp16 (for many rows: dequantise into a
+// scratch buffer, then linear()). A kF16 weight is copied. out must be 16-byte aligned.
+Status dequantize_weight(const WeightView& w, __half* out /* [n, k] */, int64_t n, int64_t k, cudaStream_t stream);
+
+}  // namespace wisp::kernels::cuda

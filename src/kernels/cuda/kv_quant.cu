@@ -1,0 +1,218 @@
+// Writing quantised KV caches (kv_quant.h) and the calibration maxima. The attention that reads them is in
+// decoder_attention.cu.
+//
+// Quantisation: a group of 8 lanes owns one (row, K/V, head): each lane loads 16 bytes (8 halves) of the
+// head's 64 values, the group reduces the absolute maximum with 3 shuffles when the scale is per token, and
+// each lane stores its 8 codes (8 bytes, or 16 for kF16).
+#include <cuda_fp8.h>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/kv_quant.h"
+
+namespace wisp::kernels::cuda {
+
+using detail::aligned16;
+using detail::launch_status;
+using detail::unpack8;
+
+namespace {
+
+constexpr int kHeadDim = 64;
+constexpr int kLanes = 8;  // lanes per (row, K/V, head)
+constexpr int kThreads = 256;
+
+// x · (1 / scale) instead of x / scale: a multiply per element instead of a division sequence (the division
+// made the int8 quantisation run at 1.8 TB/s against 3.8 for a plain copy).
+__device__ __forceinline__ float inverse(float scale) { return scale > 0.0f ? 1.0f / scale : 0.0f; }
+
+template <KvType T>
+__device__ __forceinline__ void store8(char* dst, const float (&x)[8], float scale) {
+  if constexpr (T == KvType::kF16) {
+    *reinterpret_cast<uint4*>(dst) = detail::pack8(x);
+  } else if constexpr (T == KvType::kFp8) {
+    const float inv = inverse(scale);
+    uint32_t w[2] = {0, 0};
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      w[e / 4] |= uint32_t(__nv_cvt_float_to_fp8(x[e] * inv, __NV_SATFINITE, __NV_E4M3)) << (8 * (e % 4));
+    }
+    *reinterpret_cast<uint2*>(dst) = make_uint2(w[0], w[1]);
+  } else {
+    const float inv = inverse(scale);
+    uint32_t w[2] = {0, 0};
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const float code = fminf(fmaxf(rintf(x[e] * inv), -127.0f), 127.0f);
+      w[e / 4] |= (uint32_t(int32_t(code)) & 0xFFu) << (8 * (e % 4));
+    }
+    *reinterpret_cast<uint2*>(dst) = make_uint2(w[0], w[1]);
+  }
+}
+
+struct QuantizeParams {
+  const __half* src;
+  int64_t lds, src_batch_stride;
+  int64_t rows;        // source rows per sequence
+  const int32_t* row;  // append: cache row of each sequence (rows == 1); null: source row r → cache row r
+  int64_t n_rows;      // cache rows, for the append's bounds check
+  char* cache;         // elements of the type
+  int64_t ldc, cache_batch_stride;
+  float* scales;  // per head: [2·n_head]; per token: [batch, n_rows, scale_ld]
+  int64_t scale_ld, scale_batch_stride;
+  int64_t n_head;
+  int64_t units;  // batch · rows · 2 · n_head
+};
+
+// Thread t: unit t / 8 = ((b · rows + r) · 2 + kv) · n_head + h, lane t % 8 holds head dims [8·lane, 8·lane + 8).
+// The total thread count and the grid stride are multiples of 8, so a group's lanes always iterate together.
+template <KvType T>
+__global__ void __launch_bounds__(kThreads) kv_quantize_kernel(const QuantizeParams p) {
+  const int lane = threadIdx.x % kLanes;
+  const unsigned group_mask = 0xFFu << (threadIdx.x % detail::kWarp / kLanes * kLanes);
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x / kLanes;
+  for (int64_t unit = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kLanes; unit < p.units;
+       unit += stride) {
+    const int64_t h = unit % p.n_head, kv = unit / p.n_head % 2, seq_row = unit / (2 * p.n_head);
+    const int64_t b = seq_row / p.rows, r = seq_row % p.rows;
+    const int64_t dst_row = p.row ? p.row[b] : r;
+    if (dst_row < 0 || dst_row >= p.n_rows) continue;  // the same for the whole group
+    const int64_t col = (kv * p.n_head + h) * kHeadDim + lane * 8;
+    float x[8];
+    unpack8(*reinterpret_cast<const uint4*>(p.src + b * p.src_batch_stride + r * p.lds + col), x);
+    float scale = 1.0f;
+    if constexpr (T == KvType::kI8Static || T == KvType::kFp8) {
+      scale = p.scales[kv * p.n_head + h];
+    } else if constexpr (T == KvType::kI8Dynamic) {
+      float amax = 0.0f;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(x[e]));
+#pragma unroll
+      for (int o = 1; o < kLanes; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(group_mask, amax, o));
+      scale = amax / 127.0f;
+      if (lane == 0) {
+        p.scales[b * p.scale_batch_stride + dst_row * p.scale_ld + kv * p.n_head + h] = scale;
+      }
+    }
+    store8<T>(p.cache + (b * p.cache_batch_stride + dst_row * p.ldc + col) * kv_element_bytes(T), x, scale);
+  }
+}
+
+// One block per (K/V head, row range, sequence): groups of 8 lanes read whole 128-byte head rows.
+__global__ void __launch_bounds__(kThreads) kv_absmax_kernel(const __half* src, int64_t ld, int64_t batch_stride,
+                                                             const int32_t* len, int64_t rows, float* amax) {
+  __shared__ float red[detail::kWarp];
+  const int64_t b = blockIdx.z, end = len ? min(max(int64_t(len[b]), int64_t(0)), rows) : rows;
+  const int64_t col = static_cast<int64_t>(blockIdx.x) * kHeadDim + threadIdx.x % kLanes * 8;
+  constexpr int kRowsPerPass = kThreads / kLanes;
+  float m = 0.0f;
+  for (int64_t r = static_cast<int64_t>(blockIdx.y) * kRowsPerPass + threadIdx.x / kLanes; r < end;
+       r += static_cast<int64_t>(gridDim.y) * kRowsPerPass) {
+    float x[8];
+    unpack8(*reinterpret_cast<const uint4*>(src + b * batch_stride + r * ld + col), x);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) m = fmaxf(m, fabsf(x[e]));
+  }
+  m = detail::block_max(m, red);
+  // Non-negative floats order like their bit patterns as integers.
+  if (threadIdx.x == 0) atomicMax(reinterpret_cast<int*>(amax + blockIdx.x), __float_as_int(m));
+}
+
+// Checks shared by kv_quantize and kv_append_quantized.
+Status check_cache(const KvView& c, int64_t n_head, int64_t head_dim) {
+  if (head_dim != kHeadDim) return Status::kNotSupported;
+  if (!c.data || c.ld < 2 * n_head * head_dim || c.ld % 8 != 0 || c.batch_stride % 8 != 0 || c.batch_stride < 0) {
+    return Status::kInvalidArgument;
+  }
+  if (reinterpret_cast<uintptr_t>(c.data) % static_cast<uintptr_t>(8 * kv_element_bytes(c.type)) != 0) {
+    return Status::kInvalidArgument;
+  }
+  if (c.type != KvType::kF16 && !c.scales) return Status::kInvalidArgument;
+  if (c.type == KvType::kI8Dynamic && (c.scale_ld < 2 * n_head || c.scale_batch_stride < 0)) {
+    return Status::kInvalidArgument;
+  }
+  return Status::kOk;
+}
+
+Status launch_quantize(const KvView& c, QuantizeParams p, cudaStream_t stream) {
+  p.cache = static_cast<char*>(c.data);
+  p.ldc = c.ld;
+  p.cache_batch_stride = c.batch_stride;
+  p.scales = c.scales;
+  p.scale_ld = c.scale_ld;
+  p.scale_batch_stride = c.scale_batch_stride;
+  const unsigned grid = detail::grid_for(p.units * kLanes, kThreads);
+  switch (c.type) {
+    case KvType::kF16:
+      kv_quantize_kernel<KvType::kF16><<<grid, kThreads, 0, stream>>>(p);
+      break;
+    case KvType::kI8Static:
+      kv_quantize_kernel<KvType::kI8Static><<<grid, kThreads, 0, stream>>>(p);
+      break;
+    case KvType::kI8Dynamic:
+      kv_quantize_kernel<KvType::kI8Dynamic><<<grid, kThreads, 0, stream>>>(p);
+      break;
+    case KvType::kFp8:
+      kv_quantize_kernel<KvType::kFp8><<<grid, kThreads, 0, stream>>>(p);
+      break;
+  }
+  return launch_status();
+}
+
+}  // namespace
+
+Status kv_quantize(const __half* src, int64_t lds, int64_t src_batch_stride, const KvView& cache, int64_t rows,
+                   int64_t batch, int64_t n_head, int64_t head_dim, cudaStream_t stream) {
+  if (batch < 0 || rows < 0 || n_head <= 0 || n_head > INT32_MAX) return Status::kInvalidArgument;
+  if (batch == 0 || rows == 0) return Status::kOk;
+  if (const Status s = check_cache(cache, n_head, head_dim); s != Status::kOk) return s;
+  if (!src || !aligned16(src) || lds < 2 * n_head * head_dim || lds % 8 != 0 || src_batch_stride % 8 != 0 ||
+      src_batch_stride < 0) {
+    return Status::kInvalidArgument;
+  }
+  QuantizeParams p{};
+  p.src = src;
+  p.lds = lds;
+  p.src_batch_stride = src_batch_stride;
+  p.rows = rows;
+  p.n_rows = rows;
+  p.n_head = n_head;
+  p.units = batch * rows * 2 * n_head;
+  return launch_quantize(cache, p, stream);
+}
+
+Status kv_append_quantized(const __half* src, int64_t lds, const KvView& cache, const int32_t* row, int64_t n_rows,
+                           int64_t batch, int64_t n_head, int64_t head_dim, cudaStream_t stream) {
+  if (batch < 0 || n_rows <= 0 || n_head <= 0 || n_head > INT32_MAX) return Status::kInvalidArgument;
+  if (batch == 0) return Status::kOk;
+  if (const Status s = check_cache(cache, n_head, head_dim); s != Status::kOk) return s;
+  if (!src || !row || !aligned16(src) || lds < 2 * n_head * head_dim || lds % 8 != 0) return Status::kInvalidArgument;
+  QuantizeParams p{};
+  p.src = src;
+  p.lds = 0;
+  p.src_batch_stride = lds;
+  p.rows = 1;
+  p.row = row;
+  p.n_rows = n_rows;
+  p.n_head = n_head;
+  p.units = batch * 2 * n_head;
+  return launch_quantize(cache, p, stream);
+}
+
+Status kv_absmax(const __half* src, int64_t ld, int64_t src_batch_stride, const int32_t* len, int64_t rows,
+                 int64_t batch, int64_t n_head, int64_t head_dim, float* amax, cudaStream_t stream) {
+  if (batch < 0 || rows < 0 || n_head <= 0 || batch > 65535 || 2 * n_head > INT32_MAX) return Status::kInvalidArgument;
+  if (batch == 0 || rows == 0) return Status::kOk;
+  if (head_dim != kHeadDim) return Status::kNotSupported;
+  if (!src || !amax || !aligned16(src) || ld < 2 * n_head * head_dim || ld % 8 != 0 || src_batch_stride % 8 != 0 ||
+      src_batch_stride < 0) {
+    return Status::kInvalidArgument;
+  }
+  constexpr int64_t kRowsPerBlock = 8 * (kThreads / kLanes);  // 8 rows per group
+  const dim3 grid(static_cast<unsigned>(2 * n_head),
+                  static_cast<unsigned>(std::min<int64_t>((rows + kRowsPerBlock - 1) / kRowsPerBlock, 65535)),
+                  static_cast<unsigned>(batch));
+  kv_absmax_kernel<<<grid, kThreads, 0, stream>>>(src, ld, src_batch_stride, len, rows, amax);
+  return launch_status();
+}
+
+}  // namespace wisp::kernels::cuda

@@ -1,0 +1,435 @@
+// The small-batch GEMV (src/kernels/cuda/gemv.h) over fp16, int8 and int4 weights, against references on
+// the host, at Whisper decoder sizes (d 384..1280: QKV, projections, fc1, fc2, logits) and odd sizes (769 and
+// 51865 rows, k with a partial last chunk, fewer rows than one tile).
+//
+// Tolerance, as in cuda_kernels_test.cpp: for each case
+//   ref   — fp64 over the exact inputs and the exactly dequantised weights q·scale,
+//   naive — what the large-batch path computes: the weights dequantised to fp16 (dequantize_weight),
+//           fp32 accumulation, the epilogue in fp32 and one rounding to fp16,
+// and max|gpu − ref| ≤ 2 · max|naive − ref| + half an fp16 ulp of the largest reference value (2^-20 of it
+// for fp32 outputs). Outputs are poisoned with NaN first. dequantize_weight must match bit for bit.
+//
+// Without a CUDA device every test but the argument checks skips with "no CUDA device".
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "kernels/cuda/gemv.h"
+
+namespace {
+
+namespace cuda = wisp::kernels::cuda;
+using cuda::WeightType;
+using wisp::core::float_to_half;
+using wisp::core::half_to_float;
+
+float r16(float x) { return half_to_float(float_to_half(x)); }
+
+template <class T>
+class Dev {
+ public:
+  explicit Dev(size_t n) : n_(n) {
+    if (n_ > 0 && cudaMalloc(reinterpret_cast<void**>(&p_), n_ * sizeof(T)) != cudaSuccess) {
+      ADD_FAILURE() << "cudaMalloc of " << n_ * sizeof(T) << " bytes failed";
+      p_ = nullptr;
+    }
+  }
+  ~Dev() {
+    if (p_) cudaFree(p_);
+  }
+  Dev(const Dev&) = delete;
+  Dev& operator=(const Dev&) = delete;
+  T* get() const { return p_; }
+  void poison() {
+    if (p_) cudaMemset(p_, 0xff, n_ * sizeof(T));  // NaN in fp16 and fp32
+  }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_;
+};
+
+template <class T>
+std::unique_ptr<Dev<T>> upload(const std::vector<T>& v) {
+  auto d = std::make_unique<Dev<T>>(v.size());
+  if (!v.empty()) cudaMemcpy(d->get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
+  return d;
+}
+// fp16 values held as floats on the host (each exactly representable).
+std::unique_ptr<Dev<__half>> upload_half(const std::vector<float>& v) {
+  std::vector<uint16_t> bits(v.size());
+  for (size_t i = 0; i < v.size(); ++i) bits[i] = float_to_half(v[i]);
+  auto d = std::make_unique<Dev<__half>>(v.size());
+  if (!v.empty()) cudaMemcpy(d->get(), bits.data(), bits.size() * 2, cudaMemcpyHostToDevice);
+  return d;
+}
+std::vector<uint16_t> download_bits(const __half* p, size_t n) {
+  std::vector<uint16_t> bits(n);
+  EXPECT_EQ(cudaMemcpy(bits.data(), p, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  return bits;
+}
+std::vector<float> download_half(const __half* p, size_t n) {
+  const auto bits = download_bits(p, n);
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = half_to_float(bits[i]);
+  return v;
+}
+std::vector<float> download_float(const float* p, size_t n) {
+  std::vector<float> v(n);
+  EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  return v;
+}
+
+void sync_ok() {
+  const cudaError_t e = cudaDeviceSynchronize();
+  ASSERT_EQ(e, cudaSuccess) << cudaGetErrorString(e);
+}
+
+double gelu_d(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
+float gelu_f(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
+
+struct ErrorCheck {
+  std::string what;
+  bool f32 = false;
+  double err_gpu = 0.0, err_naive = 0.0, ref_max = 0.0;
+  size_t count = 0, not_finite = 0;
+
+  ErrorCheck(std::string w, bool f) : what(std::move(w)), f32(f) {}
+  void add(double ref, double gpu, double naive) {
+    ++count;
+    if (!std::isfinite(gpu)) ++not_finite;
+    err_gpu = std::max(err_gpu, std::fabs(gpu - ref));
+    err_naive = std::max(err_naive, std::fabs(naive - ref));
+    ref_max = std::max(ref_max, std::fabs(ref));
+  }
+  void expect() const {
+    const double bound = 2.0 * err_naive + std::ldexp(ref_max, f32 ? -20 : -11) + 1e-30;
+    std::printf("  %-62s n=%-8zu |ref|max=%-9.3g gpu=%-9.3g naive=%-9.3g bound=%.3g\n", what.c_str(), count, ref_max,
+                err_gpu, err_naive, bound);
+    EXPECT_GT(count, 0u) << what;
+    EXPECT_EQ(not_finite, 0u) << what << ": non-finite outputs (unwritten)";
+    EXPECT_LE(err_gpu, bound) << what << ": gpu error " << err_gpu << ", naive error " << err_naive;
+  }
+};
+
+// A random weight of one type, with its exact (fp64) and fp16-rounded dequantisations on the host.
+struct HostWeight {
+  WeightType type;
+  int64_t n, k;
+  int group;
+  std::vector<float> f16;     // kF16: the values
+  std::vector<uint8_t> q;     // kI8: int8 bytes [n, k]; kI4: packed [n, k/2]
+  std::vector<float> scales;  // kI8: [n]; kI4: [n, k/group]
+  std::unique_ptr<Dev<uint8_t>> dq;
+  std::unique_ptr<Dev<__half>> dh;
+  std::unique_ptr<Dev<float>> ds;
+
+  HostWeight(WeightType t, int64_t n_, int64_t k_, int g, std::mt19937& gen) : type(t), n(n_), k(k_), group(g) {
+    const float a = std::sqrt(3.0f / static_cast<float>(k));
+    std::uniform_real_distribution<float> unit(0.5f, 1.5f);
+    if (type == WeightType::kF16) {
+      std::uniform_real_distribution<float> d(-a, a);
+      f16.resize(static_cast<size_t>(n * k));
+      for (auto& v : f16) v = r16(d(gen));
+      return;
+    }
+    std::uniform_int_distribution<int> byte(type == WeightType::kI8 ? 1 : 0, 255);  // int8: −127..127
+    q.resize(static_cast<size_t>(type == WeightType::kI8 ? n * k : n * k / 2));
+    for (auto& b : q) b = static_cast<uint8_t>(byte(gen));
+    scales.resize(static_cast<size_t>(type == WeightType::kI8 ? n : n * (k / group)));
+    const float qmax = type == WeightType::kI8 ? 127.0f : 8.0f;
+    for (auto& s : scales) s = unit(gen) * a / qmax;
+  }
+  int quant(int64_t j, int64_t i) const {
+    if (type == WeightType::kI8) return static_cast<int8_t>(q[static_cast<size_t>(j * k + i)]);
+    const uint8_t b = q[static_cast<size_t>(j * (k / 2) + i / 2)];
+    return ((i % 2 == 0) ? (b & 0xf) : (b >> 4)) - 8;
+  }
+  float scale(int64_t j, int64_t i) const {
+    return type == WeightType::kI8 ? scales[static_cast<size_t>(j)]
+                                   : scales[static_cast<size_t>(j * (k / group) + i / group)];
+  }
+  // Exact W[j, i] (q·scale in fp64) and the fp16 value dequantize_weight gives (fp32 product, then fp16).
+  double exact(int64_t j, int64_t i) const {
+    if (type == WeightType::kF16) return f16[static_cast<size_t>(j * k + i)];
+    return static_cast<double>(quant(j, i)) * scale(j, i);
+  }
+  float rounded(int64_t j, int64_t i) const {
+    if (type == WeightType::kF16) return f16[static_cast<size_t>(j * k + i)];
+    return r16(static_cast<float>(quant(j, i)) * scale(j, i));
+  }
+  cuda::WeightView view() {
+    cuda::WeightView w;
+    w.type = type;
+    w.group = group;
+    if (type == WeightType::kF16) {
+      if (!dh) dh = upload_half(f16);
+      w.data = dh->get();
+    } else {
+      if (!dq) dq = upload(q);
+      if (!ds) ds = upload(scales);
+      w.data = dq->get();
+      w.scales = ds->get();
+    }
+    return w;
+  }
+};
+
+const char* type_name(WeightType t, int group) {
+  if (t == WeightType::kF16) return "f16";
+  if (t == WeightType::kI8) return "i8";
+  return group == 64 ? "i4g64" : "i4g128";
+}
+
+struct Case {
+  WeightType type;
+  int group;
+  int64_t m, n, k;
+  bool bias = false, gelu = false, residual = false, in_place = false, f32_out = false;
+};
+
+// The output columns compared: all of them up to 8192, else a random sample with both ends and the last tile.
+std::vector<int64_t> columns(int64_t n, std::mt19937& gen) {
+  std::vector<int64_t> cols;
+  if (n <= 8192) {
+    for (int64_t j = 0; j < n; ++j) cols.push_back(j);
+    return cols;
+  }
+  for (int64_t j = 0; j < 32; ++j) cols.push_back(j);
+  for (int64_t j = n - 40; j < n; ++j) cols.push_back(j);
+  std::uniform_int_distribution<int64_t> d(32, n - 41);
+  for (int i = 0; i < 2048; ++i) cols.push_back(d(gen));
+  std::sort(cols.begin(), cols.end());
+  cols.erase(std::unique(cols.begin(), cols.end()), cols.end());
+  return cols;
+}
+
+void run_case(const Case& c, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> unif(-1.0f, 1.0f);
+  auto halfs = [&](int64_t count, float scale) {
+    std::vector<float> v(static_cast<size_t>(count));
+    for (auto& x : v) x = r16(scale * unif(gen));
+    return v;
+  };
+  HostWeight w(c.type, c.n, c.k, c.group, gen);
+  const auto x = halfs(c.m * c.k, 1.0f);
+  const auto bias = c.bias ? halfs(c.n, 0.5f) : std::vector<float>();
+  const auto res = c.residual ? halfs(c.m * c.n, 1.0f) : std::vector<float>();
+
+  auto dx = upload_half(x);
+  auto db = upload_half(bias);
+  auto dr = upload_half(res);
+  Dev<__half> dy(static_cast<size_t>(c.m * c.n));
+  Dev<float> dy32(c.f32_out ? static_cast<size_t>(c.m * c.n) : 0);
+  const cuda::WeightView view = w.view();
+  std::vector<float> got;
+  if (c.f32_out) {
+    dy32.poison();
+    EXPECT_EQ(cuda::gemv_f32_out(dx->get(), view, dy32.get(), c.m, c.n, c.k, nullptr), cuda::Status::kOk);
+    sync_ok();
+    got = download_float(dy32.get(), static_cast<size_t>(c.m * c.n));
+  } else {
+    __half* y = c.in_place ? dr->get() : dy.get();
+    if (!c.in_place) dy.poison();
+    EXPECT_EQ(cuda::gemv(dx->get(), view, c.bias ? db->get() : nullptr, c.residual ? dr->get() : nullptr, y, c.m, c.n,
+                         c.k, c.gelu, nullptr),
+              cuda::Status::kOk);
+    sync_ok();
+    got = download_half(y, static_cast<size_t>(c.m * c.n));
+  }
+
+  char name[160];
+  std::snprintf(name, sizeof(name), "%s m=%lld n=%lld k=%lld%s%s%s%s%s", type_name(c.type, c.group),
+                static_cast<long long>(c.m), static_cast<long long>(c.n), static_cast<long long>(c.k),
+                c.bias ? " +bias" : "", c.gelu ? " +gelu" : "", c.residual ? " +res" : "",
+                c.in_place ? " (in place)" : "", c.f32_out ? " f32" : "");
+  ErrorCheck check(name, c.f32_out);
+  std::vector<double> wd(static_cast<size_t>(c.k));
+  std::vector<float> wf(static_cast<size_t>(c.k));
+  for (int64_t j : columns(c.n, gen)) {
+    for (int64_t i = 0; i < c.k; ++i) {
+      wd[static_cast<size_t>(i)] = w.exact(j, i);
+      wf[static_cast<size_t>(i)] = w.rounded(j, i);
+    }
+    for (int64_t r = 0; r < c.m; ++r) {
+      const float* xr = x.data() + r * c.k;
+      double sd = 0.0;
+      float sf = 0.0f;
+      for (int64_t i = 0; i < c.k; ++i) {
+        sd += static_cast<double>(xr[i]) * wd[static_cast<size_t>(i)];
+        sf += xr[i] * wf[static_cast<size_t>(i)];
+      }
+      if (c.bias) {
+        sd += bias[static_cast<size_t>(j)];
+        sf += bias[static_cast<size_t>(j)];
+      }
+      if (c.gelu) {
+        sd = gelu_d(sd);
+        sf = gelu_f(sf);
+      }
+      if (c.residual) {
+        sd += res[static_cast<size_t>(r * c.n + j)];
+        sf += res[static_cast<size_t>(r * c.n + j)];
+      }
+      if (!c.f32_out) sf = r16(sf);
+      check.add(sd, got[static_cast<size_t>(r * c.n + j)], sf);
+    }
+  }
+  check.expect();
+}
+
+struct Format {
+  WeightType type;
+  int group;
+};
+constexpr Format kFormats[] = {
+    {WeightType::kF16, 0}, {WeightType::kI8, 0}, {WeightType::kI4, 64}, {WeightType::kI4, 128}};
+
+class CudaGemv : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda::device_available()) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+TEST_F(CudaGemv, EveryRowCountAndType) {
+  uint32_t seed = 1;
+  for (const Format& f : kFormats) {
+    for (int64_t m = 1; m <= cuda::kGemvMaxRows; ++m) {
+      Case c{f.type, f.group, m, 769, 1280};
+      c.bias = m % 2 == 1;
+      run_case(c, seed++);
+    }
+  }
+}
+
+// The six decoder GEMVs of a layer at every Whisper width: QKV (3d, d), self/cross projections (d, d), the
+// cross-attention K/V (2d, d), fc1 (4d, d) with GELU, fc2 (d, 4d) added in place to the residual stream.
+TEST_F(CudaGemv, WhisperShapes) {
+  uint32_t seed = 100;
+  for (int64_t d : {384, 512, 768, 1024, 1280}) {
+    for (const Format& f : kFormats) {
+      const int64_t m = d == 1280 ? 8 : 1 + seed % 8;
+      Case qkv{f.type, f.group, m, 3 * d, d};
+      qkv.bias = true;
+      run_case(qkv, seed++);
+      Case out{f.type, f.group, m, d, d};
+      out.bias = out.residual = out.in_place = true;
+      run_case(out, seed++);
+      Case kv{f.type, f.group, m, 2 * d, d};
+      run_case(kv, seed++);
+      Case fc1{f.type, f.group, m, 4 * d, d};
+      fc1.bias = fc1.gelu = true;
+      run_case(fc1, seed++);
+      Case fc2{f.type, f.group, m, d, 4 * d};
+      fc2.bias = fc2.residual = fc2.in_place = true;
+      run_case(fc2, seed++);
+    }
+  }
+}
+
+TEST_F(CudaGemv, EpiloguesAndOddSizes) {
+  uint32_t seed = 200;
+  for (const Format& f : kFormats) {
+    for (int64_t m : {2, 7}) {
+      // Residual into a separate output, with and without bias and GELU.
+      Case a{f.type, f.group, m, 769, 5120};
+      a.residual = true;
+      run_case(a, seed++);
+      Case b{f.type, f.group, m, 769, 384};
+      b.bias = b.gelu = b.residual = true;
+      run_case(b, seed++);
+      // Fewer rows than one 16-row tile; a k whose last chunk is partial (or, for int4, one odd group).
+      Case c{f.type, f.group, m, 17, f.type == WeightType::kF16 ? 1288 : f.type == WeightType::kI8 ? 1296 : 1344};
+      if (c.type == WeightType::kI4 && f.group == 128) c.k = 1408;
+      c.bias = true;
+      run_case(c, seed++);
+    }
+  }
+}
+
+TEST_F(CudaGemv, LogitsF32Out) {
+  uint32_t seed = 300;
+  for (const Format& f : kFormats) {
+    for (int64_t m : {1, 5, 8}) {
+      Case c{f.type, f.group, m, 51865, m == 5 ? 384 : 1280};
+      c.f32_out = true;
+      run_case(c, seed++);
+    }
+  }
+}
+
+TEST_F(CudaGemv, DequantizeIsExact) {
+  std::mt19937 gen(400);
+  for (const Format& f : kFormats) {
+    for (int64_t n : {17, 1280}) {
+      HostWeight w(f.type, n, 1280, f.group, gen);
+      Dev<__half> out(static_cast<size_t>(n * 1280));
+      out.poison();
+      EXPECT_EQ(cuda::dequantize_weight(w.view(), out.get(), n, 1280, nullptr), cuda::Status::kOk);
+      sync_ok();
+      const auto bits = download_bits(out.get(), static_cast<size_t>(n * 1280));
+      size_t mismatches = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        for (int64_t i = 0; i < 1280; ++i) {
+          mismatches += bits[static_cast<size_t>(j * 1280 + i)] != float_to_half(w.rounded(j, i));
+        }
+      }
+      EXPECT_EQ(mismatches, 0u) << type_name(f.type, f.group) << " n=" << n;
+    }
+  }
+}
+
+// Argument checks happen on the host before any launch, so they run without a device too. The pointers are
+// never dereferenced.
+TEST(CudaGemvArguments, RefusesWhatItCannotDo) {
+  using S = cuda::Status;
+  const auto* x = reinterpret_cast<const __half*>(uintptr_t{0x10000});
+  auto* y = reinterpret_cast<__half*>(uintptr_t{0x20000});
+  auto* y32 = reinterpret_cast<float*>(uintptr_t{0x20000});
+  const auto* scales = reinterpret_cast<const float*>(uintptr_t{0x30000});
+  cuda::WeightView f16{WeightType::kF16, reinterpret_cast<const void*>(uintptr_t{0x40000}), nullptr, 0};
+  cuda::WeightView i8{WeightType::kI8, f16.data, scales, 0};
+  cuda::WeightView i4{WeightType::kI4, f16.data, scales, 128};
+
+  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 0, 64, 64, false, nullptr), S::kInvalidArgument);   // m = 0
+  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 9, 64, 64, false, nullptr), S::kInvalidArgument);   // m > 8
+  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 1, 0, 64, false, nullptr), S::kInvalidArgument);    // n = 0
+  EXPECT_EQ(cuda::gemv(x, i4, nullptr, nullptr, y, 1, 64, 1344, false, nullptr), S::kInvalidArgument);  // k % G
+  EXPECT_EQ(cuda::gemv(nullptr, f16, nullptr, nullptr, y, 1, 64, 64, false, nullptr), S::kInvalidArgument);
+  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, nullptr, 1, 64, 64, false, nullptr), S::kInvalidArgument);
+  EXPECT_EQ(cuda::gemv(x + 1, f16, nullptr, nullptr, y, 1, 64, 64, false, nullptr), S::kInvalidArgument);  // align
+  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 1, 64, 68, false, nullptr), S::kNotSupported);         // k % 8
+  EXPECT_EQ(cuda::gemv(x, i8, nullptr, nullptr, y, 1, 64, 72, false, nullptr), S::kNotSupported);          // k % 16
+
+  cuda::WeightView bad = f16;
+  bad.data = nullptr;
+  EXPECT_EQ(cuda::gemv(x, bad, nullptr, nullptr, y, 1, 64, 64, false, nullptr), S::kInvalidArgument);
+  bad = i8;
+  bad.scales = nullptr;
+  EXPECT_EQ(cuda::gemv(x, bad, nullptr, nullptr, y, 1, 64, 64, false, nullptr), S::kInvalidArgument);
+  bad = i4;
+  bad.group = 32;
+  EXPECT_EQ(cuda::gemv(x, bad, nullptr, nullptr, y, 1, 64, 128, false, nullptr), S::kNotSupported);
+  bad.group = 0;
+  EXPECT_EQ(cuda::gemv(x, bad, nullptr, nullptr, y, 1, 64, 128, false, nullptr), S::kInvalidArgument);
+
+  EXPECT_EQ(cuda::gemv_f32_out(x, i8, y32, 9, 64, 64, nullptr), S::kInvalidArgument);
+  EXPECT_EQ(cuda::gemv_f32_out(x, i4, nullptr, 1, 64, 128, nullptr), S::kInvalidArgument);
+  EXPECT_EQ(cuda::dequantize_weight(i4, y, 64, 1344, nullptr), S::kInvalidArgument);
+  EXPECT_EQ(cuda::dequantize_weight(i8, nullptr, 64, 64, nullptr), S::kInvalidArgument);
+  EXPECT_EQ(cuda::dequantize_weight(i8, y + 1, 64, 64, nullptr), S::kInvalidArgument);
+}
+
+}  // namespace
