@@ -18,6 +18,7 @@
 
 #include "runtime/gpu_whisper.h"  // wisp bench (GPU runner; a stub in CPU-only builds)
 #include "wisp/audio.h"
+#include "wisp/calibrate.h"
 #include "wisp/convert.h"
 #include "wisp/model.h"
 #include "wisp/output.h"
@@ -265,6 +266,8 @@ struct TranscribeArgs {
   std::string output_format;
   std::string output_dir = ".";
   int threads = 0;
+  std::string device = "auto";
+  std::string kv_cache = "fp16";
   bool print_timestamps = false;
   bool no_timestamps = false;
   DecodeArgs decode;
@@ -283,7 +286,7 @@ int run_transcribe(const TranscribeArgs& a) {
   base.language = a.language;
   base.task = a.task;
   base.timestamps = !a.no_timestamps;
-  const auto model = wisp::Model::load(resolve_model(a.model), a.threads);
+  const auto model = wisp::Model::load(resolve_model(a.model), wisp::LoadOptions{a.threads, a.device, a.kv_cache});
   int failures = 0;
   const bool tty = ::isatty(STDERR_FILENO);
   for (const std::string& file : a.files) {
@@ -327,6 +330,8 @@ struct EvalArgs {
   std::string manifest;
   std::string model;
   int threads = 0;
+  std::string device = "auto";
+  std::string kv_cache = "fp16";
   int limit = 0;
   bool json_out = false;
   bool language_from_manifest = false;
@@ -392,7 +397,8 @@ int run_eval(const EvalArgs& a) {
   }
   const wisp::TranscribeOptions base = decode_options(a.decode, a.increment_given);
   std::unique_ptr<wisp::Model> model;
-  if (a.hyp_json.empty()) model = wisp::Model::load(resolve_model(a.model), a.threads);
+  if (a.hyp_json.empty())
+    model = wisp::Model::load(resolve_model(a.model), wisp::LoadOptions{a.threads, a.device, a.kv_cache});
 
   struct Agg {
     long errors = 0, units = 0;
@@ -512,6 +518,10 @@ int main(int argc, char** argv) {
   tr->add_option("-f,--output-format,--output_format", ta.output_format, "txt,srt,vtt,json,tsv or all");
   tr->add_option("-o,--output-dir,--output_dir", ta.output_dir, "directory for output files");
   tr->add_option("-t,--threads", ta.threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
+  tr->add_option("--device", ta.device, "auto (the GPU when there is one), cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  tr->add_option("--kv-cache", ta.kv_cache, "GPU K/V cache storage: fp16, int8 (calibrated), int8-dynamic, fp8")
+      ->check(CLI::IsMember({"fp16", "int8", "int8-dynamic", "fp8"}));
   CLI::Option* tr_inc = add_decode_options(tr, ta.decode);
   tr->add_flag("--no-timestamps", ta.no_timestamps, "decode without timestamp tokens");
   tr->add_flag("--print-timestamps", ta.print_timestamps, "print [start --> end] before each segment");
@@ -528,17 +538,36 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 100000));
 
   std::string conv_src, conv_dst, conv_weights = "keep", conv_name;
-  auto* cv = app.add_subcommand("convert", "Convert a CTranslate2 or Hugging Face model directory to a .wisp file");
-  cv->add_option("source", conv_src, "CTranslate2 dir (model.bin) or Hugging Face dir (model.safetensors)")->required();
+  int conv_group = 0;
+  auto* cv = app.add_subcommand(
+      "convert", "Convert a CTranslate2 or Hugging Face model directory, or quantise a .wisp file, to a .wisp file");
+  cv->add_option("source", conv_src,
+                 "CTranslate2 dir (model.bin), Hugging Face dir (model.safetensors) or f16/f32 .wisp file")
+      ->required();
   cv->add_option("output", conv_dst, "engine file to write")->required();
-  cv->add_option("--weights", conv_weights, "keep, f16 or f32")->check(CLI::IsMember({"keep", "f16", "f32"}));
+  cv->add_option("--weights", conv_weights,
+                 "keep (the source's), fp16, fp32, or int8/int4 (weight-only quantised block matrices)")
+      ->check(CLI::IsMember({"keep", "f16", "fp16", "f32", "fp32", "int8", "int4"}));
+  cv->add_option("--group-size", conv_group, "int4: inputs per scale, 64 (default) or 128");
   cv->add_option("--name", conv_name, "model name stored in the file");
+
+  std::vector<std::string> cal_files;
+  std::string cal_model, cal_out;
+  auto* ca = app.add_subcommand(
+      "calibrate", "Measure the K/V ranges of a model on audio files (for --kv-cache int8/fp8 on the GPU)");
+  ca->add_option("files", cal_files, "audio files to transcribe (a few minutes of typical speech)")->required();
+  ca->add_option("-m,--model", cal_model, "engine file or installed model name (default: base)");
+  ca->add_option("-o,--output", cal_out, "engine file to write (default: the model file itself)");
 
   EvalArgs ea;
   auto* ev = app.add_subcommand("eval", "WER/CER and speed over a manifest of audio files with references");
   ev->add_option("manifest", ea.manifest, "TSV with file, language, reference_text columns")->required();
   ev->add_option("-m,--model", ea.model, "engine file or installed model name (default: base)");
   ev->add_option("-t,--threads", ea.threads, "CPU threads (default: all cores)");
+  ev->add_option("--device", ea.device, "auto (the GPU when there is one), cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  ev->add_option("--kv-cache", ea.kv_cache, "GPU K/V cache storage: fp16, int8 (calibrated), int8-dynamic, fp8")
+      ->check(CLI::IsMember({"fp16", "int8", "int8-dynamic", "fp8"}));
   ev->add_option("--limit", ea.limit, "only the first N rows");
   ev->add_flag("--json", ea.json_out, "print one JSON object");
   ev->add_flag("--language-from-manifest", ea.language_from_manifest, "force each row's language");
@@ -549,13 +578,20 @@ int main(int argc, char** argv) {
   // wisp bench: GPU forward timing (src/runtime/gpu_bench.cpp, docs/cuda.md); CUDA builds only.
   wisp::runtime::BenchOptions bo;
   auto* bn = app.add_subcommand("bench", "Time the GPU encoder and greedy decode (CUDA builds)");
-  bn->add_option("--random", bo.size, "random fp16 weights of this size (tiny|base|small|medium|large-v2|large-v3)");
+  bn->add_option("--random", bo.size, "random weights of this size (tiny|base|small|medium|large-v2|large-v3)");
   bn->add_option("-m,--model", bo.model_path, "engine file instead of random weights");
   bn->add_option("--batch", bo.batch, "30 s windows per batch")->check(CLI::Range(1, 4096));
   bn->add_option("--tokens", bo.tokens, "forced decode steps")->check(CLI::Range(1, 448));
   bn->add_option("--repeats", bo.repeats, "timed runs after one warm-up (median reported)")->check(CLI::Range(1, 100));
   bool bench_no_graphs = false;
   bn->add_flag("--no-graphs", bench_no_graphs, "launch every decode kernel eagerly (no CUDA graph)");
+  bool bench_no_gemv = false;
+  bn->add_flag("--no-gemv", bench_no_gemv, "decode-step linear layers through cuBLASLt instead of the GEMV kernels");
+  bn->add_option("--weights", bo.weights, "storage of the random weights' linear layers")
+      ->check(CLI::IsMember({"fp16", "int8", "int4"}));
+  bn->add_option("--group-size", bo.group, "int4 group size")->check(CLI::IsMember({64, 128}));
+  bn->add_option("--kv-cache", bo.kv_cache, "K/V cache storage: fp16, int8, int8-dynamic, fp8")
+      ->check(CLI::IsMember({"fp16", "int8", "int8-dynamic", "fp8"}));
   bool bench_json = true;
   bn->add_flag("--json", bench_json, "print JSON (the only format)");
 
@@ -576,14 +612,24 @@ int main(int argc, char** argv) {
     if (*cv) {
       wisp::ConvertOptions o;
       o.weights = conv_weights;
+      o.group_size = conv_group;
       o.name = conv_name;
       wisp::convert(conv_src, conv_dst, o);
       std::printf("wrote %s\n", conv_dst.c_str());
       return 0;
     }
     if (*ev) return run_eval(ea);
+    if (*ca) {
+      const std::string model = resolve_model(cal_model);
+      const std::string out = cal_out.empty() ? model : cal_out;
+      const wisp::CalibrationResult r = wisp::calibrate_kv_cache(model, cal_files, out);
+      std::printf("calibrated on %d clips (%d windows, %ld decoder positions): wrote %s\n", r.clips, r.windows,
+                  r.tokens, out.c_str());
+      return 0;
+    }
     if (*bn) {
       bo.cuda_graphs = !bench_no_graphs;
+      bo.gemv = !bench_no_gemv;
       std::printf("%s\n", wisp::runtime::run_bench(bo).c_str());
       return 0;
     }

@@ -31,12 +31,22 @@ int main(int argc, char** argv) {
       o.repeats = std::atoi(val().c_str());
     } else if (a == "--no-graphs") {
       o.cuda_graphs = false;
+    } else if (a == "--no-gemv") {
+      o.gemv = false;
+    } else if (a == "--weights") {
+      o.weights = val();
+    } else if (a == "--group-size") {
+      o.group = std::atoi(val().c_str());
+    } else if (a == "--kv-cache") {
+      o.kv_cache = val();
     } else if (a == "--json") {
       // JSON is the only output format
     } else {
-      std::fprintf(stderr,
-                   "usage: wisp_gpu_bench [--random SIZE] [-m MODEL] --batch B --tokens N [--repeats R] [--no-graphs] "
-                   "[--json]\n");
+      std::fprintf(
+          stderr,
+          "usage: wisp_gpu_bench [--random SIZE] [-m MODEL] --batch B --tokens N [--repeats R] [--no-graphs] "
+          "[--no-gemv] [--weights fp16|int8|int4] [--group-size 64|128] [--kv-cache fp16|int8|int8-dynamic|fp8] "
+          "[--json]\n");
       return 2;
     }
   }

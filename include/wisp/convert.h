@@ -6,12 +6,17 @@
 namespace wisp {
 
 struct ConvertOptions {
-  std::string weights = "keep";  // matrix storage: keep (the source's), f16 or f32
-  std::string name;              // model name recorded in the file
+  // Matrix storage: keep (the source's), f16 (or fp16), f32 (or fp32), or int8 / int4: the linear layers of
+  // the encoder and decoder blocks weight-only quantised, everything else kept (docs/quantization.md).
+  std::string weights = "keep";
+  int group_size = 0;  // int4: inputs per scale, 64 or 128 (0: 64); any other value is refused
+  std::string name;    // model name recorded in the file
 };
 
-// Converts a CTranslate2 directory (model.bin) or a Hugging Face directory (model.safetensors) into an
-// engine file at `dst`, written atomically. Throws IoError, ModelError or InvalidArgument.
+// Converts a CTranslate2 directory (model.bin), a Hugging Face directory (model.safetensors) or an f16/f32
+// engine file (to quantise it) into an engine file at `dst`, written atomically. Throws IoError, ModelError
+// or InvalidArgument (an unknown weight type, a group size other than 64 or 128 or given without int4, a
+// quantised engine file as the source).
 void convert(const std::string& src, const std::string& dst, const ConvertOptions& options = {});
 
 }  // namespace wisp

@@ -84,13 +84,28 @@ struct ModelInfo {
   std::string name;
   bool multilingual = false;
   int n_mels = 0, n_vocab = 0, n_audio_layer = 0, n_text_layer = 0, n_state = 0, n_head = 0;
+  std::string device;  // "cpu", or "cuda (<GPU name>)"
+};
+
+struct LoadOptions {
+  int threads = 0;  // CPU threads; <= 0 uses every core
+  // "cpu", "cuda" (the network on the first CUDA GPU; the mel, the search and word alignment stay on the CPU)
+  // or "auto" (cuda when this build has CUDA and a GPU is visible, else cpu).
+  std::string device = "auto";
+  // GPU only: how the decoder's K/V caches are stored: "fp16", "int8" (calibrated scales from `wisp
+  // calibrate`), "int8-dynamic" (a scale per token and head) or "fp8" (e4m3, calibrated scales or 1).
+  std::string kv_cache = "fp16";
 };
 
 class Model {
  public:
-  // Loads a wisp engine file (see `wisp convert`). threads <= 0 uses every core.
-  // Throws IoError or ModelError.
-  static std::unique_ptr<Model> load(const std::string& path, int threads = 0);
+  // Loads a wisp engine file (see `wisp convert`). Throws IoError, ModelError, or InvalidArgument (an unknown
+  // device or KV-cache type, cuda without a usable GPU, a quantised KV cache on the CPU, int8 without
+  // calibration).
+  static std::unique_ptr<Model> load(const std::string& path, const LoadOptions& options);
+  static std::unique_ptr<Model> load(const std::string& path, int threads = 0, const std::string& device = "auto") {
+    return load(path, LoadOptions{threads, device, "fp16"});
+  }
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -105,6 +120,7 @@ class Model {
   struct Impl;
 
  private:
+  friend struct ModelAccess;  // the pipeline's own ways to make a Model (src/pipeline/model_access.h)
   explicit Model(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -131,7 +131,7 @@ WindowResult decode_beam(const model::WhisperModel& model, const model::CrossKV&
       model::reorder_cache(cache, origins);
     }
     beams = std::move(next_beams);
-    const Tensor l = model.logits(model.decode_batch(inputs, cross, cache));  // [beam_size, n_vocab]
+    const Tensor l = model.decode_batch_logits(inputs, cross, cache);  // [beam_size, n_vocab]
     logits.assign(l.data<float>(), l.data<float>() + static_cast<size_t>(beam_size) * n_vocab);
   }
 

@@ -13,15 +13,6 @@ using core::Tensor;
 
 namespace {
 
-// Two rows of `hidden` [n, d] into one [2, d] tensor, so both logits rows come from one projection.
-Tensor pick_rows(const Tensor& hidden, size_t a, size_t b) {
-  const int64_t d = hidden.dim(1);
-  Tensor out = Tensor::empty({2, d}, core::DType::kF32);
-  std::memcpy(out.data<float>(), hidden.data<float>() + a * d, static_cast<size_t>(d) * 4);
-  std::memcpy(out.data<float>() + d, hidden.data<float>() + b * d, static_cast<size_t>(d) * 4);
-  return out;
-}
-
 double softmax_prob(std::span<const float> logits, int id) {
   float mx = -INFINITY;
   for (float x : logits) mx = std::max(mx, x);
@@ -41,8 +32,8 @@ PromptState run_prompt(const model::WhisperModel& model, const model::CrossKV& c
   const int n_vocab = model.dims().n_vocab;
   PromptState ps;
   ps.cache = model.new_cache();
-  const Tensor hidden = model.decode(prompt, cross, ps.cache);
-  const Tensor first = model.logits(pick_rows(hidden, sot_index, prompt.size() - 1));  // [2, n_vocab]
+  const int64_t rows[2] = {static_cast<int64_t>(sot_index), static_cast<int64_t>(prompt.size() - 1)};
+  const Tensor first = model.decode_logits(prompt, cross, ps.cache, rows);  // [2, n_vocab]
   ps.no_speech_prob =
       sp.no_speech >= 0 ? softmax_prob({first.data<float>(), static_cast<size_t>(n_vocab)}, sp.no_speech) : 0.0;
   ps.logits.assign(first.data<float>() + n_vocab, first.data<float>() + 2 * n_vocab);
@@ -90,8 +81,7 @@ WindowResult decode_greedy(const model::WhisperModel& model, const model::CrossK
     tokens.push_back(tok);
     if (step + 1 == max_new_tokens) break;
     const int next[1] = {tok};
-    const Tensor h = model.decode(next, cross, cache);
-    const Tensor l = model.logits(h);
+    const Tensor l = model.decode_logits(next, cross, cache);
     std::memcpy(row.data(), l.data<float>(), static_cast<size_t>(n_vocab) * 4);
   }
   WindowResult r = finish_result(prompt, std::move(tokens), static_cast<float>(sum), 1.0);
@@ -113,7 +103,7 @@ std::vector<std::pair<int, double>> detect_language(const model::WhisperModel& m
   if (lang_ids.empty()) throw InvalidArgument("language detection needs a multilingual model");
   model::KVCache cache = model.new_cache();
   const int sot[1] = {sp.sot};
-  const Tensor logits = model.logits(model.decode(sot, cross, cache));  // [1, n_vocab]
+  const Tensor logits = model.decode_logits(sot, cross, cache);  // [1, n_vocab]
   const float* l = logits.data<float>();
   float mx = -INFINITY;
   for (int id : lang_ids) mx = std::max(mx, l[id]);

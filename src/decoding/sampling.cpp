@@ -77,7 +77,7 @@ WindowResult decode_sampling(const model::WhisperModel& model, const model::Cros
     } else if (alive.size() != static_cast<size_t>(cache.batch)) {
       model::reorder_cache(cache, origins);
     }
-    const Tensor l = model.logits(model.decode_batch(inputs, cross, cache));  // [alive, n_vocab]
+    const Tensor l = model.decode_batch_logits(inputs, cross, cache);  // [alive, n_vocab]
     logits.assign(l.data<float>(), l.data<float>() + alive.size() * static_cast<size_t>(n_vocab));
   }
 

@@ -50,10 +50,34 @@ ModelDims dims_from_json(const json& j) {
   return d;
 }
 
+constexpr WeightQuantization kWeightQuantizations[] = {WeightQuantization::kF32, WeightQuantization::kF16,
+                                                       WeightQuantization::kInt8, WeightQuantization::kInt4};
+
+WeightQuantization weight_quantization_from_name(const std::string& name) {
+  for (const WeightQuantization q : kWeightQuantizations) {
+    if (name == weight_quantization_name(q)) return q;
+  }
+  throw ModelError("unknown weight_quantization '" + name + "'");
+}
+
 const char* kVocabBytes = "tokenizer.vocab_bytes";
 const char* kVocabOffsets = "tokenizer.vocab_offsets";
 
 }  // namespace
+
+const char* weight_quantization_name(WeightQuantization q) {
+  switch (q) {
+    case WeightQuantization::kF32:
+      return "f32";
+    case WeightQuantization::kF16:
+      return "f16";
+    case WeightQuantization::kInt8:
+      return "int8";
+    case WeightQuantization::kInt4:
+      return "int4";
+  }
+  return "?";
+}
 
 EngineFile EngineFile::open(const std::string& path) {
   EngineFile f;
@@ -90,6 +114,8 @@ EngineFile EngineFile::open(const std::string& path) {
     f.meta_.lang_ids = header.at("lang_ids").get<std::vector<int>>();
     f.meta_.alignment_heads = header.at("alignment_heads").get<std::vector<std::pair<int, int>>>();
     f.meta_.source = header.value("source", std::map<std::string, std::string>{});
+    f.meta_.weight_quantization = weight_quantization_from_name(header.value("weight_quantization", "f16"));
+    f.meta_.group_size = header.value("group_size", 0);
     for (const auto& t : header.at("tensors")) {
       TensorEntry e;
       e.name = t.at("name");
@@ -103,6 +129,12 @@ EngineFile EngineFile::open(const std::string& path) {
     throw ModelError("'" + path + "' has a corrupt header: " + e.what());
   } catch (const ModelError& e) {  // an unknown dtype name: the message must still name the file
     throw ModelError("'" + path + "' has a corrupt header: " + e.what());
+  }
+
+  const bool int4 = f.meta_.weight_quantization == WeightQuantization::kInt4;
+  if (int4 ? f.meta_.group_size != 64 && f.meta_.group_size != 128 : f.meta_.group_size != 0) {
+    throw ModelError("'" + path + "': group_size " + std::to_string(f.meta_.group_size) + " does not fit " +
+                     weight_quantization_name(f.meta_.weight_quantization) + " weights (int4: 64 or 128, else 0)");
   }
 
   for (size_t i = 0; i < f.entries_.size(); ++i) {
@@ -192,6 +224,8 @@ void EngineWriter::write(const std::string& path) const {
                  {"lang_ids", meta_.lang_ids},
                  {"alignment_heads", meta_.alignment_heads},
                  {"source", meta_.source},
+                 {"weight_quantization", weight_quantization_name(meta_.weight_quantization)},
+                 {"group_size", meta_.group_size},
                  {"tensors", tensors}};
   const uint64_t reserved = align_up(kPreambleSize + header.dump().size() + 64);
   uint64_t pos = reserved;

@@ -29,6 +29,11 @@ struct ModelDims {
   int n_text_layer = 0;
 };
 
+// How the linear layers of the encoder and decoder blocks store their weights (docs/quantization.md); the
+// header's "weight_quantization". Everything else (convolutions, embeddings, norms, biases) stays float.
+enum class WeightQuantization { kF32, kF16, kInt8, kInt4 };
+const char* weight_quantization_name(WeightQuantization q);  // "f32", "f16", "int8", "int4"
+
 struct ModelMetadata {
   std::string name;  // e.g. "base", "tiny.en" (informational)
   ModelDims dims;
@@ -37,6 +42,9 @@ struct ModelMetadata {
   std::vector<int> lang_ids;                         // language token ids, empty for English-only models
   std::vector<std::pair<int, int>> alignment_heads;  // (decoder layer, head) pairs for word timing
   std::map<std::string, std::string> source;         // importer, source path, sha256, ...
+  // Files written before quantisation existed have no such keys: f16 (or f32, as their tensors say).
+  WeightQuantization weight_quantization = WeightQuantization::kF16;
+  int group_size = 0;  // int4: inputs per scale (64 or 128); 0 otherwise
 };
 
 struct TensorEntry {

@@ -9,6 +9,7 @@
 
 #include "format/mapped_file.h"
 #include "format/tensor_names.h"
+#include "ops/ops.h"
 #include "tokenizer/vocabulary.h"
 #include "wisp/errors.h"
 
@@ -65,9 +66,17 @@ class ModelBuilder {
     return d;
   }
 
+  // A tensor the model reads: its name, its shape and whether it is the weight of a block's linear layer
+  // (the matrices that int8/int4 quantise).
+  struct Expected {
+    std::string name;
+    Shape shape;
+    bool block_linear = false;
+  };
+
   // Every tensor the model reads, with its expected shape.
-  static std::vector<std::pair<std::string, Shape>> expected(const ModelDims& d) {
-    std::vector<std::pair<std::string, Shape>> e;
+  static std::vector<Expected> expected(const ModelDims& d) {
+    std::vector<Expected> e;
     const int64_t a = d.n_audio_state, t = d.n_text_state;
     e.push_back({"encoder.conv1.weight", {a, d.n_mels, 3}});
     e.push_back({"encoder.conv1.bias", {a}});
@@ -77,15 +86,15 @@ class ModelBuilder {
     auto common = [&](const std::string& stack, int i, int64_t n) {
       e.push_back({names::block(stack, i, "attn_ln.weight"), {n}});
       e.push_back({names::block(stack, i, "attn_ln.bias"), {n}});
-      e.push_back({names::block(stack, i, "attn.qkv.weight"), {3 * n, n}});
+      e.push_back({names::block(stack, i, "attn.qkv.weight"), {3 * n, n}, true});
       e.push_back({names::block(stack, i, "attn.qkv.bias"), {3 * n}});
-      e.push_back({names::block(stack, i, "attn.out.weight"), {n, n}});
+      e.push_back({names::block(stack, i, "attn.out.weight"), {n, n}, true});
       e.push_back({names::block(stack, i, "attn.out.bias"), {n}});
       e.push_back({names::block(stack, i, "mlp_ln.weight"), {n}});
       e.push_back({names::block(stack, i, "mlp_ln.bias"), {n}});
-      e.push_back({names::block(stack, i, "mlp.fc1.weight"), {4 * n, n}});
+      e.push_back({names::block(stack, i, "mlp.fc1.weight"), {4 * n, n}, true});
       e.push_back({names::block(stack, i, "mlp.fc1.bias"), {4 * n}});
-      e.push_back({names::block(stack, i, "mlp.fc2.weight"), {n, 4 * n}});
+      e.push_back({names::block(stack, i, "mlp.fc2.weight"), {n, 4 * n}, true});
       e.push_back({names::block(stack, i, "mlp.fc2.bias"), {n}});
     };
     for (int i = 0; i < d.n_audio_layer; ++i) common("encoder", i, a);
@@ -97,11 +106,11 @@ class ModelBuilder {
       common("decoder", i, t);
       e.push_back({names::block("decoder", i, "cross_attn_ln.weight"), {t}});
       e.push_back({names::block("decoder", i, "cross_attn_ln.bias"), {t}});
-      e.push_back({names::block("decoder", i, "cross_attn.query.weight"), {t, t}});
+      e.push_back({names::block("decoder", i, "cross_attn.query.weight"), {t, t}, true});
       e.push_back({names::block("decoder", i, "cross_attn.query.bias"), {t}});
-      e.push_back({names::block("decoder", i, "cross_attn.kv.weight"), {2 * t, a}});
+      e.push_back({names::block("decoder", i, "cross_attn.kv.weight"), {2 * t, a}, true});
       e.push_back({names::block("decoder", i, "cross_attn.kv.bias"), {2 * t}});
-      e.push_back({names::block("decoder", i, "cross_attn.out.weight"), {t, t}});
+      e.push_back({names::block("decoder", i, "cross_attn.out.weight"), {t, t}, true});
       e.push_back({names::block("decoder", i, "cross_attn.out.bias"), {t}});
     }
     e.push_back({"decoder.ln.weight", {t}});
@@ -111,13 +120,33 @@ class ModelBuilder {
 
   void finish(ModelMetadata meta, std::vector<std::string> vocab, const ConvertOptions& opts,
               EngineWriter& writer) const {
-    for (const auto& [name, shape] : expected(meta.dims)) {
+    const bool quantize = opts.weights == WeightType::kInt8 || opts.weights == WeightType::kInt4;
+    meta.weight_quantization = WeightQuantization::kF16;
+    meta.group_size = 0;
+    for (const auto& [name, shape, block_linear] : expected(meta.dims)) {
       const Tensor& t = get(name);
       if (t.shape() != shape) {
         throw ModelError(source_ + ": tensor " + name + " has shape " + core::shape_str(t.shape()) + ", expected " +
                          core::shape_str(shape));
       }
-      writer.add_tensor(name, convert(t, opts.weights));
+      // A matrix whose inputs are not a whole number of groups cannot be int4: it keeps its float type
+      // (never the case for Whisper's widths, all multiples of 128).
+      if (block_linear && (opts.weights == WeightType::kInt8 ||
+                           (opts.weights == WeightType::kInt4 && shape[1] % opts.group_size == 0))) {
+        const ops::QuantizedWeight q =
+            opts.weights == WeightType::kInt8 ? ops::quantize_int8(t) : ops::quantize_int4(t, opts.group_size);
+        writer.add_tensor(name, q.codes);
+        writer.add_tensor(name + "_scale", q.scale);
+        continue;
+      }
+      const Tensor out = convert(t, quantize ? WeightType::kKeep : opts.weights);
+      if (block_linear && out.dtype() == DType::kF32) meta.weight_quantization = WeightQuantization::kF32;
+      writer.add_tensor(name, out);
+    }
+    if (opts.weights == WeightType::kInt8) meta.weight_quantization = WeightQuantization::kInt8;
+    if (opts.weights == WeightType::kInt4) {
+      meta.weight_quantization = WeightQuantization::kInt4;
+      meta.group_size = opts.group_size;
     }
     if (static_cast<int>(vocab.size()) != meta.dims.n_vocab) {
       throw ModelError(source_ + ": vocabulary has " + std::to_string(vocab.size()) + " tokens, the model " +
@@ -620,7 +649,23 @@ void import_safetensors(const std::string& dir, const ConvertOptions& opts, Engi
   b.finish(std::move(meta), vocabulary_from_strings(bpe, n_vocab), opts, writer);
 }
 
+void import_engine(const std::string& path, const ConvertOptions& opts, EngineWriter& writer) {
+  const EngineFile f = EngineFile::open(path);
+  ModelMetadata meta = f.metadata();
+  if (meta.weight_quantization == WeightQuantization::kInt8 || meta.weight_quantization == WeightQuantization::kInt4) {
+    throw InvalidArgument("'" + path + "' holds " + weight_quantization_name(meta.weight_quantization) +
+                          " weights; convert from the f16 or f32 model instead");
+  }
+  ModelBuilder b(path);
+  for (const TensorEntry& e : f.entries()) b.put(e.name, f.tensor(e.name));
+  meta.source["converted_from"] = fs::absolute(path).string();
+  b.finish(std::move(meta), f.vocabulary(), opts, writer);
+}
+
 void convert_model(const std::string& src, const std::string& dst, const ConvertOptions& opts) {
+  if (opts.weights == WeightType::kInt4 && opts.group_size != 64 && opts.group_size != 128) {
+    throw InvalidArgument("int4 group size " + std::to_string(opts.group_size) + " is not supported (64 or 128)");
+  }
   if (!fs::exists(src)) throw IoError("model source '" + src + "' does not exist");
   EngineWriter writer;
   switch (detect_source(src)) {
@@ -631,7 +676,8 @@ void convert_model(const std::string& src, const std::string& dst, const Convert
       import_safetensors(src, opts, writer);
       break;
     case SourceKind::kEngine:
-      throw InvalidArgument("'" + src + "' is already a wisp engine file");
+      import_engine(src, opts, writer);
+      break;
     case SourceKind::kUnknown:
       throw ModelError("'" + src +
                        "' is neither a CTranslate2 directory (model.bin) nor a Hugging Face directory "

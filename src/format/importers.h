@@ -1,4 +1,4 @@
-// Importers: CTranslate2 directories and Hugging Face safetensors directories into engine files.
+// Importers: CTranslate2 directories, Hugging Face safetensors directories and engine files into engine files.
 #pragma once
 
 #include <string>
@@ -7,10 +7,13 @@
 
 namespace wisp::format {
 
-enum class WeightType { kKeep, kF16, kF32 };
+// kF16/kF32 convert every tensor; kInt8/kInt4 quantise the linear layers of the blocks and keep the rest as
+// the source stores it (docs/quantization.md).
+enum class WeightType { kKeep, kF16, kF32, kInt8, kInt4 };
 
 struct ConvertOptions {
   WeightType weights = WeightType::kKeep;  // matrices keep the source dtype unless asked otherwise
+  int group_size = 64;                     // kInt4: inputs per scale, 64 or 128
   std::string name;                        // model name recorded in the file ("" = from the source)
 };
 
@@ -20,6 +23,9 @@ SourceKind detect_source(const std::string& path);
 // Fills `writer` from the source. Throws IoError / ModelError with the offending file named.
 void import_ctranslate2(const std::string& dir, const ConvertOptions& opts, EngineWriter& writer);
 void import_safetensors(const std::string& dir, const ConvertOptions& opts, EngineWriter& writer);
+// Re-encodes the float weights of an engine file (e.g. f16 → int8). A quantised source is refused
+// (InvalidArgument): quantising its dequantised weights again would add a second rounding.
+void import_engine(const std::string& path, const ConvertOptions& opts, EngineWriter& writer);
 
 // Detects the source layout, imports, and writes `dst` atomically.
 void convert_model(const std::string& src, const std::string& dst, const ConvertOptions& opts);

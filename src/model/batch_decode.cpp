@@ -24,6 +24,7 @@ void copy_sequence(const Tensor& src, int64_t src_seq, Tensor& dst, int64_t dst_
 
 BatchKVCache WhisperModel::new_batch_cache(int64_t capacity) const {
   if (capacity <= 0) throw InvalidArgument("a batch cache needs at least one sequence");
+  if (device_) return device_->new_batch_cache(capacity);
   const auto& d = dims();
   BatchKVCache c;
   c.capacity = capacity;
@@ -36,6 +37,13 @@ BatchKVCache WhisperModel::new_batch_cache(int64_t capacity) const {
 }
 
 void broadcast_cache(const KVCache& prompt, BatchKVCache& cache, int64_t batch) {
+  if (cache.device) {
+    if (!prompt.device || prompt.device->backend != cache.device->backend) {
+      throw InternalError("broadcast_cache: the prompt and the batch live on different devices");
+    }
+    cache.device->backend->broadcast_cache(prompt, cache, batch);
+    return;
+  }
   if (batch <= 0 || batch > cache.capacity || prompt.k.size() != cache.k.size()) {
     throw InvalidArgument("broadcast_cache: batch of " + std::to_string(batch) + " for a cache of " +
                           std::to_string(cache.capacity));
@@ -53,6 +61,10 @@ void broadcast_cache(const KVCache& prompt, BatchKVCache& cache, int64_t batch) 
 }
 
 void reorder_cache(BatchKVCache& cache, std::span<const int> origins) {
+  if (cache.device) {
+    cache.device->backend->reorder_cache(cache, origins);
+    return;
+  }
   const int64_t n = static_cast<int64_t>(origins.size());
   if (n > cache.batch) throw InvalidArgument("reorder_cache: more sequences than the batch holds");
   for (int o : origins) {
@@ -91,7 +103,13 @@ void reorder_cache(BatchKVCache& cache, std::span<const int> origins) {
   cache.batch = n;
 }
 
+Tensor WhisperModel::decode_batch_logits(std::span<const int> tokens, const CrossKV& cross, BatchKVCache& cache) const {
+  if (on_device(cross, cache.device.get())) return device_->decode_batch_logits(tokens, cross, cache);
+  return logits(decode_batch(tokens, cross, cache));
+}
+
 Tensor WhisperModel::decode_batch(std::span<const int> tokens, const CrossKV& cross, BatchKVCache& cache) const {
+  if (cross.device || cache.device) throw InternalError("decode_batch: device state has no host hidden states");
   const auto& d = dims();
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t width = d.n_text_state;
@@ -123,7 +141,7 @@ Tensor WhisperModel::decode_batch(std::span<const int> tokens, const CrossKV& cr
     const Block& b = dec_[l];
     {  // causal self-attention: sequence i over its own cache rows
       const Tensor h = ops::layer_norm(x, b.attn_ln.gamma, b.attn_ln.beta);
-      const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.b);  // [n, 3d]
+      const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.scale, b.qkv.b);  // [n, 3d]
       for (int64_t i = 0; i < n; ++i) {
         const Tensor row = qkv.rows(i, i + 1);
         ops::copy_rows({&row, width, 1}, width, cache.k[l], i * cache.stride + past);
@@ -132,16 +150,16 @@ Tensor WhisperModel::decode_batch(std::span<const int> tokens, const CrossKV& cr
       const int64_t rows = cache.k[l].dim(0);
       const Tensor a = ops::attention_decode({&qkv, 0, n}, {&cache.k[l], 0, rows}, {&cache.v[l], 0, rows}, width,
                                              d.n_text_head, cache.stride, past + 1);
-      Tensor y = ops::linear(a, b.attn_out.w, b.attn_out.b);
+      Tensor y = ops::linear(a, b.attn_out.w, b.attn_out.scale, b.attn_out.b);
       ops::add_(x, y);
     }
     {  // cross-attention: every sequence over the window's keys/values
       const Tensor h = ops::layer_norm(x, b.cross_ln.gamma, b.cross_ln.beta);
-      const Tensor q = ops::linear(h, b.cross_q.w, b.cross_q.b);  // [n, d]
-      const Tensor& kv = cross.kv[l];                             // [n_audio_ctx, 2d]
+      const Tensor q = ops::linear(h, b.cross_q.w, b.cross_q.scale, b.cross_q.b);  // [n, d]
+      const Tensor& kv = cross.kv[l];                                              // [n_audio_ctx, 2d]
       const Tensor a = ops::attention_decode({&q, 0, n}, {&kv, 0, kv.dim(0)}, {&kv, width, kv.dim(0)}, width,
                                              d.n_text_head, 0, kv.dim(0));
-      Tensor y = ops::linear(a, b.cross_out.w, b.cross_out.b);
+      Tensor y = ops::linear(a, b.cross_out.w, b.cross_out.scale, b.cross_out.b);
       ops::add_(x, y);
     }
     feed_forward(b, x);

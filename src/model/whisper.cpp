@@ -13,9 +13,10 @@ using format::names::block;
 
 namespace {
 
-// Matrices stay in the file's type (the kernels read f16 directly); vectors become f32 once at load.
+// Matrices stay in the file's type (the kernels read f16 and quantised codes directly); vectors become f32
+// once at load.
 Linear load_linear(const format::EngineFile& f, const std::string& name) {
-  return {f.tensor(name + ".weight"), ops::to_f32(f.tensor(name + ".bias"))};
+  return {f.tensor(name + ".weight"), Tensor(), ops::to_f32(f.tensor(name + ".bias"))};
 }
 Norm load_norm(const format::EngineFile& f, const std::string& name) {
   return {ops::to_f32(f.tensor(name + ".weight")), ops::to_f32(f.tensor(name + ".bias"))};
@@ -23,7 +24,7 @@ Norm load_norm(const format::EngineFile& f, const std::string& name) {
 
 }  // namespace
 
-std::shared_ptr<const WhisperModel> WhisperModel::load(const std::string& path) {
+std::shared_ptr<const WhisperModel> WhisperModel::load(const std::string& path, const DeviceFactory& device) {
   auto m = std::make_shared<WhisperModel>();
   m->path_ = path;
   m->file_ = format::EngineFile::open(path);
@@ -45,27 +46,47 @@ std::shared_ptr<const WhisperModel> WhisperModel::load(const std::string& path) 
       throw ModelError("'" + path + "': tensor " + name + " has unsupported type " + t.describe());
     }
   };
+  auto check_stored = [&](const Tensor& t, DType dtype, const core::Shape& shape, const std::string& name) {
+    if (t.dtype() != dtype || t.shape() != shape) {
+      throw ModelError("'" + path + "': tensor " + name + " is " + t.describe() + ", expected " +
+                       core::dtype_name(dtype) + core::shape_str(shape) + " for " +
+                       format::weight_quantization_name(m->meta_.weight_quantization) + " weights");
+    }
+  };
+  // A block's linear layer [out, in], stored as the header's weight_quantization says: float, int8 codes
+  // with per-row scales, or int4 codes with per-group scales (a layer whose inputs are not whole groups
+  // stays float in int4 files).
+  auto block_linear = [&](const std::string& layer, int64_t out, int64_t in) {
+    const std::string name = layer + ".weight";
+    Linear l = load_linear(f, layer);
+    const int64_t group = m->meta_.group_size;
+    if (m->meta_.weight_quantization == format::WeightQuantization::kInt8) {
+      check_stored(l.w, DType::kI8, {out, in}, name);
+      l.scale = f.tensor(name + "_scale");
+      check_stored(l.scale, DType::kF32, {out}, name + "_scale");
+    } else if (m->meta_.weight_quantization == format::WeightQuantization::kInt4 && in % group == 0) {
+      check_stored(l.w, DType::kU8, {out, in / 2}, name);
+      l.scale = f.tensor(name + "_scale");
+      check_stored(l.scale, DType::kF32, {out, in / group}, name + "_scale");
+    } else {
+      check(l.w, {out, in}, name);
+    }
+    return l;
+  };
   auto load_block = [&](const std::string& stack, int i, int64_t n, bool cross) {
     Block b;
     b.attn_ln = load_norm(f, block(stack, i, "attn_ln"));
-    b.qkv = load_linear(f, block(stack, i, "attn.qkv"));
-    check(b.qkv.w, {3 * n, n}, block(stack, i, "attn.qkv.weight"));
-    b.attn_out = load_linear(f, block(stack, i, "attn.out"));
-    check(b.attn_out.w, {n, n}, block(stack, i, "attn.out.weight"));
+    b.qkv = block_linear(block(stack, i, "attn.qkv"), 3 * n, n);
+    b.attn_out = block_linear(block(stack, i, "attn.out"), n, n);
     if (cross) {
       b.cross_ln = load_norm(f, block(stack, i, "cross_attn_ln"));
-      b.cross_q = load_linear(f, block(stack, i, "cross_attn.query"));
-      check(b.cross_q.w, {n, n}, block(stack, i, "cross_attn.query.weight"));
-      b.cross_kv = load_linear(f, block(stack, i, "cross_attn.kv"));
-      check(b.cross_kv.w, {2 * n, d.n_audio_state}, block(stack, i, "cross_attn.kv.weight"));
-      b.cross_out = load_linear(f, block(stack, i, "cross_attn.out"));
-      check(b.cross_out.w, {n, n}, block(stack, i, "cross_attn.out.weight"));
+      b.cross_q = block_linear(block(stack, i, "cross_attn.query"), n, n);
+      b.cross_kv = block_linear(block(stack, i, "cross_attn.kv"), 2 * n, d.n_audio_state);
+      b.cross_out = block_linear(block(stack, i, "cross_attn.out"), n, n);
     }
     b.mlp_ln = load_norm(f, block(stack, i, "mlp_ln"));
-    b.fc1 = load_linear(f, block(stack, i, "mlp.fc1"));
-    check(b.fc1.w, {4 * n, n}, block(stack, i, "mlp.fc1.weight"));
-    b.fc2 = load_linear(f, block(stack, i, "mlp.fc2"));
-    check(b.fc2.w, {n, 4 * n}, block(stack, i, "mlp.fc2.weight"));
+    b.fc1 = block_linear(block(stack, i, "mlp.fc1"), 4 * n, n);
+    b.fc2 = block_linear(block(stack, i, "mlp.fc2"), n, 4 * n);
     return b;
   };
 
@@ -83,16 +104,52 @@ std::shared_ptr<const WhisperModel> WhisperModel::load(const std::string& path) 
   check(m->dec_pos_, {d.n_text_ctx, d.n_text_state}, "decoder.positional_embedding");
   for (int i = 0; i < d.n_text_layer; ++i) m->dec_.push_back(load_block("decoder", i, d.n_text_state, true));
   m->dec_ln_ = load_norm(f, "decoder.ln");
+  if (device) m->device_ = device(*m);
   return m;
+}
+
+std::string WhisperModel::device_name() const { return device_ ? device_->name() : "cpu"; }
+
+Tensor WhisperModel::stored_tensor(const std::string& name) const { return file_.tensor(name); }
+
+bool WhisperModel::on_device(const CrossKV& cross, const DeviceState* cache) const {
+  const bool window = cross.device != nullptr;
+  if (window != (cache != nullptr)) throw InternalError("decode: the window and the cache live on different devices");
+  if (window && (cross.device->backend != device_.get() || cache->backend != device_.get())) {
+    throw InternalError("decode: state of another model's device backend");
+  }
+  return window;
+}
+
+CrossKV WhisperModel::encode_window(const Tensor& mel) const {
+  if (device_) return device_->encode_window(mel);
+  return cross_kv(encode(mel));
+}
+
+Tensor WhisperModel::decode_logits(std::span<const int> tokens, const CrossKV& cross, KVCache& cache,
+                                   std::span<const int64_t> rows) const {
+  const int64_t last = static_cast<int64_t>(tokens.size()) - 1;
+  const std::span<const int64_t> picked = rows.empty() ? std::span<const int64_t>(&last, 1) : rows;
+  for (int64_t r : picked) {
+    if (r < 0 || r > last) throw InvalidArgument("decode_logits: row out of the decoded tokens");
+  }
+  if (on_device(cross, cache.device.get())) return device_->decode_logits(tokens, cross, cache, picked);
+  const Tensor hidden = decode(tokens, cross, cache);  // [n, d]
+  Tensor sel = Tensor::empty({static_cast<int64_t>(picked.size()), hidden.dim(1)}, DType::kF32);
+  for (size_t i = 0; i < picked.size(); ++i) {
+    std::memcpy(sel.data<float>() + static_cast<int64_t>(i) * hidden.dim(1),
+                hidden.data<float>() + picked[i] * hidden.dim(1), static_cast<size_t>(hidden.dim(1)) * 4);
+  }
+  return logits(sel);
 }
 
 // Pre-LN bidirectional self-attention sub-block of the encoder: x + out(attn(qkv(ln(x)))).
 Tensor WhisperModel::encoder_attention(const Block& b, const Tensor& x) const {
   const int64_t n = x.dim(0), d = x.dim(1);
   const Tensor h = ops::layer_norm(x, b.attn_ln.gamma, b.attn_ln.beta);
-  const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.b);  // [n, 3d]
+  const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.scale, b.qkv.b);  // [n, 3d]
   const Tensor a = ops::attention({&qkv, 0, n}, {&qkv, d, n}, {&qkv, 2 * d, n}, d, dims().n_audio_head, false, 0);
-  Tensor y = ops::linear(a, b.attn_out.w, b.attn_out.b);
+  Tensor y = ops::linear(a, b.attn_out.w, b.attn_out.scale, b.attn_out.b);
   ops::add_(y, x);
   return y;
 }
@@ -100,9 +157,9 @@ Tensor WhisperModel::encoder_attention(const Block& b, const Tensor& x) const {
 // Pre-LN feed-forward sub-block, in place: x += fc2(GELU(fc1(ln(x)))).
 void WhisperModel::feed_forward(const Block& b, Tensor& x) const {
   const Tensor h = ops::layer_norm(x, b.mlp_ln.gamma, b.mlp_ln.beta);
-  Tensor f = ops::linear(h, b.fc1.w, b.fc1.b);  // [n, 4d]
+  Tensor f = ops::linear(h, b.fc1.w, b.fc1.scale, b.fc1.b);  // [n, 4d]
   ops::gelu_(f);
-  const Tensor y = ops::linear(f, b.fc2.w, b.fc2.b);
+  const Tensor y = ops::linear(f, b.fc2.w, b.fc2.scale, b.fc2.b);
   ops::add_(x, y);
 }
 
@@ -133,11 +190,18 @@ Tensor WhisperModel::encode(const Tensor& mel) const {
 CrossKV WhisperModel::cross_kv(const Tensor& features) const {
   CrossKV c;
   c.kv.reserve(dec_.size());
-  for (const Block& b : dec_) c.kv.push_back(ops::linear(features, b.cross_kv.w, b.cross_kv.b));
+  for (const Block& b : dec_) {
+    c.kv.push_back(ops::linear(features, b.cross_kv.w, b.cross_kv.scale, b.cross_kv.b));
+  }
   return c;
 }
 
 KVCache WhisperModel::new_cache() const {
+  if (device_) return device_->new_cache();
+  return host_cache();
+}
+
+KVCache WhisperModel::host_cache() const {
   KVCache c;
   const auto& d = dims();
   for (int i = 0; i < d.n_text_layer; ++i) {
@@ -148,11 +212,14 @@ KVCache WhisperModel::new_cache() const {
 }
 
 Tensor WhisperModel::decode(std::span<const int> tokens, const CrossKV& cross, KVCache& cache) const {
+  if (cross.device || cache.device) throw InternalError("decode: device state has no host hidden states");
   return decoder_forward(tokens, cross, cache, {}, nullptr);
 }
 
 CrossAttention WhisperModel::cross_attention_weights(std::span<const int> tokens, const CrossKV& cross,
                                                      std::span<const std::pair<int, int>> heads) const {
+  // The alignment pass runs on the CPU: a device window is copied back first.
+  if (cross.device) return cross_attention_weights(tokens, device_->to_host(cross), heads);
   const auto& d = dims();
   for (const auto& [layer, head] : heads) {
     if (layer < 0 || layer >= d.n_text_layer || head < 0 || head >= d.n_text_head) {
@@ -160,7 +227,7 @@ CrossAttention WhisperModel::cross_attention_weights(std::span<const int> tokens
                             ") out of range");
     }
   }
-  KVCache cache = new_cache();
+  KVCache cache = host_cache();
   CrossAttention out;
   out.scores.resize(heads.size());
   out.hidden = decoder_forward(tokens, cross, cache, heads, &out.scores);
@@ -195,25 +262,25 @@ Tensor WhisperModel::decoder_forward(std::span<const int> tokens, const CrossKV&
     const Block& b = dec_[l];
     {  // causal self-attention over the cache
       const Tensor h = ops::layer_norm(x, b.attn_ln.gamma, b.attn_ln.beta);
-      const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.b);  // [n, 3d]
+      const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.scale, b.qkv.b);  // [n, 3d]
       ops::copy_rows({&qkv, width, n}, width, cache.k[l], past);
       ops::copy_rows({&qkv, 2 * width, n}, width, cache.v[l], past);
       const Tensor a = ops::attention({&qkv, 0, n}, {&cache.k[l], 0, past + n}, {&cache.v[l], 0, past + n}, width,
                                       d.n_text_head, true, past);
-      Tensor y = ops::linear(a, b.attn_out.w, b.attn_out.b);
+      Tensor y = ops::linear(a, b.attn_out.w, b.attn_out.scale, b.attn_out.b);
       ops::add_(x, y);
     }
     {  // cross-attention over the window's precomputed keys/values
       const Tensor h = ops::layer_norm(x, b.cross_ln.gamma, b.cross_ln.beta);
-      const Tensor q = ops::linear(h, b.cross_q.w, b.cross_q.b);  // [n, d]
-      const Tensor& kv = cross.kv[l];                             // [n_audio_ctx, 2d]
+      const Tensor q = ops::linear(h, b.cross_q.w, b.cross_q.scale, b.cross_q.b);  // [n, d]
+      const Tensor& kv = cross.kv[l];                                              // [n_audio_ctx, 2d]
       const Tensor a =
           ops::attention({&q, 0, n}, {&kv, 0, kv.dim(0)}, {&kv, width, kv.dim(0)}, width, d.n_text_head, false, 0);
       for (size_t i = 0; scores && i < heads.size(); ++i) {
         if (heads[i].first != static_cast<int>(l)) continue;
         (*scores)[i] = ops::attention_scores({&q, 0, n}, {&kv, 0, kv.dim(0)}, width, d.n_text_head, heads[i].second);
       }
-      Tensor y = ops::linear(a, b.cross_out.w, b.cross_out.b);
+      Tensor y = ops::linear(a, b.cross_out.w, b.cross_out.scale, b.cross_out.b);
       ops::add_(x, y);
     }
     feed_forward(b, x);

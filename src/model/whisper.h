@@ -2,6 +2,7 @@
 // KV cache. It reads like the paper: each pass is a short composition of ops.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -15,8 +16,9 @@ namespace wisp::model {
 using core::Tensor;
 
 struct Linear {
-  Tensor w;  // [out, in], f32 or f16
-  Tensor b;  // [out], f32 (undefined when the layer has no bias)
+  Tensor w;      // [out, in] f32 or f16; weight-only quantised: int8 codes i8 [out, in] or int4 codes u8 [out, in / 2]
+  Tensor scale;  // int8: f32 [out]; int4: f32 [out, in / group_size]; undefined for f32/f16 weights
+  Tensor b;      // [out], f32 (undefined when the layer has no bias)
 };
 struct Norm {
   Tensor gamma;  // [d], f32
@@ -36,17 +38,28 @@ struct Block {
   Linear fc2;
 };
 
+class DeviceBackend;
+
+// State that lives on a device backend (a window's cross K/V, a cache's rows): what the backend needs to
+// find it again. Released when the last CrossKV / cache holding it goes away.
+struct DeviceState {
+  virtual ~DeviceState() = default;
+  DeviceBackend* backend = nullptr;  // the backend that owns it
+};
+
 // Keys and values of every decoder layer's cross-attention for one 30 s window: computed once right
 // after the encoder, read at every decoding step.
 struct CrossKV {
-  std::vector<Tensor> kv;  // per layer [n_audio_ctx, 2 · d]: keys in columns [0, d), values in [d, 2d)
+  std::vector<Tensor> kv;               // per layer [n_audio_ctx, 2 · d]: keys in columns [0, d), values in [d, 2d)
+  std::shared_ptr<DeviceState> device;  // set (and kv empty) when the K/V live on a device backend
 };
 
 // Self-attention keys and values of the tokens decoded so far.
 struct KVCache {
-  std::vector<Tensor> k;  // per layer [n_text_ctx, d]
-  std::vector<Tensor> v;  // per layer [n_text_ctx, d]
-  int64_t length = 0;     // tokens in the cache
+  std::vector<Tensor> k;                // per layer [n_text_ctx, d]
+  std::vector<Tensor> v;                // per layer [n_text_ctx, d]
+  int64_t length = 0;                   // tokens in the cache
+  std::shared_ptr<DeviceState> device;  // set (and k, v empty) when the rows live on a device backend
 };
 
 // One teacher-forced decoder pass that also exposes chosen cross-attention heads (word alignment).
@@ -60,12 +73,13 @@ struct CrossAttention {
 // n_text_ctx) of every layer's tensors, so one step reads each sequence's cache in place and a GPU backend
 // can run the whole batch as one kernel.
 struct BatchKVCache {
-  std::vector<Tensor> k;  // per layer [capacity · n_text_ctx, d]
-  std::vector<Tensor> v;  // per layer [capacity · n_text_ctx, d]
-  int64_t capacity = 0;   // sequences the tensors hold
-  int64_t batch = 0;      // live sequences: [0, batch)
-  int64_t length = 0;     // tokens in each sequence
-  int64_t stride = 0;     // rows per sequence (n_text_ctx)
+  std::vector<Tensor> k;                // per layer [capacity · n_text_ctx, d]
+  std::vector<Tensor> v;                // per layer [capacity · n_text_ctx, d]
+  int64_t capacity = 0;                 // sequences the tensors hold
+  int64_t batch = 0;                    // live sequences: [0, batch)
+  int64_t length = 0;                   // tokens in each sequence
+  int64_t stride = 0;                   // rows per sequence (n_text_ctx)
+  std::shared_ptr<DeviceState> device;  // set (and k, v empty) when the rows live on a device backend
 };
 
 // Every one of `batch` sequences starts as a copy of `prompt` (a single-sequence cache). batch <= capacity.
@@ -75,10 +89,42 @@ void broadcast_cache(const KVCache& prompt, BatchKVCache& cache, int64_t batch);
 // sampling drops finished sequences with it. Copies only the rows in use, and only for changed sequences.
 void reorder_cache(BatchKVCache& cache, std::span<const int> origins);
 
+class WhisperModel;
+
+// Runs the network on another device (the GPU runner, src/runtime/gpu_network.cpp) for a WhisperModel,
+// which forwards to it every call whose state (CrossKV, caches) the backend created. The model layer only
+// sees this interface: it neither includes nor links a device runtime.
+class DeviceBackend {
+ public:
+  virtual ~DeviceBackend() = default;
+  virtual std::string name() const = 0;  // e.g. "cuda:0 (NVIDIA H100 80GB HBM3)"
+  // mel [n_mels, 2 · n_audio_ctx] → the window's cross-attention K/V on the device
+  virtual CrossKV encode_window(const Tensor& mel) = 0;
+  virtual KVCache new_cache() = 0;
+  // See WhisperModel::decode_logits / new_batch_cache / decode_batch_logits / broadcast_cache / reorder_cache.
+  virtual Tensor decode_logits(std::span<const int> tokens, const CrossKV& cross, KVCache& cache,
+                               std::span<const int64_t> rows) = 0;
+  virtual BatchKVCache new_batch_cache(int64_t capacity) = 0;
+  virtual Tensor decode_batch_logits(std::span<const int> tokens, const CrossKV& cross, BatchKVCache& cache) = 0;
+  virtual void broadcast_cache(const KVCache& prompt, BatchKVCache& cache, int64_t batch) = 0;
+  virtual void reorder_cache(BatchKVCache& cache, std::span<const int> origins) = 0;
+  // The window's K/V as host tensors (for the passes the backend leaves to the CPU: word alignment).
+  virtual CrossKV to_host(const CrossKV& cross) = 0;
+};
+
+// Creates the backend for a model that has just been loaded (its weights are mapped and checked).
+using DeviceFactory = std::function<std::unique_ptr<DeviceBackend>(const WhisperModel&)>;
+
 class WhisperModel {
  public:
-  // Maps the engine file and checks every tensor against the dimensions. Throws IoError / ModelError.
-  static std::shared_ptr<const WhisperModel> load(const std::string& path);
+  // Maps the engine file and checks every tensor against the dimensions; with `device`, also creates the
+  // device backend that the window and decoding calls below then run on. Throws IoError / ModelError (and
+  // whatever the factory throws).
+  static std::shared_ptr<const WhisperModel> load(const std::string& path, const DeviceFactory& device = nullptr);
+  // "cpu", or the device backend's name.
+  std::string device_name() const;
+  // The tensor of an engine-file name as stored (for a device backend uploading the weights).
+  Tensor stored_tensor(const std::string& name) const;
 
   const format::ModelDims& dims() const { return meta_.dims; }
   const format::ModelMetadata& metadata() const { return meta_; }
@@ -89,6 +135,9 @@ class WhisperModel {
   Tensor encode(const Tensor& mel) const;
   // features [n_audio_ctx, d] → cross-attention K/V of every decoder layer
   CrossKV cross_kv(const Tensor& features) const;
+  // mel [n_mels, 2 · n_audio_ctx] → the window's cross-attention K/V: cross_kv(encode(mel)) on the CPU, or on
+  // the device backend when there is one (then the K/V stay there).
+  CrossKV encode_window(const Tensor& mel) const;
 
   KVCache new_cache() const;
   // Appends `tokens` to the sequence in `cache` and returns their final hidden states [n, d] (after the
@@ -96,6 +145,10 @@ class WhisperModel {
   Tensor decode(std::span<const int> tokens, const CrossKV& cross, KVCache& cache) const;
   // hidden [n, d] → logits [n, n_vocab] (the output projection is tied to the token embedding)
   Tensor logits(const Tensor& hidden) const;
+  // decode() then logits() of the positions `rows` of `tokens` (empty: the last one) → [rows, n_vocab]. Runs
+  // where `cross` and `cache` live (both on the CPU or both on the device backend; InternalError otherwise).
+  Tensor decode_logits(std::span<const int> tokens, const CrossKV& cross, KVCache& cache,
+                       std::span<const int64_t> rows = {}) const;
 
   // A cache for up to `capacity` sequences decoded together (see BatchKVCache); starts empty.
   BatchKVCache new_batch_cache(int64_t capacity) const;
@@ -104,6 +157,8 @@ class WhisperModel {
   // bitwise the result decode() gives for the same sequence alone (same kernels, same order of sums).
   // Throws InvalidArgument past n_text_ctx.
   Tensor decode_batch(std::span<const int> tokens, const CrossKV& cross, BatchKVCache& cache) const;
+  // logits(decode_batch(...)) → [batch, n_vocab], where `cross` and `cache` live (as decode_logits).
+  Tensor decode_batch_logits(std::span<const int> tokens, const CrossKV& cross, BatchKVCache& cache) const;
 
   // Runs the whole sequence `tokens` through the decoder in one pass (a fresh self-attention cache, causal
   // as in decoding; nothing is generated) and returns, besides the hidden states, the cross-attention
@@ -122,6 +177,11 @@ class WhisperModel {
   Tensor decoder_forward(std::span<const int> tokens, const CrossKV& cross, KVCache& cache,
                          std::span<const std::pair<int, int>> heads, std::vector<Tensor>* scores) const;
 
+  KVCache host_cache() const;  // an empty cache on the CPU, whatever the backend
+  // Which side runs a call on this state: the device backend (true) or the CPU (false).
+  bool on_device(const CrossKV& cross, const DeviceState* cache) const;
+
+  std::unique_ptr<DeviceBackend> device_;  // null: everything runs on the CPU
   std::string path_;
   format::ModelMetadata meta_;
   std::vector<std::string> vocab_;

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/quantize.h"
 #include "wisp/errors.h"
 
 namespace wisp::ops {
@@ -24,33 +25,84 @@ void expect_host_f32(const Tensor& t, const char* op, const char* name) {
   expect(t.dtype() == DType::kF32, op, std::string(name) + " must be f32, is " + t.describe());
 }
 
+// y = x · wᵀ + bias for every weight type; linear_into and both linear overloads end here.
+void linear_checked(const Tensor& x, const Tensor& w, const Tensor& w_scale, const Tensor& bias, Tensor& y) {
+  expect_host_f32(x, "linear", "x");
+  expect(w.defined() && w.device() == Device::kCpu && w.rank() == 2 && x.rank() == 2, "linear",
+         "needs host matrices x and w, got " + x.describe() + " and " + w.describe());
+  // Packed int4 holds two columns a byte.
+  const int64_t k = w.dtype() == DType::kU8 ? 2 * w.dim(1) : w.dim(1);
+  expect(x.dim(1) == k, "linear", "x " + x.describe() + " does not match w " + w.describe());
+  expect(!bias.defined() || (bias.dtype() == DType::kF32 && bias.numel() == w.dim(0)), "linear",
+         "bias must be f32 [n], is " + bias.describe());
+  expect(y.rank() == 2 && y.dim(0) == x.dim(0) && y.dim(1) == w.dim(0) && y.dtype() == DType::kF32, "linear",
+         "y " + y.describe() + " has the wrong shape");
+  const bool quantized = w.dtype() == DType::kI8 || w.dtype() == DType::kU8;
+  expect(quantized == w_scale.defined(), "linear",
+         "w " + w.describe() + (quantized ? " needs" : " takes no") + " scale, got " + w_scale.describe());
+  const float* b = bias.defined() ? bias.data<float>() : nullptr;
+  const int64_t m = x.dim(0), n = w.dim(0);
+  switch (w.dtype()) {
+    case DType::kF32:
+      return cpu::linear_f32(x.data<float>(), w.data<float>(), b, y.data<float>(), m, n, k);
+    case DType::kF16:
+      return cpu::linear_f16w(x.data<float>(), w.data<uint16_t>(), b, y.data<float>(), m, n, k);
+    case DType::kI8:
+      expect(w_scale.dtype() == DType::kF32 && w_scale.shape() == core::Shape{n}, "linear",
+             "int8 scale must be f32 [n], is " + w_scale.describe());
+      return cpu::linear_i8w(x.data<float>(), w.data<int8_t>(), w_scale.data<float>(), b, y.data<float>(), m, n, k);
+    case DType::kU8: {
+      expect(w_scale.dtype() == DType::kF32 && w_scale.rank() == 2 && w_scale.dim(0) == n && w_scale.dim(1) > 0 &&
+                 k % w_scale.dim(1) == 0 && (k / w_scale.dim(1)) % 32 == 0,
+             "linear", "int4 scale must be f32 [n, k / group] with group a multiple of 32, is " + w_scale.describe());
+      return cpu::linear_i4w(x.data<float>(), w.data<uint8_t>(), w_scale.data<float>(), b, y.data<float>(), m, n, k,
+                             k / w_scale.dim(1));
+    }
+    default:
+      throw InternalError("linear: unsupported weight type " + w.describe());
+  }
+}
+
+// The f32 copy of a float matrix [n, k] that the quantisers read.
+Tensor matrix_f32(const Tensor& w, const char* op) {
+  expect(w.defined() && w.device() == Device::kCpu && w.rank() == 2, op, "w must be a host matrix");
+  expect(w.dtype() == DType::kF32 || w.dtype() == DType::kF16 || w.dtype() == DType::kBF16, op,
+         "w must be f32, f16 or bf16, is " + w.describe());
+  return to_f32(w);
+}
+
 }  // namespace
 
 void set_num_threads(int n) { cpu::set_num_threads(n); }
 
 void linear_into(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
-  expect_host_f32(x, "linear", "x");
-  expect(w.rank() == 2 && x.rank() == 2 && x.dim(1) == w.dim(1), "linear",
-         "x " + x.describe() + " does not match w " + w.describe());
-  expect(!bias.defined() || (bias.dtype() == DType::kF32 && bias.numel() == w.dim(0)), "linear",
-         "bias must be f32 [n], is " + bias.describe());
-  expect(y.rank() == 2 && y.dim(0) == x.dim(0) && y.dim(1) == w.dim(0) && y.dtype() == DType::kF32, "linear",
-         "y " + y.describe() + " has the wrong shape");
-  const float* b = bias.defined() ? bias.data<float>() : nullptr;
-  const int64_t m = x.dim(0), n = w.dim(0), k = w.dim(1);
-  if (w.dtype() == DType::kF32) {
-    cpu::linear_f32(x.data<float>(), w.data<float>(), b, y.data<float>(), m, n, k);
-  } else if (w.dtype() == DType::kF16) {
-    cpu::linear_f16w(x.data<float>(), w.data<uint16_t>(), b, y.data<float>(), m, n, k);
-  } else {
-    throw InternalError("linear: unsupported weight type " + w.describe());
-  }
+  linear_checked(x, w, Tensor(), bias, y);
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) { return linear(x, w, Tensor(), bias); }
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& w_scale, const Tensor& bias) {
   Tensor y = Tensor::empty({x.dim(0), w.dim(0)}, DType::kF32);
-  linear_into(x, w, bias, y);
+  linear_checked(x, w, w_scale, bias, y);
   return y;
+}
+
+QuantizedWeight quantize_int8(const Tensor& w) {
+  const Tensor f = matrix_f32(w, "quantize_int8");
+  const int64_t n = f.dim(0), k = f.dim(1);
+  QuantizedWeight q{Tensor::empty({n, k}, DType::kI8), Tensor::empty({n}, DType::kF32)};
+  cpu::quantize_i8(f.data<float>(), q.codes.data<int8_t>(), q.scale.data<float>(), n, k);
+  return q;
+}
+
+QuantizedWeight quantize_int4(const Tensor& w, int64_t group) {
+  const Tensor f = matrix_f32(w, "quantize_int4");
+  const int64_t n = f.dim(0), k = f.dim(1);
+  expect((group == 64 || group == 128) && k % group == 0, "quantize_int4",
+         "group " + std::to_string(group) + " must be 64 or 128 and divide " + w.describe());
+  QuantizedWeight q{Tensor::empty({n, k / 2}, DType::kU8), Tensor::empty({n, k / group}, DType::kF32)};
+  cpu::quantize_i4(f.data<float>(), q.codes.data<uint8_t>(), q.scale.data<float>(), n, k, group);
+  return q;
 }
 
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {

@@ -16,6 +16,22 @@ void set_num_threads(int n);
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
 // Same, writing into the given rows-major y [m, n].
 void linear_into(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
+// The same product over a weight that may be weight-only quantised (docs/quantization.md), dispatched on
+// w's type: f32/f16 w [n, k] with w_scale undefined; int8 codes w i8 [n, k] with per-row scales w_scale
+// f32 [n]; packed int4 codes w u8 [n, k / 2] with per-group scales w_scale f32 [n, k / group], the group
+// size k / w_scale.dim(1) a multiple of 32.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& w_scale, const Tensor& bias);
+
+// A weight-only quantised matrix: the codes and their scales, as the engine file stores them.
+struct QuantizedWeight {
+  Tensor codes;  // int8: i8 [n, k]; int4: u8 [n, k / 2], two columns a byte (low nibble first)
+  Tensor scale;  // int8: f32 [n]; int4: f32 [n, k / group]
+};
+// Symmetric int8 with one scale per output channel of w [n, k] (f32, f16 or bf16).
+QuantizedWeight quantize_int8(const Tensor& w);
+// Symmetric int4 with one scale per `group` consecutive inputs of w [n, k] (f32, f16 or bf16); group is 64
+// or 128 and divides k.
+QuantizedWeight quantize_int4(const Tensor& w, int64_t group);
 
 // Row-wise layer normalisation of x [m, d] with gamma [d], beta [d].
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f);

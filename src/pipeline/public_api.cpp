@@ -1,4 +1,6 @@
 // The public entry points that forward to the internal layers.
+#include <map>
+
 #include "format/importers.h"
 #include "pipeline/writers.h"
 #include "wisp/convert.h"
@@ -27,14 +29,23 @@ void write_file_atomic(const std::string& path, const std::string& contents) {
 void convert(const std::string& src, const std::string& dst, const ConvertOptions& options) {
   format::ConvertOptions o;
   o.name = options.name;
-  if (options.weights == "keep") {
-    o.weights = format::WeightType::kKeep;
-  } else if (options.weights == "f16") {
-    o.weights = format::WeightType::kF16;
-  } else if (options.weights == "f32") {
-    o.weights = format::WeightType::kF32;
-  } else {
-    throw InvalidArgument("unknown weight type '" + options.weights + "' (keep, f16 or f32)");
+  const std::map<std::string, format::WeightType> weights = {
+      {"keep", format::WeightType::kKeep}, {"f16", format::WeightType::kF16},  {"fp16", format::WeightType::kF16},
+      {"f32", format::WeightType::kF32},   {"fp32", format::WeightType::kF32}, {"int8", format::WeightType::kInt8},
+      {"int4", format::WeightType::kInt4}};
+  const auto it = weights.find(options.weights);
+  if (it == weights.end()) {
+    throw InvalidArgument("unknown weight type '" + options.weights + "' (keep, fp16, fp32, int8 or int4)");
+  }
+  o.weights = it->second;
+  if (options.group_size != 0) {
+    if (o.weights != format::WeightType::kInt4) {
+      throw InvalidArgument("a group size applies to int4 weights only, not " + options.weights);
+    }
+    if (options.group_size != 64 && options.group_size != 128) {
+      throw InvalidArgument("group size " + std::to_string(options.group_size) + " is not supported (64 or 128)");
+    }
+    o.group_size = options.group_size;
   }
   format::convert_model(src, dst, o);
 }

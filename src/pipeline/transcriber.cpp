@@ -17,7 +17,10 @@
 #include "decoding/sampling.h"
 #include "model/whisper.h"
 #include "ops/ops.h"
+#include "pipeline/model_access.h"
 #include "pipeline/word_timing.h"
+#include "runtime/gpu_network.h"
+#include "runtime/gpu_whisper.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/vocabulary.h"
 #include "wisp/audio.h"
@@ -217,8 +220,7 @@ struct Model::Impl {
       const double start = o.clip_timestamps.empty() ? 0.0 : o.clip_timestamps.front();
       const int det_seek = start * kFramesPerSecond < content_frames ? static_cast<int>(start * kFramesPerSecond) : 0;
       const int det_size = std::min(content_frames - det_seek, kFramesPerWindow);
-      const Tensor feats = net->encode(window(mel_all, n_frames, det_seek, det_size));
-      first_window = net->cross_kv(feats);
+      first_window = net->encode_window(window(mel_all, n_frames, det_seek, det_size));
       first_window_seek = det_seek;
       first_window_size = det_size;
       const auto probs = decoding::detect_language(*net, *first_window, sp, net->metadata().lang_ids);
@@ -271,7 +273,7 @@ struct Model::Impl {
       const double segment_duration = segment_size * kTimePerFrame;
       const model::CrossKV cross = (first_window && seek == first_window_seek && segment_size == first_window_size)
                                        ? std::move(*first_window)
-                                       : net->cross_kv(net->encode(window(mel_all, n_frames, seek, segment_size)));
+                                       : net->encode_window(window(mel_all, n_frames, seek, segment_size));
       first_window.reset();
 
       // The previous text: everything since the last prompt reset, or with carry_initial_prompt the
@@ -448,19 +450,47 @@ struct Model::Impl {
 };
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+std::unique_ptr<Model> ModelAccess::wrap(std::shared_ptr<const model::WhisperModel> net) {
+  return std::unique_ptr<Model>(new Model(std::make_unique<Model::Impl>(std::move(net))));
+}
 Model::~Model() = default;
 
-std::unique_ptr<Model> Model::load(const std::string& path, int threads) {
-  if (threads > 0) ops::set_num_threads(threads);
-  return std::unique_ptr<Model>(new Model(std::make_unique<Impl>(model::WhisperModel::load(path))));
+std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
+  const std::string& device = options.device;
+  if (device != "auto" && device != "cpu" && device != "cuda") {
+    throw InvalidArgument("unknown device '" + device + "' (expected auto, cpu or cuda)");
+  }
+  runtime::GpuNetworkOptions gpu_options;
+  try {
+    gpu_options.kv_cache = runtime::kv_cache_from_name(options.kv_cache);
+  } catch (const std::invalid_argument& e) {
+    throw InvalidArgument(e.what());
+  }
+  if (options.threads > 0) ops::set_num_threads(options.threads);
+  const bool gpu = device == "cuda" || (device == "auto" && runtime::gpu_available());
+  if (!gpu && options.kv_cache != "fp16") {
+    throw InvalidArgument("--kv-cache " + options.kv_cache + " needs the GPU (the CPU keeps fp32 caches)");
+  }
+  model::DeviceFactory factory;
+  if (gpu) {
+    factory = [gpu_options](const model::WhisperModel& m) -> std::unique_ptr<model::DeviceBackend> {
+      if (!runtime::gpu_available()) {
+        throw InvalidArgument("--device cuda: no CUDA GPU is usable (or this wisp was built without CUDA)");
+      }
+      try {
+        return runtime::make_gpu_backend(m, gpu_options);
+      } catch (const Error&) {
+        throw;
+      } catch (const std::exception& e) {
+        throw InvalidArgument(std::string("cannot run this model on the GPU: ") + e.what());
+      }
+    };
+  }
+  return std::unique_ptr<Model>(new Model(std::make_unique<Impl>(model::WhisperModel::load(path, factory))));
 }
 
 Transcript Model::transcribe(std::span<const float> samples, const TranscribeOptions& options) const {
-  return impl_->run(samples, options);
-}
-
-Transcript Model::transcribe_file(const std::string& path, const TranscribeOptions& options) const {
-  const std::vector<float> samples = load_audio(path);
   return impl_->run(samples, options);
 }
 
@@ -476,6 +506,7 @@ ModelInfo Model::info() const {
   i.n_text_layer = d.n_text_layer;
   i.n_state = d.n_audio_state;
   i.n_head = d.n_audio_head;
+  i.device = impl_->net->device_name();
   return i;
 }
 

@@ -39,18 +39,28 @@ std::string run_bench(const BenchOptions& o) {
   std::string label;
   if (!o.model_path.empty()) {
     const TensorSource src = open_engine_file(o.model_path, dims);
-    m = GpuWhisper::create(dims, o.batch, src);
+    m = GpuWhisper::create(dims, GpuWhisper::Capacity{o.batch, o.batch}, src, kv_cache_from_name(o.kv_cache));
     label = o.model_path;
   } else {
     dims = dims_for_size(o.size);
-    m = GpuWhisper::create_random(dims, o.batch);
-    label = o.size + " (random fp16 weights)";
+    GpuWeights w = GpuWeights::kF16;
+    if (o.weights == "int8") {
+      w = GpuWeights::kInt8;
+    } else if (o.weights == "int4") {
+      w = GpuWeights::kInt4;
+    } else if (o.weights != "fp16") {
+      throw std::invalid_argument("--weights must be fp16, int8 or int4");
+    }
+    m = GpuWhisper::create_random(dims, o.batch, 1, w, o.group, kv_cache_from_name(o.kv_cache));
+    label =
+        o.size + " (random " + o.weights + (w == GpuWeights::kInt4 ? " g" + std::to_string(o.group) : "") + " weights)";
   }
   if (o.tokens < 1 || o.tokens > dims.n_text_ctx) {
     throw std::invalid_argument("--tokens must be in [1, " + std::to_string(dims.n_text_ctx) + "]");
   }
   const int B = o.batch, N = o.tokens;
   m->set_cuda_graphs(o.cuda_graphs);
+  m->set_gemv(o.gemv);
   std::vector<double> enc, ckv, dec;
   for (int r = 0; r <= o.repeats; ++r) {  // run 0 warms up (cuBLASLt plans, clocks)
     const double e = m->time_ms([&] { m->encode(nullptr, B); });
@@ -68,9 +78,11 @@ std::string run_bench(const BenchOptions& o) {
   j.precision(3);
   j << "{\"engine\": \"wisp\", \"model\": \"" << esc(label) << "\", \"card\": \"" << esc(m->device_name())
     << "\", \"batch\": " << B << ", \"tokens\": " << N << ", \"repeats\": " << o.repeats
-    << ", \"cuda_graphs\": " << (o.cuda_graphs ? "true" : "false") << ", \"encoder_ms\": " << e
-    << ", \"cross_kv_ms\": " << c << ", \"decode_ms\": " << t << ", \"decode_ms_per_step\": " << t / N
-    << ", \"total_ms\": " << total << ", \"audio_s_per_s\": " << (B * 30.0) / (total / 1000.0)
+    << ", \"cuda_graphs\": " << (o.cuda_graphs ? "true" : "false") << ", \"gemv\": " << (o.gemv ? "true" : "false")
+    << ", \"kv_cache\": \"" << o.kv_cache << "\""
+    << ", \"encoder_ms\": " << e << ", \"cross_kv_ms\": " << c << ", \"decode_ms\": " << t
+    << ", \"decode_ms_per_step\": " << t / N << ", \"total_ms\": " << total
+    << ", \"audio_s_per_s\": " << (B * 30.0) / (total / 1000.0)
     << ", \"weights_gb\": " << double(m->weight_bytes()) / 1e9
     << ", \"peak_mem_gb\": " << double(m->device_bytes_used()) / 1e9 << "}";
   return j.str();

@@ -5,6 +5,14 @@
 
 namespace wisp::runtime {
 
+GpuKvCache kv_cache_from_name(const std::string& name) {
+  if (name == "fp16") return GpuKvCache::kF16;
+  if (name == "int8") return GpuKvCache::kInt8;
+  if (name == "int8-dynamic") return GpuKvCache::kInt8Dynamic;
+  if (name == "fp8") return GpuKvCache::kFp8;
+  throw std::invalid_argument("unknown KV cache type '" + name + "' (expected fp16, int8, int8-dynamic or fp8)");
+}
+
 GpuDims dims_for_size(const std::string& size) {
   GpuDims d;
   auto set = [&](int state, int head, int layer) {

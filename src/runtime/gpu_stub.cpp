@@ -22,8 +22,10 @@ std::string run_bench(const BenchOptions&) {
 
 GpuWhisper::GpuWhisper(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 GpuWhisper::~GpuWhisper() = default;
-std::unique_ptr<GpuWhisper> GpuWhisper::create(const GpuDims&, int, const TensorSource&) { no_cuda(); }
-std::unique_ptr<GpuWhisper> GpuWhisper::create_random(const GpuDims&, int, uint64_t) { no_cuda(); }
+std::unique_ptr<GpuWhisper> GpuWhisper::create(const GpuDims&, Capacity, const TensorSource&, GpuKvCache) { no_cuda(); }
+std::unique_ptr<GpuWhisper> GpuWhisper::create_random(const GpuDims&, int, uint64_t, GpuWeights, int, GpuKvCache) {
+  no_cuda();
+}
 const GpuDims& GpuWhisper::dims() const { return impl_->dims; }
 int GpuWhisper::max_batch() const { return 0; }
 std::string GpuWhisper::device_name() const { no_cuda(); }
@@ -34,6 +36,14 @@ std::vector<int> GpuWhisper::decode_step(const int*, int, std::vector<float>*) {
 void GpuWhisper::decode_step_feedback(int) { no_cuda(); }
 int GpuWhisper::cache_length() const { return 0; }
 void GpuWhisper::set_cuda_graphs(bool) {}
+void GpuWhisper::set_gemv(bool) {}
+int GpuWhisper::window_slots() const { return 0; }
+int GpuWhisper::sequence_slots() const { return 0; }
+void GpuWhisper::encode_window(const float*, int) { no_cuda(); }
+void GpuWhisper::prefill(int, int, const int*, int, int, const int*, int, float*) { no_cuda(); }
+void GpuWhisper::step_window(int, int, int, const int*, int, float*) { no_cuda(); }
+void GpuWhisper::copy_sequences(const int*, const int*, int, int) { no_cuda(); }
+std::vector<std::vector<float>> GpuWhisper::cross_kv_host(int) const { no_cuda(); }
 std::vector<float> GpuWhisper::features(int) const { no_cuda(); }
 std::vector<float> GpuWhisper::logits(int) const { no_cuda(); }
 void GpuWhisper::synchronize() const {}

@@ -6,13 +6,20 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <functional>
+#include <limits>
+#include <map>
 #include <random>
 #include <stdexcept>
+#include <tuple>
 
 #include "core/dtype.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/gemv.h"
+#include "kernels/cuda/kv_quant.h"
 
 namespace wisp::runtime {
 
@@ -31,6 +38,15 @@ void kcheck(kc::Status s, const char* what) {
 #define CK(call) kcheck((call), #call)
 
 size_t align_up(size_t n) { return (n + 255) / 256 * 256; }
+
+// An FP8 e4m3 code as a float (1 sign, 4 exponent bits with bias 7, 3 mantissa bits; 0x7f/0xff are NaN).
+float e4m3_to_float(uint8_t code) {
+  const int sign = code >> 7, exponent = (code >> 3) & 0xf, mantissa = code & 0x7;
+  if (exponent == 0xf && mantissa == 0x7) return std::numeric_limits<float>::quiet_NaN();
+  const float magnitude =
+      exponent == 0 ? std::ldexp(float(mantissa) / 8.0f, -6) : std::ldexp(1.0f + float(mantissa) / 8.0f, exponent - 7);
+  return sign ? -magnitude : magnitude;
+}
 
 // One cudaMalloc, carved by a bump pointer (256-byte aligned pieces).
 struct Arena {
@@ -56,10 +72,24 @@ struct Arena {
 };
 
 struct DLinear {
-  __half* w = nullptr;  // [out, in]
-  __half* b = nullptr;  // [out] or null
+  kc::WeightView view;          // the weight as stored: fp16 [out, in], int8 [out, in] or int4 [out, in/2] + scales
+  const __half* w16 = nullptr;  // fp16 [out, in] for cuBLASLt (view.data when fp16; null when quantised)
+  __half* b = nullptr;          // [out] (zeros when the layer has no bias)
   int64_t out = 0, in = 0;
 };
+
+// Bytes a weight of `format` takes in the arena: codes, then scales.
+size_t quantised_bytes(GpuWeights format, int group, int64_t o, int64_t i) {
+  switch (format) {
+    case GpuWeights::kF16:
+      return align_up(size_t(o * i) * 2);
+    case GpuWeights::kInt8:
+      return align_up(size_t(o * i)) + align_up(size_t(o) * 4);
+    case GpuWeights::kInt4:
+      return align_up(size_t(o * i) / 2) + align_up(size_t(o * (i / group)) * 4);
+  }
+  return 0;
+}
 struct DNorm {
   float* gamma = nullptr;
   float* beta = nullptr;
@@ -69,18 +99,32 @@ struct DBlock {
   DLinear qkv, attn_out, cross_q, cross_kv, cross_out, fc1, fc2;
 };
 
+// Where a decode step's sequences and windows live: sequences [seq, seq + B) of the self-attention cache
+// slots; window slots [window, window + B), or the one slot `window` shared by every sequence (the beams or
+// samples of one window).
+struct StepPlace {
+  int seq = 0, window = 0;
+  bool shared = false;
+};
+
 }  // namespace
 
 struct GpuWhisper::Impl {
   GpuDims d;
-  int max_batch = 0;
+  int max_batch = 0;  // windows of the benchmark form (= windows = sequences there)
+  int windows = 0;    // cross-K/V slots
+  int sequences = 0;  // self-attention cache slots
+  int rows = 0;       // rows of the decoder buffers: max(sequences, n_text_ctx), so a prompt fits in one pass
   int device = 0;
   size_t used_before = 0;
   cudaStream_t stream = nullptr;
   kc::GemmContext gemm;
   Arena weights, acts;
 
-  DLinear conv1, conv2;  // [d, c_in · 3]
+  DLinear conv1, conv2;    // [d, c_in · 3]
+  size_t max_dequant = 0;  // elements of the largest quantised weight
+  __half* deq = nullptr;   // [max_dequant] a quantised weight dequantised for a GEMM (many rows)
+  bool use_gemv = true;    // up to kc::kGemvMaxRows rows: the GEMV kernels instead of cuBLASLt
   __half* enc_pos = nullptr;
   std::vector<DBlock> enc, dec;
   DNorm ln_post, dec_ln;
@@ -95,72 +139,129 @@ struct GpuWhisper::Impl {
   __half* h = nullptr;         // normed [B, n_ctx, d]
   __half* a = nullptr;         // attention output [B, n_ctx, d]
   __half* features = nullptr;  // [B, n_ctx, d]
-  std::vector<__half*> ckv;    // per decoder layer [B, n_ctx, 2d]
-  std::vector<__half*> kv;     // per decoder layer [B, n_text_ctx, 2d]: K in [0, d), V in [d, 2d)
-  // Decoder step buffers.
-  int32_t* tokens = nullptr;  // [B]
-  int32_t* pos = nullptr;     // [B] position of the next token (device: a captured step reads it)
-  int32_t* len = nullptr;     // [B] cache length after the next token (pos + 1)
-  __half* dx = nullptr;       // [B, d]
-  __half* dh = nullptr;       // [B, d]
-  __half* dqkv = nullptr;     // [B, 3d]
-  __half* dy = nullptr;       // [B, d]
-  __half* df = nullptr;       // [B, 4d]
-  float* dlogits = nullptr;   // [B, n_vocab]
-  int32_t* next = nullptr;    // [B]
-  float* next_lp = nullptr;   // [B]
+  // K/V caches, stored as `kv_type` (kv_quant.h; 1 byte per element unless fp16): K in columns [0, d), V in
+  // [d, 2d). The self-attention caches of all layers are one block (kv_layer_pitch bytes apart), so a
+  // sequence copy is one 2D copy; likewise their per-token scales (int8 dynamic).
+  kc::KvType kv_type = kc::KvType::kF16;
+  std::vector<char*> ckv;  // per decoder layer [windows, n_ctx, 2d]
+  std::vector<char*> kv;   // per decoder layer [sequences, n_text_ctx, 2d]
+  size_t kv_layer_pitch = 0;
+  std::vector<float*> ckv_scales;  // per layer: static [2·n_head] (K heads, V heads), or [windows, n_ctx, 2·n_head]
+  std::vector<float*> kv_scales;   // per layer: static [2·n_head], or [sequences, n_text_ctx, 2·n_head]
+  size_t kv_scale_pitch = 0;       // bytes from kv_scales[l] to kv_scales[l + 1] (int8 dynamic)
+  std::vector<std::vector<float>> self_scale_init, cross_scale_init;  // static scales to upload, per layer
+  // Decoder buffers ([R] = rows).
+  int32_t* step_in = nullptr;  // [3R] tokens, positions, cache lengths: one upload per step
+  int32_t* tokens = nullptr;   // [R]
+  int32_t* pos = nullptr;      // [R] position of the next token (device: a captured step reads it)
+  int32_t* len = nullptr;      // [R] cache length after the next token (pos + 1)
+  __half* dx = nullptr;        // [R, d]
+  __half* dh = nullptr;        // [R, d]
+  __half* dqkv = nullptr;      // [R, 3d]
+  __half* dy = nullptr;        // [R, d]
+  __half* df = nullptr;        // [R, 4d]
+  float* dlogits = nullptr;    // [R, n_vocab]
+  int32_t* next = nullptr;     // [R]
+  float* next_lp = nullptr;    // [R]
   void* attn_ws = nullptr;
   size_t attn_ws_bytes = 0;
   int length = 0;
-  // CUDA graphs of one decode step, per batch size: the first step of a batch size runs eagerly (it creates
-  // the cuBLASLt plans), the second captures, every later one replays.
+  // CUDA graphs of one decode step, per (batch, first sequence slot, first window slot, shared window): the
+  // first step of a key runs eagerly (it creates the cuBLASLt plans), the second captures, later ones replay.
   bool use_graphs = true;
-  std::vector<int> eager_steps;         // [max_batch + 1]
-  std::vector<cudaGraphExec_t> graphs;  // [max_batch + 1]
+  using StepKey = std::tuple<int, int, int, bool>;
+  std::map<StepKey, int> eager_steps;
+  std::map<StepKey, cudaGraphExec_t> graphs;
 
   ~Impl() {
-    for (cudaGraphExec_t g : graphs) {
+    for (auto& [key, g] : graphs) {
       if (g) cudaGraphExecDestroy(g);
     }
     if (stream) cudaStreamDestroy(stream);
   }
 
-  size_t weight_bytes_needed() const {
+  // Storage of each block linear weight (GpuWeights, group): fp16 unless the source is quantised.
+  using FormatOf = std::function<std::pair<GpuWeights, int>(const std::string& name, int64_t out, int64_t in)>;
+
+  size_t weight_bytes_needed(const FormatOf& format_of) {
     const int64_t da = d.n_audio_state, dt = d.n_text_state;
     size_t n = 0;
-    auto lin = [&](int64_t o, int64_t i) { n += align_up(o * i * 2) + align_up(o * 2); };
+    auto lin = [&](const std::string& name, int64_t o, int64_t i) {
+      const auto [f, g] = format_of(name, o, i);
+      n += quantised_bytes(f, g, o, i) + align_up(o * 2);
+      max_dequant = std::max<size_t>(max_dequant, f == GpuWeights::kF16 ? 0 : size_t(o * i));
+    };
     auto norm = [&](int64_t c) { n += 2 * align_up(c * 4); };
-    lin(da, d.n_mels * 3);
-    lin(da, da * 3);
+    auto blk = [](const std::string& s, int i, const std::string& leaf) {
+      return s + ".blocks." + std::to_string(i) + "." + leaf;
+    };
+    n += 2 * (align_up(da * d.n_mels * 3 * 2) + align_up(da * da * 3 * 2) + 2 * align_up(da * 2));  // convs
     n += align_up(size_t(d.n_audio_ctx) * da * 2);
     for (int i = 0; i < d.n_audio_layer; ++i) {
-      norm(da), norm(da), lin(3 * da, da), lin(da, da), lin(4 * da, da), lin(da, 4 * da);
+      norm(da), norm(da);
+      lin(blk("encoder", i, "attn.qkv"), 3 * da, da), lin(blk("encoder", i, "attn.out"), da, da);
+      lin(blk("encoder", i, "mlp.fc1"), 4 * da, da), lin(blk("encoder", i, "mlp.fc2"), da, 4 * da);
     }
     norm(da);
     n += align_up(size_t(d.n_vocab) * dt * 2) + align_up(size_t(d.n_text_ctx) * dt * 2);
     for (int i = 0; i < d.n_text_layer; ++i) {
-      norm(dt), norm(dt), norm(dt), lin(3 * dt, dt), lin(dt, dt), lin(dt, dt), lin(2 * dt, da), lin(dt, dt),
-          lin(4 * dt, dt), lin(dt, 4 * dt);
+      norm(dt), norm(dt), norm(dt);
+      lin(blk("decoder", i, "attn.qkv"), 3 * dt, dt), lin(blk("decoder", i, "attn.out"), dt, dt);
+      lin(blk("decoder", i, "cross_attn.query"), dt, dt), lin(blk("decoder", i, "cross_attn.kv"), 2 * dt, da);
+      lin(blk("decoder", i, "cross_attn.out"), dt, dt);
+      lin(blk("decoder", i, "mlp.fc1"), 4 * dt, dt), lin(blk("decoder", i, "mlp.fc2"), dt, 4 * dt);
     }
     norm(dt);
-    return n + 4096;
+    return n + align_up(max_dequant * 2) + 4096;
   }
 
-  // Fills the weight arena. `fill_half(dst, count, name)` / `fill_float(dst, count, name)` upload one tensor.
-  template <class FH, class FF>
-  void layout_weights(FH&& fill_half, FF&& fill_float) {
+  // Fills the weight arena. `fill_half(dst, count, name)` / `fill_float(dst, count, name)` upload one tensor;
+  // `fill_codes(dst, bytes, name)` the codes of a quantised weight ("<layer>.weight") and fill_float its
+  // scales ("<layer>.weight_scale").
+  template <class FH, class FF, class FC>
+  void layout_weights(const FormatOf& format_of, FH&& fill_half, FF&& fill_float, FC&& fill_codes) {
     const int64_t da = d.n_audio_state, dt = d.n_text_state;
-    auto lin = [&](const std::string& name, int64_t o, int64_t i, bool bias = true) {
+    auto bias = [&](DLinear& l, const std::string& name, bool has_bias) {
+      l.b = weights.take<__half>(size_t(l.out));
+      if (has_bias) {
+        fill_half(l.b, size_t(l.out), name + ".bias");
+      } else {
+        cuda_check(cudaMemset(l.b, 0, size_t(l.out) * 2), "cudaMemset");
+      }
+    };
+    auto conv = [&](const std::string& name, int64_t o, int64_t i) {
       DLinear l;
       l.out = o, l.in = i;
-      l.w = weights.take<__half>(size_t(o * i));
-      fill_half(l.w, size_t(o * i), name + ".weight");
-      l.b = weights.take<__half>(size_t(o));
-      if (bias) {
-        fill_half(l.b, size_t(o), name + ".bias");
+      __half* w = weights.take<__half>(size_t(o * i));
+      fill_half(w, size_t(o * i), name + ".weight");
+      l.w16 = w;
+      l.view.data = w;
+      bias(l, name, true);
+      return l;
+    };
+    auto lin = [&](const std::string& name, int64_t o, int64_t i, bool has_bias = true) {
+      DLinear l;
+      l.out = o, l.in = i;
+      const auto [format, group] = format_of(name, o, i);
+      if (format == GpuWeights::kF16) {
+        __half* w = weights.take<__half>(size_t(o * i));
+        fill_half(w, size_t(o * i), name + ".weight");
+        l.w16 = w;
+        l.view.data = w;
       } else {
-        cuda_check(cudaMemset(l.b, 0, size_t(o) * 2), "cudaMemset");
+        const bool int8 = format == GpuWeights::kInt8;
+        const size_t code_bytes = int8 ? size_t(o * i) : size_t(o * i) / 2;
+        const size_t n_scales = int8 ? size_t(o) : size_t(o * (i / group));
+        char* codes = weights.take<char>(code_bytes);
+        fill_codes(codes, code_bytes, name + ".weight");
+        float* scales = weights.take<float>(n_scales);
+        fill_float(scales, n_scales, name + ".weight_scale");
+        l.view.type = int8 ? kc::WeightType::kI8 : kc::WeightType::kI4;
+        l.view.data = codes;
+        l.view.scales = scales;
+        l.view.group = int8 ? 0 : group;
       }
+      bias(l, name, has_bias);
       return l;
     };
     auto norm = [&](const std::string& name, int64_t c) {
@@ -174,8 +275,8 @@ struct GpuWhisper::Impl {
     auto blk = [](const std::string& s, int i, const std::string& leaf) {
       return s + ".blocks." + std::to_string(i) + "." + leaf;
     };
-    conv1 = lin("encoder.conv1", da, d.n_mels * 3);
-    conv2 = lin("encoder.conv2", da, da * 3);
+    conv1 = conv("encoder.conv1", da, d.n_mels * 3);
+    conv2 = conv("encoder.conv2", da, da * 3);
     enc_pos = weights.take<__half>(size_t(d.n_audio_ctx) * da);
     fill_half(enc_pos, size_t(d.n_audio_ctx) * da, "encoder.positional_embedding");
     for (int i = 0; i < d.n_audio_layer; ++i) {
@@ -210,49 +311,94 @@ struct GpuWhisper::Impl {
     dec_ln = norm("decoder.ln", dt);
   }
 
+  // y [m, out] = act(x [m, in] · Wᵀ + b) for one linear layer: the GEMV kernels for a decode step's few
+  // rows, cuBLASLt for many (a quantised weight is dequantised into `deq` first).
+  void apply(const DLinear& l, const __half* x, __half* y, int64_t m, bool gelu) {
+    if (use_gemv && m <= kc::kGemvMaxRows) {
+      CK(kc::gemv(x, l.view, l.b, nullptr, y, m, l.out, l.in, gelu, stream));
+      return;
+    }
+    const __half* w = l.w16;
+    if (!w) {
+      CK(kc::dequantize_weight(l.view, deq, l.out, l.in, stream));
+      w = deq;
+    }
+    CK(kc::linear(gemm, x, w, l.b, y, m, l.out, l.in, gelu ? kc::Epilogue::kBiasGeluErf : kc::Epilogue::kBias, stream));
+  }
+
+  // logits [m, n_vocab] fp32 of the hidden rows x [m, d] (the output projection is the token embedding).
+  void project_logits(const __half* x, float* logits, int64_t m) {
+    const int64_t dt = d.n_text_state;
+    if (use_gemv && m <= kc::kGemvMaxRows) {
+      CK(kc::gemv_f32_out(x, kc::WeightView{kc::WeightType::kF16, tok_emb, nullptr, 0}, logits, m, d.n_vocab, dt,
+                          stream));
+    } else {
+      CK(kc::linear_f32_out(gemm, x, dt, tok_emb, nullptr, logits, d.n_vocab, m, d.n_vocab, dt, stream));
+    }
+  }
+
   void allocate_activations() {
-    const size_t B = size_t(max_batch), nc = size_t(d.n_audio_ctx), da = size_t(d.n_audio_state);
-    const size_t dt = size_t(d.n_text_state), ctx = size_t(d.n_text_ctx);
-    const size_t big_n = std::max(B * 2 * nc * da, B * nc * 4 * da);
-    const size_t mid_n = std::max({B * 2 * nc * size_t(d.n_mels) * 3, B * nc * 3 * da});
+    const size_t W = size_t(windows), S = size_t(sequences), R = size_t(rows), nc = size_t(d.n_audio_ctx);
+    const size_t da = size_t(d.n_audio_state), dt = size_t(d.n_text_state), ctx = size_t(d.n_text_ctx);
+    const size_t big_n = std::max(W * 2 * nc * da, W * nc * 4 * da);
+    const size_t mid_n = std::max({W * 2 * nc * size_t(d.n_mels) * 3, W * nc * 3 * da});
+    const size_t eb = size_t(kc::kv_element_bytes(kv_type)), h2 = 2 * size_t(d.n_text_head);
+    const bool dynamic = kv_type == kc::KvType::kI8Dynamic;
+    const size_t cross_scale_n = dynamic ? W * nc * h2 : h2, self_scale_n = dynamic ? S * ctx * h2 : h2;
+    kv_layer_pitch = align_up(S * ctx * 2 * dt * eb);
+    kv_scale_pitch = align_up(self_scale_n * 4);
     size_t n =
-        align_up(B * d.n_mels * 2 * nc * 4) + align_up(big_n * 2) + align_up(mid_n * 2) + 4 * align_up(B * nc * da * 2);
-    n += size_t(d.n_text_layer) * (align_up(B * nc * 2 * dt * 2) + align_up(B * ctx * 2 * dt * 2));
-    n += align_up(B * 4) * 5 + 4 * align_up(B * dt * 2) + align_up(B * 3 * dt * 2) + align_up(B * 4 * dt * 2) +
-         align_up(B * size_t(d.n_vocab) * 4) + align_up(B * 4);
-    attn_ws_bytes =
-        kc::decoder_attention_workspace_bytes(max_batch, 1, std::max(d.n_text_head, 1), std::max<int64_t>(nc, ctx));
+        align_up(W * d.n_mels * 2 * nc * 4) + align_up(big_n * 2) + align_up(mid_n * 2) + 4 * align_up(W * nc * da * 2);
+    n += size_t(d.n_text_layer) *
+         (align_up(W * nc * 2 * dt * eb) + kv_layer_pitch + align_up(cross_scale_n * 4) + kv_scale_pitch);
+    n += align_up(3 * R * 4) + 4 * align_up(R * dt * 2) + align_up(R * 3 * dt * 2) + align_up(R * 4 * dt * 2) +
+         align_up(R * size_t(d.n_vocab) * 4) + 2 * align_up(R * 4);
+    // n_q up to kDecoderMaxQueries: a prompt over quantised caches runs in chunks of that many queries
+    attn_ws_bytes = kc::decoder_attention_workspace_bytes(std::max(windows, sequences), kc::kDecoderMaxQueries,
+                                                          std::max(d.n_text_head, 1), std::max<int64_t>(nc, ctx));
     n += align_up(attn_ws_bytes) + 4096;
     acts.reserve(n);
-    mel = acts.take<float>(B * d.n_mels * 2 * nc);
+    mel = acts.take<float>(W * d.n_mels * 2 * nc);
     big = acts.take<__half>(big_n);
     mid = acts.take<__half>(mid_n);
-    x = acts.take<__half>(B * nc * da);
-    h = acts.take<__half>(B * nc * da);
-    a = acts.take<__half>(B * nc * da);
-    features = acts.take<__half>(B * nc * da);
+    x = acts.take<__half>(W * nc * da);
+    h = acts.take<__half>(W * nc * da);
+    a = acts.take<__half>(W * nc * da);
+    features = acts.take<__half>(W * nc * da);
     for (int l = 0; l < d.n_text_layer; ++l) {
-      ckv.push_back(acts.take<__half>(B * nc * 2 * dt));
-      kv.push_back(acts.take<__half>(B * ctx * 2 * dt));
+      ckv.push_back(acts.take<char>(W * nc * 2 * dt * eb));
+      ckv_scales.push_back(acts.take<float>(cross_scale_n));
     }
-    tokens = acts.take<int32_t>(B);
-    pos = acts.take<int32_t>(B);
-    len = acts.take<int32_t>(B);
-    dx = acts.take<__half>(B * dt);
-    dh = acts.take<__half>(B * dt);
-    da_ = acts.take<__half>(B * dt);
-    dy = acts.take<__half>(B * dt);
-    dqkv = acts.take<__half>(B * 3 * dt);
-    df = acts.take<__half>(B * 4 * dt);
-    dlogits = acts.take<float>(B * size_t(d.n_vocab));
-    next = acts.take<int32_t>(B);
-    next_lp = acts.take<float>(B);
+    char* kv_block = acts.take<char>(kv_layer_pitch * size_t(d.n_text_layer));
+    char* scale_block = acts.take<char>(kv_scale_pitch * size_t(d.n_text_layer));
+    for (int l = 0; l < d.n_text_layer; ++l) {
+      kv.push_back(kv_block + l * kv_layer_pitch);
+      kv_scales.push_back(reinterpret_cast<float*>(scale_block + l * kv_scale_pitch));
+      if (!dynamic) {
+        const std::vector<float> one(h2, 1.0f);
+        const std::vector<float>& s = self_scale_init.empty() ? one : self_scale_init[size_t(l)];
+        const std::vector<float>& c = cross_scale_init.empty() ? one : cross_scale_init[size_t(l)];
+        cuda_check(cudaMemcpy(kv_scales.back(), s.data(), h2 * 4, cudaMemcpyHostToDevice), "upload K/V scales");
+        cuda_check(cudaMemcpy(ckv_scales[size_t(l)], c.data(), h2 * 4, cudaMemcpyHostToDevice), "upload K/V scales");
+      }
+    }
+    step_in = acts.take<int32_t>(3 * R);
+    tokens = step_in;
+    pos = step_in + R;
+    len = step_in + 2 * R;
+    dx = acts.take<__half>(R * dt);
+    dh = acts.take<__half>(R * dt);
+    da_ = acts.take<__half>(R * dt);
+    dy = acts.take<__half>(R * dt);
+    dqkv = acts.take<__half>(R * 3 * dt);
+    df = acts.take<__half>(R * 4 * dt);
+    dlogits = acts.take<float>(R * size_t(d.n_vocab));
+    next = acts.take<int32_t>(R);
+    next_lp = acts.take<float>(R);
     attn_ws = acts.take<char>(attn_ws_bytes);
     CK(kc::decoder_attention_workspace_init(attn_ws, attn_ws_bytes, stream));
-    cuda_check(cudaMemset(next, 0, B * 4), "cudaMemset");
-    eager_steps.assign(B + 1, 0);
-    graphs.assign(B + 1, nullptr);
-    reset(max_batch);
+    cuda_check(cudaMemset(next, 0, R * 4), "cudaMemset");
+    reset(std::min(windows, sequences));
   }
 
   void reset(int B) {
@@ -264,97 +410,196 @@ struct GpuWhisper::Impl {
   }
   __half* da_ = nullptr;
 
+  // The benchmark form's shared length: one more token in every sequence.
+  void advance() {
+    if (length >= d.n_text_ctx) throw std::runtime_error("GpuWhisper: decoder context is full");
+    ++length;
+  }
+
   void encode(int B) {
     const int64_t nc = d.n_audio_ctx, dm = d.n_audio_state, frames = 2 * nc, rows = int64_t(B) * nc;
     // conv1 (k 3, stride 1) + GELU: im2col over the fp32 mel, one GEMM.
     CK(kc::im2col_k3_mel(mel, mid, B, frames, d.n_mels, frames, 1, stream));
-    CK(kc::linear(gemm, mid, conv1.w, conv1.b, big, int64_t(B) * frames, dm, d.n_mels * 3, kc::Epilogue::kBiasGeluErf,
+    CK(kc::linear(gemm, mid, conv1.w16, conv1.b, big, int64_t(B) * frames, dm, d.n_mels * 3, kc::Epilogue::kBiasGeluErf,
                   stream));
     // conv2 (k 3, stride 2) + GELU, then the positional embedding.
     CK(kc::im2col_k3(big, mid, B, frames, dm, nc, 2, stream));
-    CK(kc::linear(gemm, mid, conv2.w, conv2.b, x, rows, dm, 3 * dm, kc::Epilogue::kBiasGeluErf, stream));
+    CK(kc::linear(gemm, mid, conv2.w16, conv2.b, x, rows, dm, 3 * dm, kc::Epilogue::kBiasGeluErf, stream));
     CK(kc::add_rows(x, enc_pos, B, nc, dm, stream));
     CK(kc::layer_norm(x, enc[0].attn_ln.gamma, enc[0].attn_ln.beta, h, rows, dm, 1e-5f, stream));
     for (size_t l = 0; l < enc.size(); ++l) {
       const DBlock& b = enc[l];
-      CK(kc::linear(gemm, h, b.qkv.w, b.qkv.b, mid, rows, 3 * dm, dm, kc::Epilogue::kBias, stream));
+      apply(b.qkv, h, mid, rows, false);
       CK(kc::attention(mid, 3 * dm, nc * 3 * dm, mid + dm, 3 * dm, nc * 3 * dm, mid + 2 * dm, 3 * dm, nc * 3 * dm, a,
                        dm, nc * dm, B, nc, nc, d.n_audio_head, dm / d.n_audio_head, false, 0, stream));
-      CK(kc::linear(gemm, a, b.attn_out.w, b.attn_out.b, h, rows, dm, dm, kc::Epilogue::kBias, stream));
+      apply(b.attn_out, a, h, rows, false);
       CK(kc::add_layer_norm(x, h, b.mlp_ln.gamma, b.mlp_ln.beta, a, rows, dm, 1e-5f, stream));
-      CK(kc::linear(gemm, a, b.fc1.w, b.fc1.b, big, rows, 4 * dm, dm, kc::Epilogue::kBiasGeluErf, stream));
-      CK(kc::linear(gemm, big, b.fc2.w, b.fc2.b, a, rows, dm, 4 * dm, kc::Epilogue::kBias, stream));
+      apply(b.fc1, a, big, rows, true);
+      apply(b.fc2, big, a, rows, false);
       const DNorm& next_ln = l + 1 < enc.size() ? enc[l + 1].attn_ln : ln_post;
       __half* out = l + 1 < enc.size() ? h : features;
       CK(kc::add_layer_norm(x, a, next_ln.gamma, next_ln.beta, out, rows, dm, 1e-5f, stream));
     }
   }
 
-  void cross(int B) {
-    const int64_t rows = int64_t(B) * d.n_audio_ctx, dt = d.n_text_state;
+  // Cross-attention K/V of the B windows of `features` into window slots [window, window + B).
+  void cross(int B, int window = 0) {
+    const int64_t rows = int64_t(B) * d.n_audio_ctx;
+    const int64_t nc = d.n_audio_ctx, dt = d.n_text_state;
     for (size_t l = 0; l < dec.size(); ++l) {
-      CK(kc::linear(gemm, features, dec[l].cross_kv.w, dec[l].cross_kv.b, ckv[l], rows, 2 * dt, d.n_audio_state,
-                    kc::Epilogue::kBias, stream));
+      const kc::KvView v = cross_view(l, window, false);
+      if (kv_type == kc::KvType::kF16) {
+        apply(dec[l].cross_kv, features, static_cast<__half*>(v.data), rows, false);
+      } else {  // the projection in fp16 (into `big`, free after the encoder), then quantised
+        apply(dec[l].cross_kv, features, big, rows, false);
+        CK(kc::kv_quantize(big, 2 * dt, nc * 2 * dt, v, nc, B, d.n_text_head, dt / d.n_text_head, stream));
+      }
     }
   }
 
   // One decoder step over `tokens` (device [B]): eager, captured or replayed (see `graphs`).
-  void step(int B) {
-    if (length >= d.n_text_ctx) throw std::runtime_error("GpuWhisper: decoder context is full");
-    if (!use_graphs || eager_steps[size_t(B)] == 0) {
-      step_body(B);
-      ++eager_steps[size_t(B)];
+  void step(int B, StepPlace at = StepPlace{}) {
+    const StepKey key{B, at.seq, at.window, at.shared};
+    int& eager = eager_steps[key];
+    if (!use_graphs || eager == 0) {
+      step_body(B, at);
+      ++eager;
     } else {
-      if (!graphs[size_t(B)]) {
+      cudaGraphExec_t& exec = graphs[key];
+      if (!exec) {
         cudaGraph_t g = nullptr;
         cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture");
         try {
-          step_body(B);
+          step_body(B, at);
         } catch (...) {
           cudaStreamEndCapture(stream, &g);
           if (g) cudaGraphDestroy(g);
           throw;
         }
         cuda_check(cudaStreamEndCapture(stream, &g), "end capture");
-        cudaGraphExec_t exec = nullptr;
         const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
         cudaGraphDestroy(g);
         cuda_check(e, "cudaGraphInstantiate");
-        graphs[size_t(B)] = exec;
       }
-      cuda_check(cudaGraphLaunch(graphs[size_t(B)], stream), "cudaGraphLaunch");
+      cuda_check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
     }
-    ++length;
   }
 
-  void step_body(int B) {
+  // Layer l's self-attention cache from sequence slot `seq` on, starting at row `row`.
+  kc::KvView self_view(size_t l, int seq, int64_t row = 0) const {
+    const int64_t ctx = d.n_text_ctx, ld = 2 * int64_t(d.n_text_state), h2 = 2 * int64_t(d.n_text_head);
+    const int64_t first = int64_t(seq) * ctx + row;  // rows from the start of the layer's block
+    kc::KvView v;
+    v.type = kv_type;
+    v.data = kv[l] + size_t(first * ld) * size_t(kc::kv_element_bytes(kv_type));
+    v.ld = ld;
+    v.batch_stride = ctx * ld;
+    v.scales = kv_scales[l];
+    if (kv_type == kc::KvType::kI8Dynamic) {
+      v.scales += first * h2;
+      v.scale_ld = h2;
+      v.scale_batch_stride = ctx * h2;
+    }
+    return v;
+  }
+  // Layer l's cross-attention K/V from window slot `window` on; `shared`: one window for every sequence.
+  kc::KvView cross_view(size_t l, int window, bool shared) const {
+    const int64_t nc = d.n_audio_ctx, ld = 2 * int64_t(d.n_text_state), h2 = 2 * int64_t(d.n_text_head);
+    kc::KvView v;
+    v.type = kv_type;
+    v.data = ckv[l] + size_t(int64_t(window) * nc * ld) * size_t(kc::kv_element_bytes(kv_type));
+    v.ld = ld;
+    v.batch_stride = shared ? 0 : nc * ld;
+    v.scales = ckv_scales[l];
+    if (kv_type == kc::KvType::kI8Dynamic) {
+      v.scales += int64_t(window) * nc * h2;
+      v.scale_ld = h2;
+      v.scale_batch_stride = shared ? 0 : nc * h2;
+    }
+    return v;
+  }
+
+  void step_body(int B, StepPlace at) {
     const int64_t dt = d.n_text_state, ctx = d.n_text_ctx, nc = d.n_audio_ctx, hd = dt / d.n_text_head;
     CK(kc::embed_tokens(tokens, pos, tok_emb, dec_pos, dx, B, dt, d.n_vocab, ctx, stream));
     CK(kc::layer_norm(dx, dec[0].attn_ln.gamma, dec[0].attn_ln.beta, dh, B, dt, 1e-5f, stream));
     for (size_t l = 0; l < dec.size(); ++l) {
       const DBlock& b = dec[l];
-      // causal self-attention: append K/V of the new token at row `length` of each sequence's cache
-      CK(kc::linear(gemm, dh, b.qkv.w, b.qkv.b, dqkv, B, 3 * dt, dt, kc::Epilogue::kBias, stream));
-      CK(kc::kv_append(dqkv + dt, 3 * dt, kv[l], ctx * 2 * dt, 2 * dt, pos, ctx, 2 * dt, B, stream));
-      CK(kc::decoder_attention(dqkv, 3 * dt, 3 * dt, kv[l], 2 * dt, ctx * 2 * dt, kv[l] + dt, 2 * dt, ctx * 2 * dt, len,
-                               ctx, da_, dt, dt, B, 1, d.n_text_head, hd, true, attn_ws, attn_ws_bytes, stream));
-      CK(kc::linear(gemm, da_, b.attn_out.w, b.attn_out.b, dy, B, dt, dt, kc::Epilogue::kBias, stream));
+      const kc::KvView cache = self_view(l, at.seq), cross = cross_view(l, at.window, at.shared);
+      // causal self-attention: append K/V of the new token at row pos[b] of each sequence's cache
+      apply(b.qkv, dh, dqkv, B, false);
+      CK(kc::kv_append_quantized(dqkv + dt, 3 * dt, cache, pos, ctx, B, d.n_text_head, hd, stream));
+      CK(kc::decoder_attention_quantized(dqkv, 3 * dt, 3 * dt, cache, len, ctx, da_, dt, dt, B, 1, d.n_text_head, hd,
+                                         true, attn_ws, attn_ws_bytes, stream));
+      apply(b.attn_out, da_, dy, B, false);
       CK(kc::add_layer_norm(dx, dy, b.cross_ln.gamma, b.cross_ln.beta, dh, B, dt, 1e-5f, stream));
       // cross-attention over the window's audio K/V
-      CK(kc::linear(gemm, dh, b.cross_q.w, b.cross_q.b, dy, B, dt, dt, kc::Epilogue::kBias, stream));
-      CK(kc::decoder_attention(dy, dt, dt, ckv[l], 2 * dt, nc * 2 * dt, ckv[l] + dt, 2 * dt, nc * 2 * dt, nullptr, nc,
-                               da_, dt, dt, B, 1, d.n_text_head, hd, false, attn_ws, attn_ws_bytes, stream));
-      CK(kc::linear(gemm, da_, b.cross_out.w, b.cross_out.b, dy, B, dt, dt, kc::Epilogue::kBias, stream));
+      apply(b.cross_q, dh, dy, B, false);
+      CK(kc::decoder_attention_quantized(dy, dt, dt, cross, nullptr, nc, da_, dt, dt, B, 1, d.n_text_head, hd, false,
+                                         attn_ws, attn_ws_bytes, stream));
+      apply(b.cross_out, da_, dy, B, false);
       CK(kc::add_layer_norm(dx, dy, b.mlp_ln.gamma, b.mlp_ln.beta, dh, B, dt, 1e-5f, stream));
-      // feed-forward
-      CK(kc::linear(gemm, dh, b.fc1.w, b.fc1.b, df, B, 4 * dt, dt, kc::Epilogue::kBiasGeluErf, stream));
-      CK(kc::linear(gemm, df, b.fc2.w, b.fc2.b, dy, B, dt, 4 * dt, kc::Epilogue::kBias, stream));
-      const DNorm& next_ln = l + 1 < dec.size() ? dec[l + 1].attn_ln : dec_ln;
-      CK(kc::add_layer_norm(dx, dy, next_ln.gamma, next_ln.beta, dh, B, dt, 1e-5f, stream));
+      feed_forward(b, l + 1 < dec.size() ? dec[l + 1].attn_ln : dec_ln, B);
     }
-    CK(kc::linear_f32_out(gemm, dh, dt, tok_emb, nullptr, dlogits, d.n_vocab, B, d.n_vocab, dt, stream));
+    project_logits(dh, dlogits, B);
     CK(kc::argmax(dlogits, B, d.n_vocab, d.n_vocab, next, next_lp, stream));
     CK(kc::add_scalar_i32(pos, len, B, 1, stream));
+  }
+
+  // The decoder's feed-forward sub-block over n rows of dh, its residual add into dx, then `next_ln` of the
+  // sum into dh (the next block's first norm, or the final one).
+  void feed_forward(const DBlock& b, const DNorm& next_ln, int64_t n) {
+    const int64_t dt = d.n_text_state;
+    apply(b.fc1, dh, df, n, true);
+    apply(b.fc2, df, dy, n, false);
+    CK(kc::add_layer_norm(dx, dy, next_ln.gamma, next_ln.beta, dh, n, dt, 1e-5f, stream));
+  }
+
+  // n tokens of sequence `seq` at positions [start, start + n), over window `window`, in one pass (a prompt):
+  // the causal self-attention sees the cache rows [0, start) written before and the new rows. Leaves the
+  // final hidden states in dh [n, d].
+  //
+  // fp16 caches use the fused flash attention; quantised ones the decoder attention in chunks of up to
+  // kDecoderMaxQueries queries, whose cache lengths the caller left in len[0, chunks).
+  void prefill(int window, int seq, int n, int start) {
+    const int64_t dt = d.n_text_state, ctx = d.n_text_ctx, nc = d.n_audio_ctx, hd = dt / d.n_text_head;
+    const int64_t q_chunk = kc::kDecoderMaxQueries;
+    CK(kc::embed_tokens(tokens, pos, tok_emb, dec_pos, dx, n, dt, d.n_vocab, ctx, stream));
+    CK(kc::layer_norm(dx, dec[0].attn_ln.gamma, dec[0].attn_ln.beta, dh, n, dt, 1e-5f, stream));
+    for (size_t l = 0; l < dec.size(); ++l) {
+      const DBlock& b = dec[l];
+      const kc::KvView cache = self_view(l, seq), cross = cross_view(l, window, true);
+      apply(b.qkv, dh, dqkv, n, false);
+      CK(kc::kv_quantize(dqkv + dt, 3 * dt, 0, self_view(l, seq, start), n, 1, d.n_text_head, hd, stream));
+      if (kv_type == kc::KvType::kF16) {
+        const auto* k = static_cast<const __half*>(cache.data);
+        CK(kc::attention(dqkv, 3 * dt, 0, k, 2 * dt, 0, k + dt, 2 * dt, 0, da_, dt, 0, 1, n, start + n, d.n_text_head,
+                         hd, true, start, stream));
+      } else {
+        for (int64_t c = 0; c * q_chunk < n; ++c) {
+          const int64_t q0 = c * q_chunk, nq = std::min<int64_t>(q_chunk, n - q0);
+          CK(kc::decoder_attention_quantized(dqkv + q0 * 3 * dt, 3 * dt, 0, cache, len + c, ctx, da_ + q0 * dt, dt, 0,
+                                             1, nq, d.n_text_head, hd, true, attn_ws, attn_ws_bytes, stream));
+        }
+      }
+      apply(b.attn_out, da_, dy, n, false);
+      CK(kc::add_layer_norm(dx, dy, b.cross_ln.gamma, b.cross_ln.beta, dh, n, dt, 1e-5f, stream));
+      apply(b.cross_q, dh, dy, n, false);
+      if (kv_type == kc::KvType::kF16) {
+        const auto* k = static_cast<const __half*>(cross.data);
+        CK(kc::attention(dy, dt, 0, k, 2 * dt, 0, k + dt, 2 * dt, 0, da_, dt, 0, 1, n, nc, d.n_text_head, hd, false, 0,
+                         stream));
+      } else {
+        for (int64_t q0 = 0; q0 < n; q0 += q_chunk) {
+          const int64_t nq = std::min<int64_t>(q_chunk, n - q0);
+          CK(kc::decoder_attention_quantized(dy + q0 * dt, dt, 0, cross, nullptr, nc, da_ + q0 * dt, dt, 0, 1, nq,
+                                             d.n_text_head, hd, false, attn_ws, attn_ws_bytes, stream));
+        }
+      }
+      apply(b.cross_out, da_, dy, n, false);
+      CK(kc::add_layer_norm(dx, dy, b.mlp_ln.gamma, b.mlp_ln.beta, dh, n, dt, 1e-5f, stream));
+      feed_forward(b, l + 1 < dec.size() ? dec[l + 1].attn_ln : dec_ln, n);
+    }
   }
 };
 
@@ -365,23 +610,63 @@ GpuWhisper::~GpuWhisper() = default;
 
 namespace {
 
-std::unique_ptr<GpuWhisper::Impl> make_impl(const GpuDims& dims, int max_batch) {
+std::unique_ptr<GpuWhisper::Impl> make_impl(const GpuDims& dims, GpuWhisper::Capacity cap) {
   if (!kc::device_available()) throw std::runtime_error("no CUDA device");
-  if (max_batch < 1) throw std::invalid_argument("GpuWhisper: max_batch must be >= 1");
+  if (cap.windows < 1 || cap.sequences < 1) {
+    throw std::invalid_argument("GpuWhisper: at least one window and one sequence slot are needed");
+  }
   if (dims.n_audio_state / dims.n_audio_head != 64 || dims.n_text_state / dims.n_text_head != 64) {
     throw std::invalid_argument("GpuWhisper: the fused attention kernels need head_dim 64");
   }
   auto impl = std::make_unique<GpuWhisper::Impl>();
   impl->d = dims;
-  impl->max_batch = max_batch;
+  impl->max_batch = std::min(cap.windows, cap.sequences);
+  impl->windows = cap.windows;
+  impl->sequences = cap.sequences;
+  impl->rows = std::max(cap.sequences, dims.n_text_ctx);
   cuda_check(cudaGetDevice(&impl->device), "cudaGetDevice");
   size_t free_b = 0, total_b = 0;
   cuda_check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
   impl->used_before = total_b - free_b;
   cuda_check(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking), "cudaStreamCreate");
   kcheck(impl->gemm.init(), "GemmContext::init");
-  impl->weights.reserve(impl->weight_bytes_needed());
   return impl;
+}
+
+// The cache storage and, for the static types, the scales: amax_of(name) returns the calibrated maxima of a
+// "decoder.blocks.N.{attn,cross_attn}.kv_amax" tensor ([2·n_head]: K heads, V heads), or nothing.
+void set_kv_cache(GpuWhisper::Impl& impl, GpuKvCache kv,
+                  const std::function<std::vector<float>(const std::string&)>& amax_of) {
+  static constexpr kc::KvType kTypes[] = {kc::KvType::kF16, kc::KvType::kI8Static, kc::KvType::kI8Dynamic,
+                                          kc::KvType::kFp8};
+  impl.kv_type = kTypes[static_cast<int>(kv)];
+  if (kv != GpuKvCache::kInt8 && kv != GpuKvCache::kFp8) return;
+  const float top = kv == GpuKvCache::kInt8 ? 127.0f : 448.0f;  // the largest code
+  for (int l = 0; l < impl.d.n_text_layer; ++l) {
+    const std::string prefix = "decoder.blocks." + std::to_string(l) + ".";
+    for (const char* which : {"attn", "cross_attn"}) {
+      std::vector<float> amax = amax_of(prefix + which + ".kv_amax");
+      if (amax.empty()) {
+        if (kv == GpuKvCache::kInt8) {
+          throw std::invalid_argument(
+              "the int8 KV cache needs calibrated scales: run `wisp calibrate` on this model "
+              "(or use --kv-cache int8-dynamic)");
+        }
+        amax.assign(2 * size_t(impl.d.n_text_head), top);  // FP8 without calibration: scale 1
+      }
+      for (float& a : amax) a /= top;
+      (std::string(which) == "attn" ? impl.self_scale_init : impl.cross_scale_init).push_back(std::move(amax));
+    }
+  }
+}
+
+// Reserves the weight arena for `format_of`, fills it, and takes the dequantisation scratch.
+template <class FH, class FF, class FC>
+void upload_weights(GpuWhisper::Impl& impl, const GpuWhisper::Impl::FormatOf& format_of, FH&& fill_half,
+                    FF&& fill_float, FC&& fill_codes) {
+  impl.weights.reserve(impl.weight_bytes_needed(format_of));
+  impl.layout_weights(format_of, fill_half, fill_float, fill_codes);
+  if (impl.max_dequant > 0) impl.deq = impl.weights.take<__half>(impl.max_dequant);
 }
 
 std::vector<uint16_t> to_half_host(const core::Tensor& t, size_t count, const std::string& name) {
@@ -403,8 +688,21 @@ std::vector<uint16_t> to_half_host(const core::Tensor& t, size_t count, const st
 
 }  // namespace
 
-std::unique_ptr<GpuWhisper> GpuWhisper::create(const GpuDims& dims, int max_batch, const TensorSource& source) {
-  auto impl = make_impl(dims, max_batch);
+std::unique_ptr<GpuWhisper> GpuWhisper::create(const GpuDims& dims, Capacity capacity, const TensorSource& source,
+                                               GpuKvCache kv_cache) {
+  auto impl = make_impl(dims, capacity);
+  set_kv_cache(*impl, kv_cache, [&](const std::string& name) -> std::vector<float> {
+    core::Tensor t;
+    try {
+      t = source(name);
+    } catch (const std::exception&) {  // an uncalibrated file: no such tensor
+      return {};
+    }
+    if (t.dtype() != core::DType::kF32 || t.numel() != 2 * dims.n_text_head) {
+      throw std::runtime_error("GpuWhisper: " + name + " is " + t.describe());
+    }
+    return {t.data<float>(), t.data<float>() + t.numel()};
+  });
   auto fill_half = [&](__half* dst, size_t count, const std::string& name) {
     const std::vector<uint16_t> h = to_half_host(source(name), count, name);
     cuda_check(cudaMemcpy(dst, h.data(), count * 2, cudaMemcpyHostToDevice), "upload weight");
@@ -420,14 +718,38 @@ std::unique_ptr<GpuWhisper> GpuWhisper::create(const GpuDims& dims, int max_batc
     }
     cuda_check(cudaMemcpy(dst, f.data(), count * 4, cudaMemcpyHostToDevice), "upload norm");
   };
-  impl->layout_weights(fill_half, fill_float);
+  auto fill_codes = [&](char* dst, size_t bytes, const std::string& name) {
+    const core::Tensor t = source(name);
+    if ((t.dtype() != core::DType::kI8 && t.dtype() != core::DType::kU8) || size_t(t.numel()) != bytes) {
+      throw std::runtime_error("GpuWhisper: quantised tensor " + name + " is " + t.describe());
+    }
+    cuda_check(cudaMemcpy(dst, t.raw(), bytes, cudaMemcpyHostToDevice), "upload weight");
+  };
+  // A layer is quantised when the file stores int8 codes, or int4 codes (two per byte) with grouped scales.
+  auto format_of = [&](const std::string& name, int64_t, int64_t in) -> std::pair<GpuWeights, int> {
+    const core::DType t = source(name + ".weight").dtype();
+    if (t == core::DType::kI8) return {GpuWeights::kInt8, 0};
+    if (t != core::DType::kU8) return {GpuWeights::kF16, 0};
+    const core::Tensor scales = source(name + ".weight_scale");
+    if (scales.rank() != 2 || scales.dim(1) <= 0 || in % scales.dim(1) != 0) {
+      throw std::runtime_error("GpuWhisper: " + name + ".weight_scale is " + scales.describe());
+    }
+    return {GpuWeights::kInt4, int(in / scales.dim(1))};
+  };
+  upload_weights(*impl, format_of, fill_half, fill_float, fill_codes);
   impl->allocate_activations();
   cuda_check(cudaDeviceSynchronize(), "create");
   return std::unique_ptr<GpuWhisper>(new GpuWhisper(std::move(impl)));
 }
 
-std::unique_ptr<GpuWhisper> GpuWhisper::create_random(const GpuDims& dims, int max_batch, uint64_t seed) {
-  auto impl = make_impl(dims, max_batch);
+std::unique_ptr<GpuWhisper> GpuWhisper::create_random(const GpuDims& dims, int max_batch, uint64_t seed,
+                                                      GpuWeights weights, int group, GpuKvCache kv_cache) {
+  if (weights == GpuWeights::kInt4 && group != 64 && group != 128) {
+    throw std::invalid_argument("GpuWhisper: the int4 group size must be 64 or 128");
+  }
+  auto impl = make_impl(dims, Capacity{max_batch, max_batch});
+  // random activations stay within a few units: calibrate as if |K|, |V| <= 4
+  set_kv_cache(*impl, kv_cache, [&](const std::string&) { return std::vector<float>(2 * dims.n_text_head, 4.0f); });
   // A pool of N(0, 0.02) halves, uploaded at rotating offsets (the values only need to be finite and small).
   constexpr size_t kPool = size_t{1} << 22;
   std::vector<uint16_t> pool(2 * kPool);
@@ -443,12 +765,22 @@ std::unique_ptr<GpuWhisper> GpuWhisper::create_random(const GpuDims& dims, int m
       done += n;
     }
   };
+  auto ends_with = [](const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  };
   auto fill_float = [&](float* dst, size_t count, const std::string& name) {
-    const bool gamma = name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
-    std::vector<float> f(count, gamma ? 1.0f : 0.0f);
+    // norms: gamma 1, beta 0; scales of random codes: values of about the fp16 weights' size
+    float v = ends_with(name, ".weight") ? 1.0f : 0.0f;
+    if (ends_with(name, ".weight_scale")) v = weights == GpuWeights::kInt8 ? 3e-4f : 5e-3f;
+    std::vector<float> f(count, v);
     cuda_check(cudaMemcpy(dst, f.data(), count * 4, cudaMemcpyHostToDevice), "upload norm");
   };
-  impl->layout_weights(fill_half, fill_float);
+  // random codes: the bytes of the random halves
+  auto fill_codes = [&](char* dst, size_t bytes, const std::string& name) {
+    fill_half(reinterpret_cast<__half*>(dst), bytes / 2, name);
+  };
+  auto format_of = [&](const std::string&, int64_t, int64_t) { return std::pair<GpuWeights, int>{weights, group}; };
+  upload_weights(*impl, format_of, fill_half, fill_float, fill_codes);
   impl->allocate_activations();
   // A random mel in [-1, 1] so a benchmark has input without encode(mel).
   const size_t mel_n = size_t(max_batch) * dims.n_mels * 2 * dims.n_audio_ctx;
@@ -496,6 +828,7 @@ void GpuWhisper::reset(int batch) {
 }
 
 void GpuWhisper::set_cuda_graphs(bool on) { impl_->use_graphs = on; }
+void GpuWhisper::set_gemv(bool on) { impl_->use_gemv = on; }
 
 std::vector<int> GpuWhisper::decode_step(const int* tokens, int batch, std::vector<float>* logprob) {
   check_batch(*impl_, batch);
@@ -505,6 +838,7 @@ std::vector<int> GpuWhisper::decode_step(const int* tokens, int batch, std::vect
   }
   cuda_check(cudaMemcpyAsync(impl_->tokens, t.data(), size_t(batch) * 4, cudaMemcpyHostToDevice, impl_->stream),
              "upload tokens");
+  impl_->advance();
   impl_->step(batch);
   std::vector<int32_t> out(static_cast<size_t>(batch), 0);
   cuda_check(cudaMemcpyAsync(out.data(), impl_->next, size_t(batch) * 4, cudaMemcpyDeviceToHost, impl_->stream),
@@ -523,7 +857,168 @@ void GpuWhisper::decode_step_feedback(int batch) {
   check_batch(*impl_, batch);
   cuda_check(cudaMemcpyAsync(impl_->tokens, impl_->next, size_t(batch) * 4, cudaMemcpyDeviceToDevice, impl_->stream),
              "feed back");
+  impl_->advance();
   impl_->step(batch);
+}
+
+int GpuWhisper::window_slots() const { return impl_->windows; }
+int GpuWhisper::sequence_slots() const { return impl_->sequences; }
+
+namespace {
+
+void check_slot(int slot, int count, int slots, const char* what) {
+  if (slot < 0 || count < 1 || slot + count > slots) {
+    throw std::invalid_argument(std::string("GpuWhisper: ") + what + " slot out of range");
+  }
+}
+
+void check_tokens(const int* tokens, int n, int n_vocab) {
+  for (int i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= n_vocab) throw std::invalid_argument("GpuWhisper: token id out of range");
+  }
+}
+
+}  // namespace
+
+void GpuWhisper::encode_window(const float* mel, int window) {
+  Impl& m = *impl_;
+  check_slot(window, 1, m.windows, "window");
+  const size_t n = size_t(m.d.n_mels) * 2 * m.d.n_audio_ctx;
+  cuda_check(cudaMemcpyAsync(m.mel, mel, n * 4, cudaMemcpyHostToDevice, m.stream), "upload mel");
+  m.encode(1);
+  m.cross(1, window);
+  synchronize();
+}
+
+void GpuWhisper::prefill(int window, int seq, const int* tokens, int n, int start, const int* rows, int n_rows,
+                         float* logits) {
+  Impl& m = *impl_;
+  check_slot(window, 1, m.windows, "window");
+  check_slot(seq, 1, m.sequences, "sequence");
+  if (n < 1 || start < 0 || start + n > m.d.n_text_ctx) {
+    throw std::invalid_argument("GpuWhisper: the prompt does not fit the decoder context");
+  }
+  check_tokens(tokens, n, m.d.n_vocab);
+  std::vector<int32_t> in(size_t(2) * n);
+  for (int i = 0; i < n; ++i) in[size_t(i)] = tokens[i], in[size_t(n + i)] = start + i;
+  // tokens and positions side by side in the rows' step_in (embed_tokens reads them from there)
+  cuda_check(cudaMemcpyAsync(m.tokens, in.data(), size_t(n) * 4, cudaMemcpyHostToDevice, m.stream), "upload");
+  cuda_check(cudaMemcpyAsync(m.pos, in.data() + n, size_t(n) * 4, cudaMemcpyHostToDevice, m.stream), "upload");
+  // the cache length each chunk of queries sees (the quantised caches' chunked attention)
+  std::vector<int32_t> chunk_len;
+  for (int q0 = 0; q0 < n; q0 += int(kc::kDecoderMaxQueries)) {
+    chunk_len.push_back(start + std::min(n, q0 + int(kc::kDecoderMaxQueries)));
+  }
+  cuda_check(cudaMemcpyAsync(m.len, chunk_len.data(), chunk_len.size() * 4, cudaMemcpyHostToDevice, m.stream),
+             "upload");
+  m.prefill(window, seq, n, start);
+  synchronize();  // chunk_len must outlive the copy
+  const int64_t dt = m.d.n_text_state;
+  for (int done = 0; done < n_rows;) {
+    const int chunk = std::min(n_rows - done, m.rows);
+    for (int i = 0; i < chunk; ++i) {
+      const int r = rows[done + i];
+      if (r < 0 || r >= n) throw std::invalid_argument("GpuWhisper: logits row out of range");
+      cuda_check(cudaMemcpyAsync(m.dy + size_t(i) * dt, m.dh + size_t(r) * dt, size_t(dt) * 2, cudaMemcpyDeviceToDevice,
+                                 m.stream),
+                 "gather rows");
+    }
+    m.project_logits(m.dy, m.dlogits, chunk);
+    cuda_check(cudaMemcpyAsync(logits + size_t(done) * m.d.n_vocab, m.dlogits, size_t(chunk) * m.d.n_vocab * 4,
+                               cudaMemcpyDeviceToHost, m.stream),
+               "download logits");
+    synchronize();
+    done += chunk;
+  }
+  synchronize();
+}
+
+void GpuWhisper::step_window(int window, int seq, int batch, const int* tokens, int start, float* logits) {
+  Impl& m = *impl_;
+  check_slot(window, 1, m.windows, "window");
+  check_slot(seq, batch, m.sequences, "sequence");
+  if (start < 0 || start + 1 > m.d.n_text_ctx) throw std::invalid_argument("GpuWhisper: decoder context is full");
+  check_tokens(tokens, batch, m.d.n_vocab);
+  // tokens [R], positions [R], lengths [R]: the first `batch` of each, in one upload
+  const size_t R = size_t(m.rows);
+  std::vector<int32_t> in(3 * R, 0);
+  for (int b = 0; b < batch; ++b) {
+    in[size_t(b)] = tokens[b];
+    in[R + size_t(b)] = start;
+    in[2 * R + size_t(b)] = start + 1;
+  }
+  cuda_check(cudaMemcpyAsync(m.step_in, in.data(), in.size() * 4, cudaMemcpyHostToDevice, m.stream), "upload step");
+  m.step(batch, StepPlace{seq, window, true});
+  cuda_check(cudaMemcpyAsync(logits, m.dlogits, size_t(batch) * m.d.n_vocab * 4, cudaMemcpyDeviceToHost, m.stream),
+             "download logits");
+  synchronize();
+}
+
+void GpuWhisper::copy_sequences(const int* src, const int* dst, int count, int length) {
+  Impl& m = *impl_;
+  if (length < 0 || length > m.d.n_text_ctx) throw std::invalid_argument("GpuWhisper: bad sequence length");
+  if (length == 0) return;
+  const size_t row_bytes = size_t(2) * m.d.n_text_state * size_t(kc::kv_element_bytes(m.kv_type));
+  const size_t scale_row_bytes = size_t(2) * m.d.n_text_head * 4;
+  for (int i = 0; i < count; ++i) {
+    check_slot(src[i], 1, m.sequences, "sequence");
+    check_slot(dst[i], 1, m.sequences, "sequence");
+    // every layer at once: the layers are kv_layer_pitch bytes apart in one block
+    const kc::KvView from = m.self_view(0, src[i]), to = m.self_view(0, dst[i]);
+    cuda_check(cudaMemcpy2DAsync(to.data, m.kv_layer_pitch, from.data, m.kv_layer_pitch, row_bytes * size_t(length),
+                                 size_t(m.d.n_text_layer), cudaMemcpyDeviceToDevice, m.stream),
+               "copy sequence");
+    if (m.kv_type == kc::KvType::kI8Dynamic) {
+      cuda_check(cudaMemcpy2DAsync(to.scales, m.kv_scale_pitch, from.scales, m.kv_scale_pitch,
+                                   scale_row_bytes * size_t(length), size_t(m.d.n_text_layer), cudaMemcpyDeviceToDevice,
+                                   m.stream),
+                 "copy sequence scales");
+    }
+  }
+  synchronize();
+}
+
+std::vector<std::vector<float>> GpuWhisper::cross_kv_host(int window) const {
+  const Impl& m = *impl_;
+  check_slot(window, 1, m.windows, "window");
+  const size_t rows = size_t(m.d.n_audio_ctx), width = 2 * size_t(m.d.n_text_state), n = rows * width;
+  const size_t eb = size_t(kc::kv_element_bytes(m.kv_type)), h2 = 2 * size_t(m.d.n_text_head), hd = width / h2;
+  const bool dynamic = m.kv_type == kc::KvType::kI8Dynamic;
+  std::vector<std::vector<float>> out;
+  std::vector<uint8_t> codes(n * eb);
+  std::vector<float> scales(dynamic ? rows * h2 : h2);
+  synchronize();
+  for (size_t l = 0; l < m.dec.size(); ++l) {
+    const kc::KvView v = m.cross_view(l, window, true);
+    cuda_check(cudaMemcpy(codes.data(), v.data, codes.size(), cudaMemcpyDeviceToHost), "download cross K/V");
+    if (m.kv_type != kc::KvType::kF16) {
+      cuda_check(cudaMemcpy(scales.data(), v.scales, scales.size() * 4, cudaMemcpyDeviceToHost), "download scales");
+    }
+    std::vector<float> f(n);
+    for (size_t r = 0; r < rows; ++r) {
+      for (size_t c = 0; c < width; ++c) {
+        const size_t i = r * width + c;
+        const float scale = dynamic ? scales[r * h2 + c / hd] : scales[c / hd];
+        switch (m.kv_type) {
+          case kc::KvType::kF16: {
+            uint16_t hv;
+            std::memcpy(&hv, codes.data() + 2 * i, 2);
+            f[i] = core::half_to_float(hv);
+            break;
+          }
+          case kc::KvType::kI8Static:
+          case kc::KvType::kI8Dynamic:
+            f[i] = float(static_cast<int8_t>(codes[i])) * scale;
+            break;
+          case kc::KvType::kFp8:
+            f[i] = e4m3_to_float(codes[i]) * scale;
+            break;
+        }
+      }
+    }
+    out.push_back(std::move(f));
+  }
+  return out;
 }
 
 std::vector<float> GpuWhisper::features(int b) const {

@@ -35,15 +35,40 @@ std::vector<std::string> weight_names(const GpuDims& dims);
 // or f16, on the host. The runner converts to fp16 (matrices, biases) or fp32 (norms) while uploading.
 using TensorSource = std::function<core::Tensor(const std::string& name)>;
 
+// How the block linear weights are stored on the device: fp16, int8 per output channel, or int4 in groups
+// along the input (docs/engine-format.md, "Quantised weights").
+enum class GpuWeights { kF16, kInt8, kInt4 };
+
+// How the decoder's K/V caches (self-attention and the cross-attention K/V of each window) are stored
+// (docs/quantization.md): fp16; int8 with one calibrated scale per (layer, head) from the engine file's
+// "decoder.blocks.N.attn.kv_amax" / "cross_attn.kv_amax" tensors (`wisp calibrate`); int8 with a scale per token
+// and head computed as rows are written; FP8 e4m3 with the calibrated scales (scale 1 without calibration).
+enum class GpuKvCache { kF16, kInt8, kInt8Dynamic, kFp8 };
+// "fp16", "int8", "int8-dynamic", "fp8" (throws std::invalid_argument otherwise).
+GpuKvCache kv_cache_from_name(const std::string& name);
+
 // True when a CUDA device is visible (false in CPU-only builds).
 bool gpu_available();
 
 class GpuWhisper {
  public:
-  // Uploads the weights (random N(0, 0.02) for `create_random`) and allocates every buffer for up to
-  // `max_batch` windows; nothing is allocated after this. Throws std::runtime_error on CUDA errors.
-  static std::unique_ptr<GpuWhisper> create(const GpuDims& dims, int max_batch, const TensorSource& source);
-  static std::unique_ptr<GpuWhisper> create_random(const GpuDims& dims, int max_batch, uint64_t seed = 1);
+  // Slots of device state: `windows` cross-attention K/V buffers (one 30 s window each) and `sequences`
+  // self-attention caches (one decoded sequence each, n_text_ctx rows).
+  struct Capacity {
+    int windows = 1;
+    int sequences = 1;
+  };
+  // Uploads the weights (random N(0, 0.02) for `create_random`) and allocates every buffer: for `capacity`,
+  // or for up to `max_batch` windows each decoded as one sequence (the benchmark form); nothing is allocated
+  // after this. Throws std::runtime_error on CUDA errors.
+  static std::unique_ptr<GpuWhisper> create(const GpuDims& dims, Capacity capacity, const TensorSource& source,
+                                            GpuKvCache kv_cache = GpuKvCache::kF16);
+  static std::unique_ptr<GpuWhisper> create(const GpuDims& dims, int max_batch, const TensorSource& source) {
+    return create(dims, Capacity{max_batch, max_batch}, source);
+  }
+  static std::unique_ptr<GpuWhisper> create_random(const GpuDims& dims, int max_batch, uint64_t seed = 1,
+                                                   GpuWeights weights = GpuWeights::kF16, int group = 64,
+                                                   GpuKvCache kv_cache = GpuKvCache::kF16);
   ~GpuWhisper();
   GpuWhisper(const GpuWhisper&) = delete;
   GpuWhisper& operator=(const GpuWhisper&) = delete;
@@ -67,6 +92,29 @@ class GpuWhisper {
   int cache_length() const;
   // Decode steps replay one CUDA graph per batch size (default on; off: every kernel launched eagerly).
   void set_cuda_graphs(bool on);
+  // Linear layers of up to 8 rows (decode steps) use the hand-written GEMV kernels (default on; off: cuBLASLt,
+  // for comparison). Set before the first decode step.
+  void set_gemv(bool on);
+
+  // ---- Transcription form: the caller (runtime/gpu_network.cpp) decides which slot holds what. Every call
+  // synchronises; token ids and lengths are checked and throw std::invalid_argument.
+  int window_slots() const;
+  int sequence_slots() const;
+  // Encoder and cross-attention K/V of one window into slot `window`. mel: host fp32 [n_mels, 2·n_audio_ctx].
+  void encode_window(const float* mel, int window);
+  // A prompt in one pass: tokens [n] of sequence slot `seq` at positions [start, start + n), over window
+  // `window` (the slot's cache rows [0, start) hold the sequence's earlier tokens). Writes the fp32 logits of
+  // positions start + rows[i] to logits [n_rows, n_vocab].
+  void prefill(int window, int seq, const int* tokens, int n, int start, const int* rows, int n_rows, float* logits);
+  // One step of the `batch` sequences in slots [seq, seq + batch), each `start` tokens long, all over window
+  // `window` (beams or samples of one window): appends tokens[b] to sequence b and writes the fp32 logits
+  // [batch, n_vocab]. Replays one CUDA graph per (batch, seq, window) after the first two steps.
+  void step_window(int window, int seq, int batch, const int* tokens, int start, float* logits);
+  // Rows [0, length) of sequence slot src[i] into slot dst[i], every layer. No slot may be both a source and
+  // a destination.
+  void copy_sequences(const int* src, const int* dst, int count, int length);
+  // The cross-attention K/V of a window on the host, fp32: per decoder layer [n_audio_ctx, 2·d].
+  std::vector<std::vector<float>> cross_kv_host(int window) const;
 
   // Copies of device state, as fp32 on the host: features [n_audio_ctx, d] of window b; logits [n_vocab] of
   // sequence b after the last step.
@@ -96,6 +144,10 @@ struct BenchOptions {
   int tokens = 100;
   int repeats = 5;
   bool cuda_graphs = true;
+  bool gemv = true;
+  std::string weights = "fp16";   // random weights stored as fp16, int8 or int4
+  int group = 64;                 // int4 group size
+  std::string kv_cache = "fp16";  // kv_cache_from_name
 };
 std::string run_bench(const BenchOptions& options);
 

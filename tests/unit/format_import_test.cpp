@@ -593,13 +593,14 @@ TEST_F(ForeignInputTest, MissingSourceIsIoError) {
   expect_error<IoError>([&] { convert_model(src, (dir_ / "out.wisp").string(), {}); }, {src});
 }
 
-TEST_F(ForeignInputTest, EngineFileAsSourceIsInvalidArgument) {
+// An engine file is a source (to quantise it: format_quantized_test); one without the model's tensors is not.
+TEST_F(ForeignInputTest, EngineFileWithoutWeightsIsModelError) {
   EngineWriter w;
   w.set_vocabulary({"a", "b"});
   const std::string src = (dir_ / "already.wisp").string();
   w.write(src);
   EXPECT_EQ(detect_source(src), SourceKind::kEngine);
-  expect_error<InvalidArgument>([&] { convert_model(src, (dir_ / "out.wisp").string(), {}); }, {src});
+  expect_error<ModelError>([&] { convert_model(src, (dir_ / "out.wisp").string(), {}); }, {src});
 }
 
 TEST_F(ForeignInputTest, TruncatedModelBinIsModelError) {

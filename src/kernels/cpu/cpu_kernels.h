@@ -16,6 +16,16 @@ void linear_f32(const float* x, const float* w, const float* bias, float* y, int
 // result is an fp32 linear layer over the stored weights while reading half the bytes. Small m (a decode
 // step) runs as a GEMV over the half weights; large m converts row blocks of w and calls the BLAS.
 void linear_f16w(const float* x, const uint16_t* w, const float* bias, float* y, int64_t m, int64_t n, int64_t k);
+// Same with weight-only quantised weights (kernels/cpu/quantize.h has the layouts): the product over the
+// dequantised matrix, accumulated in f32. Small m dequantises in registers while it reads each weight row
+// once for up to 8 rows of x; large m dequantises row blocks of w to f32 and calls the BLAS.
+// int8 codes w [n, k] with per-row scales scale [n].
+void linear_i8w(const float* x, const int8_t* w, const float* scale, const float* bias, float* y, int64_t m, int64_t n,
+                int64_t k);
+// Packed int4 codes w [n, k / 2] with per-group scales scale [n, k / group]; group is a multiple of 32 and
+// divides k.
+void linear_i4w(const float* x, const uint8_t* w, const float* scale, const float* bias, float* y, int64_t m, int64_t n,
+                int64_t k, int64_t group);
 
 // y[rows, cols] = (x - mean) / sqrt(var + eps) * gamma + beta, per row. y may alias x.
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t cols, float eps);

@@ -1,0 +1,224 @@
+// calibrate_kv_cache (wisp/calibrate.h). The model runs behind a RecordingBackend: a model::DeviceBackend
+// that computes on the CPU with a second, plain WhisperModel over the same file and looks at every K/V row
+// it produces, so the measured caches are exactly those of a real transcription (prompts, the decoded
+// tokens, every window of the seek loop).
+#include "pipeline/kv_calibration.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "format/engine_file.h"
+#include "model/whisper.h"
+#include "pipeline/model_access.h"
+#include "wisp/audio.h"
+#include "wisp/calibrate.h"
+#include "wisp/errors.h"
+
+namespace wisp {
+
+namespace {
+
+using core::DType;
+using core::Tensor;
+
+struct HostWindow final : model::DeviceState {
+  model::CrossKV kv;
+};
+struct HostCache final : model::DeviceState {
+  model::KVCache kv;
+};
+struct HostBatch final : model::DeviceState {
+  model::BatchKVCache kv;
+};
+
+template <class T>
+T& host(const std::shared_ptr<model::DeviceState>& state) {
+  auto* s = dynamic_cast<T*>(state.get());
+  if (!s) throw InternalError("calibration: state of another backend");
+  return *s;
+}
+
+class RecordingBackend final : public model::DeviceBackend {
+ public:
+  explicit RecordingBackend(const std::string& path) : net_(model::WhisperModel::load(path)) {
+    const auto& d = net_->dims();
+    heads_ = d.n_text_head;
+    head_dim_ = d.n_text_state / d.n_text_head;
+    self_amax_.assign(size_t(d.n_text_layer), std::vector<float>(2 * size_t(heads_), 0.0f));
+    cross_amax_ = self_amax_;
+  }
+
+  std::string name() const override { return "cpu (recording K/V maxima)"; }
+
+  model::CrossKV encode_window(const Tensor& mel) override {
+    auto w = std::make_shared<HostWindow>();
+    w->backend = this;
+    w->kv = net_->cross_kv(net_->encode(mel));
+    for (size_t l = 0; l < w->kv.kv.size(); ++l) record(cross_amax_[l], w->kv.kv[l], 0, w->kv.kv[l].dim(0), true);
+    ++windows_;
+    model::CrossKV c;
+    c.device = std::move(w);
+    return c;
+  }
+
+  model::KVCache new_cache() override {
+    auto c = std::make_shared<HostCache>();
+    c->backend = this;
+    c->kv = net_->new_cache();
+    model::KVCache out;
+    out.device = std::move(c);
+    return out;
+  }
+
+  Tensor decode_logits(std::span<const int> tokens, const model::CrossKV& cross, model::KVCache& cache,
+                       std::span<const int64_t> rows) override {
+    model::KVCache& kv = host<HostCache>(cache.device).kv;
+    kv.length = cache.length;  // copies of a cache share the rows, each has its own length
+    const int64_t start = kv.length;
+    const Tensor logits = net_->decode_logits(tokens, host<HostWindow>(cross.device).kv, kv, rows);
+    for (size_t l = 0; l < kv.k.size(); ++l) {
+      record(self_amax_[l], kv.k[l], start, kv.length, false);
+      record(self_amax_[l], kv.v[l], start, kv.length, false, heads_);
+    }
+    tokens_ += kv.length - start;
+    cache.length = kv.length;
+    return logits;
+  }
+
+  model::BatchKVCache new_batch_cache(int64_t capacity) override {
+    auto b = std::make_shared<HostBatch>();
+    b->backend = this;
+    b->kv = net_->new_batch_cache(capacity);
+    model::BatchKVCache out;
+    out.capacity = capacity;
+    out.stride = b->kv.stride;
+    out.device = std::move(b);
+    return out;
+  }
+
+  Tensor decode_batch_logits(std::span<const int> tokens, const model::CrossKV& cross,
+                             model::BatchKVCache& cache) override {
+    model::BatchKVCache& kv = sync(cache);
+    const Tensor logits = net_->decode_batch_logits(tokens, host<HostWindow>(cross.device).kv, kv);
+    for (size_t l = 0; l < kv.k.size(); ++l) {
+      for (int64_t b = 0; b < kv.batch; ++b) {
+        const int64_t row = b * kv.stride + kv.length - 1;
+        record(self_amax_[l], kv.k[l], row, row + 1, false);
+        record(self_amax_[l], kv.v[l], row, row + 1, false, heads_);
+      }
+    }
+    tokens_ += kv.batch;
+    cache.length = kv.length;
+    return logits;
+  }
+
+  void broadcast_cache(const model::KVCache& prompt, model::BatchKVCache& cache, int64_t batch) override {
+    model::KVCache p = host<HostCache>(prompt.device).kv;
+    p.length = prompt.length;
+    model::BatchKVCache& kv = sync(cache);
+    model::broadcast_cache(p, kv, batch);
+    cache.batch = kv.batch, cache.length = kv.length;
+  }
+
+  void reorder_cache(model::BatchKVCache& cache, std::span<const int> origins) override {
+    model::BatchKVCache& kv = sync(cache);
+    model::reorder_cache(kv, origins);
+    cache.batch = kv.batch;
+  }
+
+  model::CrossKV to_host(const model::CrossKV& cross) override { return host<HostWindow>(cross.device).kv; }
+
+  const std::vector<std::vector<float>>& self_amax() const { return self_amax_; }
+  const std::vector<std::vector<float>>& cross_amax() const { return cross_amax_; }
+  int windows() const { return windows_; }
+  long tokens() const { return tokens_; }
+
+ private:
+  // The host copy with the outer cache's batch and length (the outer struct is authoritative).
+  static model::BatchKVCache& sync(model::BatchKVCache& cache) {
+    model::BatchKVCache& kv = host<HostBatch>(cache.device).kv;
+    kv.batch = cache.batch;
+    kv.length = cache.length;
+    return kv;
+  }
+
+  // amax[offset + h] = max(amax[offset + h], |x[r, h·head_dim + j]|) for rows [r0, r1). `kv`: x holds K in
+  // columns [0, d) and V in [d, 2d) (a cross-K/V tensor), which go to amax[h] and amax[n_head + h].
+  void record(std::vector<float>& amax, const Tensor& x /* [rows, d] or [rows, 2d] */, int64_t r0, int64_t r1, bool kv,
+              int offset = 0) const {
+    const int64_t width = x.dim(1), groups = kv ? 2 * heads_ : heads_;
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* row = x.data<float>() + r * width;
+      for (int64_t g = 0; g < groups; ++g) {
+        float& a = amax[size_t(offset + g)];
+        for (int64_t j = 0; j < head_dim_; ++j) a = std::max(a, std::fabs(row[g * head_dim_ + j]));
+      }
+    }
+  }
+
+  std::shared_ptr<const model::WhisperModel> net_;
+  int64_t heads_ = 0, head_dim_ = 0;
+  std::vector<std::vector<float>> self_amax_, cross_amax_;  // per layer [2·n_head]
+  int windows_ = 0;
+  long tokens_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<model::DeviceBackend> make_recording_backend(const std::string& model_path) {
+  return std::make_unique<RecordingBackend>(model_path);
+}
+
+CalibrationResult calibrate_kv_cache(const std::string& model_path, const std::vector<std::string>& audio_files,
+                                     const std::string& out_path) {
+  if (audio_files.empty()) throw InvalidArgument("calibration needs at least one audio file");
+  RecordingBackend* recorder = nullptr;
+  auto net = model::WhisperModel::load(model_path, [&](const model::WhisperModel& m) {
+    auto b = std::make_unique<RecordingBackend>(m.path());
+    recorder = b.get();
+    return b;
+  });
+  const auto model = ModelAccess::wrap(net);
+  TranscribeOptions greedy;
+  greedy.beam_size = 1;
+  greedy.temperatures = {0.0};
+  CalibrationResult result;
+  for (const std::string& file : audio_files) {
+    model->transcribe(load_audio(file), greedy);
+    ++result.clips;
+  }
+  result.windows = recorder->windows();
+  result.tokens = recorder->tokens();
+
+  const format::EngineFile in = format::EngineFile::open(model_path);
+  format::EngineWriter out;
+  format::ModelMetadata meta = in.metadata();
+  meta.source["kv_calibration"] = std::to_string(result.clips) + " clips, " + std::to_string(result.windows) +
+                                  " windows, " + std::to_string(result.tokens) + " decoder positions";
+  out.set_metadata(meta);
+  out.set_vocabulary(in.vocabulary());
+  // Everything but earlier maxima and the vocabulary's own tensors (the writer stores the vocabulary itself).
+  auto keep = [](const std::string& name) {
+    const bool amax = name.size() > 8 && name.compare(name.size() - 8, 8, ".kv_amax") == 0;
+    return !amax && name.rfind("tokenizer.", 0) != 0;
+  };
+  for (const format::TensorEntry& e : in.entries()) {
+    if (keep(e.name)) out.add_tensor(e.name, in.tensor(e.name));
+  }
+  const int64_t h2 = 2 * int64_t(net->dims().n_text_head);
+  for (size_t l = 0; l < recorder->self_amax().size(); ++l) {
+    const std::string prefix = "decoder.blocks." + std::to_string(l) + ".";
+    for (const auto& [leaf, amax] :
+         {std::pair{"attn", &recorder->self_amax()[l]}, std::pair{"cross_attn", &recorder->cross_amax()[l]}}) {
+      Tensor t = Tensor::empty({h2}, DType::kF32);
+      std::copy(amax->begin(), amax->end(), t.data<float>());
+      out.add_tensor(prefix + leaf + ".kv_amax", t);
+    }
+  }
+  out.write(out_path);
+  return result;
+}
+
+}  // namespace wisp

@@ -1,0 +1,28 @@
+// The GPU runner as the model layer's device backend (model::DeviceBackend): WhisperModel::load(path,
+// make_gpu_backend) runs every window and decoding call of that model on the GPU. Full builds only (needs
+// src/model); the CUDA-less build's version throws "built without CUDA".
+#pragma once
+
+#include <memory>
+
+#include "model/whisper.h"
+#include "runtime/gpu_whisper.h"
+
+namespace wisp::runtime {
+
+// Slots the backend reserves on the device: cross-attention K/V of up to `windows` windows alive at once
+// (the transcriber holds the language-detection window and the current one) and `sequences` decoder caches
+// (a prompt, a language-detection pass, the beams or samples of a batch and as many spare ones for
+// reordering them).
+struct GpuNetworkOptions {
+  int windows = 3;
+  int sequences = 20;
+  GpuKvCache kv_cache = GpuKvCache::kF16;
+};
+
+// Uploads `model`'s weights to the current CUDA device. Throws std::runtime_error (no device, CUDA errors,
+// a build without CUDA) or std::invalid_argument (dimensions the kernels do not take).
+std::unique_ptr<model::DeviceBackend> make_gpu_backend(const model::WhisperModel& model,
+                                                       const GpuNetworkOptions& options = {});
+
+}  // namespace wisp::runtime

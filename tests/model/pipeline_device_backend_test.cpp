@@ -1,0 +1,130 @@
+// The device route of the model layer and the KV-cache calibration, on the CPU:
+//   - a Model whose WhisperModel runs behind a model::DeviceBackend (the calibration's recording backend,
+//     which computes with a plain CPU model) transcribes exactly as the CPU model does, with beam search,
+//     the fallback and word timestamps: every window, cache copy, broadcast and reorder goes through the
+//     backend interface the GPU backend implements;
+//   - calibrate_kv_cache writes the K/V maxima of every layer and head, keeps the rest of the file, and the
+//     calibrated file transcribes as before;
+//   - the load options reject what cannot run (unknown device or cache type, quantised caches on the CPU).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "format/engine_file.h"
+#include "model/whisper.h"
+#include "pipeline/kv_calibration.h"
+#include "pipeline/model_access.h"
+#include "support/test_paths.h"
+#include "wisp/audio.h"
+#include "wisp/calibrate.h"
+#include "wisp/errors.h"
+#include "wisp/model.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using wisp::test::models_dir;
+using wisp::test::shared_data;
+
+std::string tiny() { return models_dir() + "/tiny.en.wisp"; }
+std::string jfk() { return shared_data() + "/eval/en/openai_whisper__jfk.flac"; }
+
+std::vector<std::vector<int>> segment_tokens(const wisp::Transcript& t) {
+  std::vector<std::vector<int>> out;
+  for (const auto& s : t.segments) out.push_back(s.tokens);
+  return out;
+}
+
+TEST(DeviceBackend, RecordingBackendTranscribesAsTheCpu) {
+  WISP_REQUIRE_PATH(tiny());
+  WISP_REQUIRE_PATH(jfk());
+  const auto cpu = wisp::Model::load(tiny(), 0, "cpu");
+  auto net = wisp::model::WhisperModel::load(
+      tiny(), [](const wisp::model::WhisperModel& m) { return wisp::make_recording_backend(m.path()); });
+  EXPECT_EQ(net->device_name(), "cpu (recording K/V maxima)");
+  const auto routed = wisp::ModelAccess::wrap(net);
+  const std::vector<float> samples = wisp::load_audio(jfk());
+  wisp::TranscribeOptions beam;  // beam 5 + fallback: broadcast and reorder of the batch caches
+  wisp::TranscribeOptions words;
+  words.beam_size = 1;
+  words.temperatures = {0.0};
+  words.word_timestamps = true;  // the alignment pass reads the window back (to_host)
+  wisp::TranscribeOptions sampled = words;
+  sampled.word_timestamps = false;
+  sampled.temperatures = {0.6};  // best-of-5 sampling: batches that shrink as samples finish
+  sampled.seed = 7;
+  for (const auto* o : {&beam, &words, &sampled}) {
+    const wisp::Transcript a = cpu->transcribe(samples, *o), b = routed->transcribe(samples, *o);
+    EXPECT_EQ(segment_tokens(a), segment_tokens(b));
+    ASSERT_EQ(a.segments.size(), b.segments.size());
+    for (size_t i = 0; i < a.segments.size(); ++i) {
+      ASSERT_EQ(a.segments[i].words.size(), b.segments[i].words.size());
+      for (size_t w = 0; w < a.segments[i].words.size(); ++w) {
+        EXPECT_EQ(a.segments[i].words[w].start, b.segments[i].words[w].start);
+      }
+    }
+  }
+}
+
+TEST(Calibration, WritesMaximaOfEveryLayerAndHead) {
+  WISP_REQUIRE_PATH(tiny());
+  WISP_REQUIRE_PATH(jfk());
+  const fs::path out = fs::temp_directory_path() / ("wisp_calibration_" + std::to_string(::getpid()) + ".wisp");
+  const wisp::CalibrationResult r = wisp::calibrate_kv_cache(tiny(), {jfk()}, out.string());
+  EXPECT_EQ(r.clips, 1);
+  EXPECT_EQ(r.windows, 1);
+  EXPECT_GT(r.tokens, 20);  // the prompt and about two dozen decoded tokens
+
+  const auto in = wisp::format::EngineFile::open(tiny());
+  const auto cal = wisp::format::EngineFile::open(out.string());
+  const auto& d = cal.metadata().dims;
+  for (int l = 0; l < d.n_text_layer; ++l) {
+    for (const char* leaf : {"attn", "cross_attn"}) {
+      const std::string name = "decoder.blocks." + std::to_string(l) + "." + leaf + ".kv_amax";
+      ASSERT_TRUE(cal.has(name)) << name;
+      const wisp::core::Tensor t = cal.tensor(name);
+      ASSERT_EQ(t.numel(), 2 * d.n_text_head) << name;
+      for (int64_t i = 0; i < t.numel(); ++i) {
+        const float a = t.data<float>()[i];
+        EXPECT_TRUE(std::isfinite(a) && a > 0.0f && a < 1e4f) << name << "[" << i << "] = " << a;
+      }
+    }
+  }
+  // The model tensors are carried over unchanged.
+  const wisp::core::Tensor w0 = in.tensor("decoder.blocks.0.mlp.fc1.weight"),
+                           w1 = cal.tensor("decoder.blocks.0.mlp.fc1.weight");
+  ASSERT_EQ(w0.nbytes(), w1.nbytes());
+  EXPECT_EQ(0, std::memcmp(w0.raw(), w1.raw(), w0.nbytes()));
+  EXPECT_EQ(wisp::Model::load(out.string(), 0, "cpu")->transcribe_file(jfk()).text(),
+            wisp::Model::load(tiny(), 0, "cpu")->transcribe_file(jfk()).text());
+
+  // Calibrating again (in place) replaces the maxima instead of adding a second set.
+  wisp::calibrate_kv_cache(out.string(), {jfk()}, out.string());
+  const auto again = wisp::format::EngineFile::open(out.string());
+  EXPECT_EQ(again.entries().size(), cal.entries().size());
+  const auto a = cal.tensor("decoder.blocks.1.attn.kv_amax"), b = again.tensor("decoder.blocks.1.attn.kv_amax");
+  EXPECT_EQ(0, std::memcmp(a.raw(), b.raw(), a.nbytes()));
+  fs::remove(out);
+}
+
+TEST(Calibration, RejectsBadInput) {
+  WISP_REQUIRE_PATH(tiny());
+  EXPECT_THROW(wisp::calibrate_kv_cache(tiny(), {}, "/tmp/unused.wisp"), wisp::InvalidArgument);
+  EXPECT_THROW(wisp::calibrate_kv_cache(tiny(), {"/nonexistent/clip.wav"}, "/tmp/unused.wisp"), wisp::Error);
+  EXPECT_FALSE(fs::exists("/tmp/unused.wisp"));
+}
+
+TEST(LoadOptions, RejectWhatCannotRun) {
+  WISP_REQUIRE_PATH(tiny());
+  EXPECT_THROW(wisp::Model::load(tiny(), wisp::LoadOptions{0, "tpu", "fp16"}), wisp::InvalidArgument);
+  EXPECT_THROW(wisp::Model::load(tiny(), wisp::LoadOptions{0, "cpu", "int4"}), wisp::InvalidArgument);
+  EXPECT_THROW(wisp::Model::load(tiny(), wisp::LoadOptions{0, "cpu", "int8"}), wisp::InvalidArgument);
+  EXPECT_EQ(wisp::Model::load(tiny(), wisp::LoadOptions{0, "cpu", "fp16"})->info().device, "cpu");
+}
+
+}  // namespace

@@ -1,0 +1,285 @@
+// Quantised engine files (docs/engine-format.md, docs/quantization.md): the header keys and the quantised
+// tensors written and read back, files without the keys read as f16, bad header values refused, and
+// `convert` from an engine file: which tensors it quantises, with exactly the quantisers' codes, which it keeps
+// byte for byte, and the option and source errors.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "format/engine_file.h"
+#include "format/importers.h"
+#include "format/tensor_names.h"
+#include "ops/ops.h"
+#include "support/synthetic_model.h"
+#include "support/test_paths.h"
+#include "wisp/errors.h"
+
+namespace wisp::format {
+namespace {
+
+using core::DType;
+using core::Shape;
+using core::Tensor;
+using nlohmann::json;
+using test::ScratchDir;
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// The file's JSON header and where it sits (after the 24-byte preamble).
+json read_header(const std::string& bytes) {
+  uint64_t len;
+  std::memcpy(&len, bytes.data() + 16, 8);
+  return json::parse(bytes.substr(24, len));
+}
+
+// Rewrites the header of the file at `path` in place (same length, padded with spaces).
+void edit_header(const std::string& path, const std::function<void(json&)>& edit) {
+  std::string bytes = slurp(path);
+  uint64_t len;
+  std::memcpy(&len, bytes.data() + 16, 8);
+  json h = json::parse(bytes.substr(24, len));
+  edit(h);
+  std::string text = h.dump();
+  ASSERT_LE(text.size(), len);
+  text.resize(len, ' ');
+  bytes.replace(24, len, text);
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+bool same_bytes(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+template <class E>
+void expect_error(const std::function<void()>& f, const std::string& fragment) {
+  try {
+    f();
+    ADD_FAILURE() << "no error, expected one mentioning '" << fragment << "'";
+  } catch (const E& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+// Every block matrix the converter quantises (docs/quantization.md), by engine-file name.
+std::vector<std::string> block_linear_weights(const ModelDims& d) {
+  std::vector<std::string> names;
+  for (const std::string stack : {"encoder", "decoder"}) {
+    const int layers = stack == "encoder" ? d.n_audio_layer : d.n_text_layer;
+    for (int i = 0; i < layers; ++i) {
+      for (const char* leaf : {"attn.qkv", "attn.out", "mlp.fc1", "mlp.fc2"}) {
+        names.push_back(names::block(stack, i, std::string(leaf) + ".weight"));
+      }
+      if (stack == "decoder") {
+        for (const char* leaf : {"cross_attn.query", "cross_attn.kv", "cross_attn.out"}) {
+          names.push_back(names::block(stack, i, std::string(leaf) + ".weight"));
+        }
+      }
+    }
+  }
+  return names;
+}
+
+// ---------------------------------------------------------------- header keys and tensors
+
+TEST(QuantizedEngineFile, WritesAndReadsCodesScalesAndHeaderKeys) {
+  ScratchDir dir;
+  const std::string path = dir.file("q.wisp");
+  Tensor codes8 = Tensor::empty({3, 5}, DType::kI8);
+  Tensor packed = Tensor::empty({3, 64}, DType::kU8);
+  Tensor scale = Tensor::empty({3, 1}, DType::kF32);
+  for (int64_t i = 0; i < codes8.numel(); ++i) codes8.data<int8_t>()[i] = static_cast<int8_t>(i * 17 - 127);
+  for (int64_t i = 0; i < packed.numel(); ++i) packed.data<uint8_t>()[i] = static_cast<uint8_t>(i * 7);
+  for (int64_t i = 0; i < scale.numel(); ++i) scale.data<float>()[i] = 0.25f * static_cast<float>(i + 1);
+  EngineWriter w;
+  ModelMetadata meta;
+  meta.weight_quantization = WeightQuantization::kInt4;
+  meta.group_size = 128;
+  w.set_metadata(meta);
+  w.set_vocabulary({"a", "b"});
+  w.add_tensor("x.weight", packed);
+  w.add_tensor("x.weight_scale", scale);
+  w.add_tensor("y.weight", codes8);
+  w.write(path);
+
+  const json h = read_header(slurp(path));
+  EXPECT_EQ(h.at("weight_quantization"), "int4");
+  EXPECT_EQ(h.at("group_size"), 128);
+  const EngineFile f = EngineFile::open(path);
+  EXPECT_EQ(f.metadata().weight_quantization, WeightQuantization::kInt4);
+  EXPECT_EQ(f.metadata().group_size, 128);
+  EXPECT_TRUE(same_bytes(f.tensor("x.weight"), packed));
+  EXPECT_TRUE(same_bytes(f.tensor("x.weight_scale"), scale));
+  EXPECT_TRUE(same_bytes(f.tensor("y.weight"), codes8));
+}
+
+TEST(QuantizedEngineFile, FileWithoutTheKeysReadsAsF16) {
+  ScratchDir dir;
+  const std::string path = dir.file("old.wisp");
+  EngineWriter w;
+  w.set_vocabulary({"a", "b"});
+  w.write(path);
+  edit_header(path, [](json& h) {
+    h.erase("weight_quantization");
+    h.erase("group_size");
+  });
+  const EngineFile f = EngineFile::open(path);
+  EXPECT_EQ(f.metadata().weight_quantization, WeightQuantization::kF16);
+  EXPECT_EQ(f.metadata().group_size, 0);
+}
+
+TEST(QuantizedEngineFile, BadHeaderValuesAreModelErrors) {
+  ScratchDir dir;
+  const std::string path = dir.file("bad.wisp");
+  const std::vector<std::pair<std::function<void(json&)>, std::string>> cases = {
+      {[](json& h) { h["weight_quantization"] = "int3"; }, "int3"},
+      {[](json& h) { h["weight_quantization"] = 8; }, "corrupt header"},
+      {[](json& h) {
+         h["weight_quantization"] = "int4";
+         h["group_size"] = 32;
+       },
+       "group_size 32"},
+      {[](json& h) {
+         h["weight_quantization"] = "int4";
+         h["group_size"] = 0;
+       },
+       "group_size 0"},
+      {[](json& h) {
+         h["weight_quantization"] = "int8";
+         h["group_size"] = 64;
+       },
+       "group_size 64"},
+  };
+  for (const auto& [edit, fragment] : cases) {
+    SCOPED_TRACE(fragment);
+    EngineWriter w;
+    w.set_vocabulary({"a", "b"});
+    w.write(path);
+    edit_header(path, edit);
+    expect_error<ModelError>([&] { EngineFile::open(path); }, fragment);
+  }
+}
+
+// ---------------------------------------------------------------- convert from an engine file
+
+TEST(ConvertEngine, Int8QuantizesExactlyTheBlockMatrices) {
+  ScratchDir dir;
+  const std::string src = dir.file("f32.wisp"), dst = dir.file("int8.wisp");
+  test::write_synthetic(src, test::synthetic_tensors(1));
+  ConvertOptions o;
+  o.weights = WeightType::kInt8;
+  convert_model(src, dst, o);
+
+  const EngineFile in = EngineFile::open(src), out = EngineFile::open(dst);
+  EXPECT_EQ(out.metadata().weight_quantization, WeightQuantization::kInt8);
+  EXPECT_EQ(out.metadata().group_size, 0);
+  EXPECT_EQ(out.metadata().name, "synthetic");
+  EXPECT_EQ(out.metadata().source.at("converted_from"), std::filesystem::absolute(src).string());
+  EXPECT_EQ(out.vocabulary(), in.vocabulary());
+  const std::vector<std::string> quantized = block_linear_weights(in.metadata().dims);
+  for (const std::string& name : quantized) {
+    SCOPED_TRACE(name);
+    const ops::QuantizedWeight want = ops::quantize_int8(in.tensor(name));
+    EXPECT_TRUE(same_bytes(out.tensor(name), want.codes));
+    EXPECT_TRUE(same_bytes(out.tensor(name + "_scale"), want.scale));
+  }
+  // Everything else (convolutions, embeddings, norms, biases) is copied unchanged.
+  size_t kept = 0;
+  for (const auto& [name, t] : test::model_tensors(in)) {
+    if (std::find(quantized.begin(), quantized.end(), name) != quantized.end()) continue;
+    EXPECT_TRUE(same_bytes(out.tensor(name), t)) << name;
+    ++kept;
+  }
+  EXPECT_EQ(test::model_tensors(out).size(), kept + 2 * quantized.size());
+}
+
+TEST(ConvertEngine, Int4QuantizesWithTheGroupSize) {
+  ScratchDir dir;
+  const std::string src = dir.file("f32.wisp");
+  test::write_synthetic(src, test::synthetic_tensors(2));
+  const EngineFile in = EngineFile::open(src);
+  for (int group : {64, 128}) {
+    SCOPED_TRACE(group);
+    const std::string dst = dir.file("int4-" + std::to_string(group) + ".wisp");
+    ConvertOptions o;
+    o.weights = WeightType::kInt4;
+    o.group_size = group;
+    convert_model(src, dst, o);
+    const EngineFile out = EngineFile::open(dst);
+    EXPECT_EQ(out.metadata().weight_quantization, WeightQuantization::kInt4);
+    EXPECT_EQ(out.metadata().group_size, group);
+    for (const std::string& name : block_linear_weights(in.metadata().dims)) {
+      const Tensor w = in.tensor(name);
+      const ops::QuantizedWeight want = ops::quantize_int4(w, group);
+      EXPECT_EQ(out.tensor(name).shape(), (Shape{w.dim(0), w.dim(1) / 2})) << name;
+      EXPECT_TRUE(same_bytes(out.tensor(name), want.codes)) << name;
+      EXPECT_TRUE(same_bytes(out.tensor(name + "_scale"), want.scale)) << name;
+    }
+  }
+}
+
+TEST(ConvertEngine, FloatConversionsRecordTheirType) {
+  ScratchDir dir;
+  const std::string src = dir.file("f32.wisp");
+  test::write_synthetic(src, test::synthetic_tensors(3));
+  ConvertOptions o;
+  o.weights = WeightType::kKeep;
+  convert_model(src, dir.file("keep.wisp"), o);
+  EXPECT_EQ(EngineFile::open(dir.file("keep.wisp")).metadata().weight_quantization, WeightQuantization::kF32);
+  o.weights = WeightType::kF16;
+  convert_model(src, dir.file("f16.wisp"), o);
+  const EngineFile f16 = EngineFile::open(dir.file("f16.wisp"));
+  EXPECT_EQ(f16.metadata().weight_quantization, WeightQuantization::kF16);
+  EXPECT_EQ(f16.tensor("encoder.blocks.0.mlp.fc1.weight").dtype(), DType::kF16);
+}
+
+TEST(ConvertEngine, RealModelToInt8) {
+  const std::string src = test::models_dir() + "/tiny.en.wisp";
+  WISP_REQUIRE_PATH(src);
+  ScratchDir dir;
+  ConvertOptions o;
+  o.weights = WeightType::kInt8;
+  convert_model(src, dir.file("tiny.en-int8.wisp"), o);
+  const EngineFile in = EngineFile::open(src), out = EngineFile::open(dir.file("tiny.en-int8.wisp"));
+  EXPECT_EQ(out.metadata().dims.n_vocab, in.metadata().dims.n_vocab);
+  EXPECT_EQ(out.metadata().alignment_heads, in.metadata().alignment_heads);
+  EXPECT_EQ(out.metadata().suppress_tokens, in.metadata().suppress_tokens);
+  const std::string name = "decoder.blocks.3.mlp.fc2.weight";
+  EXPECT_TRUE(same_bytes(out.tensor(name), ops::quantize_int8(in.tensor(name)).codes));
+  EXPECT_TRUE(same_bytes(out.tensor("decoder.token_embedding.weight"), in.tensor("decoder.token_embedding.weight")));
+}
+
+TEST(ConvertEngine, OptionAndSourceErrors) {
+  ScratchDir dir;
+  const std::string src = dir.file("f32.wisp");
+  test::write_synthetic(src, test::synthetic_tensors(4));
+  ConvertOptions o;
+  o.weights = WeightType::kInt4;
+  o.group_size = 32;
+  expect_error<InvalidArgument>([&] { convert_model(src, dir.file("x.wisp"), o); }, "group size 32");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("x.wisp")));
+
+  // A quantised file is no source: its weights would be rounded twice.
+  o.weights = WeightType::kInt8;
+  convert_model(src, dir.file("int8.wisp"), o);
+  o.weights = WeightType::kInt4;
+  o.group_size = 64;
+  expect_error<InvalidArgument>([&] { convert_model(dir.file("int8.wisp"), dir.file("y.wisp"), o); }, "int8");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("y.wisp")));
+
+  // An engine file that lacks the model's tensors is a ModelError naming the missing one.
+  EngineWriter w;
+  w.set_vocabulary({"a", "b"});
+  w.write(dir.file("empty.wisp"));
+  expect_error<ModelError>([&] { convert_model(dir.file("empty.wisp"), dir.file("z.wisp"), o); },
+                           "encoder.conv1.weight");
+}
+
+}  // namespace
+}  // namespace wisp::format
