@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "runtime/gpu_whisper.h"
+#include "runtime/reorder_plan.h"
 #include "wisp/errors.h"
 
 namespace wisp::runtime {
@@ -160,7 +161,7 @@ class GpuNetwork final : public model::DeviceBackend {
     cache.length = prompt.length;
   }
 
-  // Sequence i ← sequence origins[i]. Sources that are themselves overwritten are saved in spare slots first.
+  // Sequence i ← sequence origins[i] (reorder_plan.h: overwritten sources go to spare slots first).
   void reorder_cache(model::BatchKVCache& cache, std::span<const int> origins) override {
     const int n = static_cast<int>(origins.size());
     if (n > cache.batch) throw InvalidArgument("reorder_cache: more sequences than the batch holds");
@@ -168,34 +169,22 @@ class GpuNetwork final : public model::DeviceBackend {
       if (o < 0 || o >= cache.batch) throw InvalidArgument("reorder_cache: origin out of the batch");
     }
     std::lock_guard<std::mutex> lock(mu_);
-    const int first = slot_of(cache.device).first;
-    std::vector<bool> overwritten(static_cast<size_t>(cache.batch), false);
-    for (int i = 0; i < n; ++i) overwritten[static_cast<size_t>(i)] = origins[static_cast<size_t>(i)] != i;
-    std::vector<int> save;  // overwritten sequences another one still reads
-    for (int i = 0; i < n; ++i) {
-      const int o = origins[static_cast<size_t>(i)];
-      if (o != i && overwritten[static_cast<size_t>(o)] && std::find(save.begin(), save.end(), o) == save.end()) {
-        save.push_back(o);
-      }
-    }
+    const int first = slot_of(cache.device).first, length = static_cast<int>(cache.length);
+    const ReorderPlan plan = plan_reorder(origins, static_cast<int>(cache.batch));
     std::shared_ptr<Slot> spare;
     std::vector<int> src, dst;
-    const int length = static_cast<int>(cache.length);
-    if (!save.empty()) {
-      spare = take(false, static_cast<int>(save.size()));
-      for (size_t s = 0; s < save.size(); ++s) {
-        src.push_back(first + save[s]);
+    if (!plan.saves.empty()) {
+      spare = take(false, static_cast<int>(plan.saves.size()));
+      for (size_t s = 0; s < plan.saves.size(); ++s) {
+        src.push_back(first + plan.saves[s]);
         dst.push_back(spare->first + static_cast<int>(s));
       }
       gpu_->copy_sequences(src.data(), dst.data(), static_cast<int>(src.size()), length);
       src.clear(), dst.clear();
     }
-    for (int i = 0; i < n; ++i) {
-      const int o = origins[static_cast<size_t>(i)];
-      if (o == i) continue;
-      const auto saved = std::find(save.begin(), save.end(), o);
-      src.push_back(saved != save.end() ? spare->first + static_cast<int>(saved - save.begin()) : first + o);
-      dst.push_back(first + i);
+    for (const ReorderPlan::Copy& c : plan.copies) {
+      src.push_back(c.from_spare ? spare->first + c.from : first + c.from);
+      dst.push_back(first + c.to);
     }
     if (!src.empty()) gpu_->copy_sequences(src.data(), dst.data(), static_cast<int>(src.size()), length);
     cache.batch = n;
