@@ -90,6 +90,7 @@ size_t quantised_bytes(GpuWeights format, int group, int64_t o, int64_t i) {
   }
   return 0;
 }
+
 struct DNorm {
   float* gamma = nullptr;
   float* beta = nullptr;
@@ -131,14 +132,15 @@ struct GpuWhisper::Impl {
   __half* tok_emb = nullptr;  // [n_vocab, d]
   __half* dec_pos = nullptr;  // [n_text_ctx, d]
 
-  // Activations (sized for max_batch).
-  float* mel = nullptr;        // [B, n_mels, 2·n_audio_ctx]
-  __half* big = nullptr;       // conv1 output [B, 2·n_ctx, d] / fc1 output [B, n_ctx, 4d]
-  __half* mid = nullptr;       // im2col columns / qkv [B, n_ctx, 3d]
-  __half* x = nullptr;         // residual stream [B, n_ctx, d]
-  __half* h = nullptr;         // normed [B, n_ctx, d]
-  __half* a = nullptr;         // attention output [B, n_ctx, d]
-  __half* features = nullptr;  // [B, n_ctx, d]
+  // Encoder activations, for up to W = `windows` windows at once (`big` also holds the cross-K/V projection
+  // before it is quantised).
+  float* mel = nullptr;        // [W, n_mels, 2·n_audio_ctx]
+  __half* big = nullptr;       // conv1 output [W, 2·n_ctx, d] / fc1 output [W, n_ctx, 4d]
+  __half* mid = nullptr;       // im2col columns / qkv [W, n_ctx, 3d]
+  __half* x = nullptr;         // residual stream [W, n_ctx, d]
+  __half* h = nullptr;         // normed [W, n_ctx, d]
+  __half* a = nullptr;         // attention output [W, n_ctx, d]
+  __half* features = nullptr;  // [W, n_ctx, d]
   // K/V caches, stored as `kv_type` (kv_quant.h; 1 byte per element unless fp16): K in columns [0, d), V in
   // [d, 2d). The self-attention caches of all layers are one block (kv_layer_pitch bytes apart), so a
   // sequence copy is one 2D copy; likewise their per-token scales (int8 dynamic).
@@ -157,6 +159,7 @@ struct GpuWhisper::Impl {
   int32_t* len = nullptr;      // [R] cache length after the next token (pos + 1)
   __half* dx = nullptr;        // [R, d]
   __half* dh = nullptr;        // [R, d]
+  __half* da_ = nullptr;       // [R, d] attention output
   __half* dqkv = nullptr;      // [R, 3d]
   __half* dy = nullptr;        // [R, d]
   __half* df = nullptr;        // [R, 4d]
@@ -408,8 +411,6 @@ struct GpuWhisper::Impl {
     cuda_check(cudaStreamSynchronize(stream), "reset");
     length = 0;
   }
-  __half* da_ = nullptr;
-
   // The benchmark form's shared length: one more token in every sequence.
   void advance() {
     if (length >= d.n_text_ctx) throw std::runtime_error("GpuWhisper: decoder context is full");
