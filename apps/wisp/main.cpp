@@ -475,6 +475,7 @@ int run_eval(const EvalArgs& a) {
                 {"temperatures", base.temperatures},
                 {"seed", base.seed}}},
               {"model", model ? model->info().path : a.hyp_json},
+              {"device", model ? model->info().device : "none"},
               {"files", total.files},
               {"wer", rate(words)},
               {"cer", rate(chars)},
@@ -494,9 +495,10 @@ int run_eval(const EvalArgs& a) {
     for (const auto& [lang, g] : per_lang) {
       std::printf("%-8s %6d %8.4f %8ld %9.1f %9.1f\n", lang.c_str(), g.files, rate(g), g.errors, g.audio_s, g.wall_s);
     }
-    std::printf("overall: WER %.4f  CER %.4f  files %d  audio %.1f s  wall %.1f s  RTF %.3f\n", rate(words),
+    std::printf("overall: WER %.4f  CER %.4f  files %d  audio %.1f s  wall %.1f s  RTF %.3f  (%s)\n", rate(words),
                 rate(chars), total.files, total.audio_s, total.wall_s,
-                total.audio_s > 0 ? total.wall_s / total.audio_s : 0.0);
+                total.audio_s > 0 ? total.wall_s / total.audio_s : 0.0,
+                model ? model->info().device.c_str() : "external transcripts");
   }
   return 0;
 }

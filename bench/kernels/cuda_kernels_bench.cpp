@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_support.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/gemv.h"
@@ -31,35 +32,16 @@
 namespace {
 
 namespace cuda = wisp::kernels::cuda;
+using wisp::bench::Buf;
+using wisp::bench::check_cuda;
+using wisp::bench::Result;
+using wisp::bench::rotation;
 
 constexpr int64_t kD = 1280, kHeads = 20, kHd = 64, kFrames = 1500, kVocab = 51865, kTextCtx = 448;
 constexpr int64_t kEncLayers = 32, kDecLayers = 32;
-constexpr size_t kRotateBytes = size_t{256} << 20;
-
-struct Options {
-  std::string filter;
-  std::string json_path;
-  bool quick = false;
-};
-
-struct Result {
-  std::string name;
-  bool ok = true;
-  std::string error;
-  double ms = 0, ms_min = 0, ms_max = 0;
-  double flops = 0, bytes = 0;
-};
 
 std::vector<Result> g_results;
-Options g_opt;
-
-bool check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
-    return false;
-  }
-  return true;
-}
+wisp::bench::Options g_opt;
 
 // A device allocation filled with uniform random fp16 values in [-a, a] (generated on the host once per
 // size and copied, so the data is identical across runs).
@@ -90,84 +72,16 @@ struct HalfBuf {
   }
 };
 
-template <class T>
-struct Buf {
-  T* p = nullptr;
-  explicit Buf(size_t n) {
-    if (!check_cuda(cudaMalloc(reinterpret_cast<void**>(&p), std::max<size_t>(n, 1) * sizeof(T)), "cudaMalloc"))
-      p = nullptr;
-    else
-      cudaMemset(p, 0, std::max<size_t>(n, 1) * sizeof(T));
-  }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-  ~Buf() {
-    if (p) cudaFree(p);
-  }
-};
-
-// Copies needed so that `bytes` per copy add up to more than the L2 cache can hold.
-int rotation(size_t bytes) {
-  return static_cast<int>(std::clamp<size_t>((kRotateBytes + bytes - 1) / std::max<size_t>(bytes, 1), 1, 64));
-}
-
-bool selected(const std::string& name) { return g_opt.filter.empty() || name.find(g_opt.filter) != std::string::npos; }
-
-// Times fn(i) (i = iteration, for rotating inputs); fn returns a Status. fn enqueues on `stream` and runs
-// `calls` kernels (a CUDA graph of several); the figures are per call.
+// Times fn(i) as wisp::bench::time_calls does (fn enqueues on `stream` and runs `calls` kernels; the figures
+// are per call) and prints the table row.
 Result* measure(const std::string& name, double flops, double bytes, const std::function<cuda::Status(int)>& fn,
                 cudaStream_t stream = nullptr, int calls = 1) {
-  if (!selected(name)) return nullptr;
+  if (!g_opt.selected(name)) return nullptr;
   Result r;
   r.name = name;
   r.flops = flops;
   r.bytes = bytes;
-  for (int i = 0; i < 3; ++i) {
-    const cuda::Status s = fn(i);
-    if (s != cuda::Status::kOk) {
-      r.ok = false;
-      r.error = cuda::status_name(s);
-      break;
-    }
-  }
-  if (r.ok && !check_cuda(cudaDeviceSynchronize(), name.c_str())) {
-    r.ok = false;
-    r.error = "CUDA error";
-  }
-  if (r.ok) {
-    // Aim at ~20 ms per repetition, from one timed launch.
-    cudaEvent_t start, stop;
-    cudaEventCreate(&start);
-    cudaEventCreate(&stop);
-    cudaEventRecord(start, stream);
-    fn(0);
-    cudaEventRecord(stop, stream);
-    cudaEventSynchronize(stop);
-    float one = 0;
-    cudaEventElapsedTime(&one, start, stop);
-    const int iters = std::clamp(static_cast<int>((g_opt.quick ? 5.0 : 20.0) / std::max(one, 0.001f)), 3, 2000);
-    const int reps = g_opt.quick ? 3 : 7;
-    std::vector<double> per;
-    for (int rep = 0; rep < reps; ++rep) {
-      cudaEventRecord(start, stream);
-      for (int i = 0; i < iters; ++i) fn(i);
-      cudaEventRecord(stop, stream);
-      cudaEventSynchronize(stop);
-      float ms = 0;
-      cudaEventElapsedTime(&ms, start, stop);
-      per.push_back(ms / iters / calls);
-    }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    if (!check_cuda(cudaGetLastError(), name.c_str())) {
-      r.ok = false;
-      r.error = "CUDA error";
-    }
-    std::sort(per.begin(), per.end());
-    r.ms = per[per.size() / 2];
-    r.ms_min = per.front();
-    r.ms_max = per.back();
-  }
+  wisp::bench::time_calls(fn, g_opt.quick, &r, stream, calls);
   g_results.push_back(r);
   const Result& x = g_results.back();
   if (x.ok) {
@@ -191,7 +105,7 @@ double ms_of(const char* name) {
 
 void bench_linear(cuda::GemmContext& ctx, const char* name, int64_t m, int64_t n, int64_t k, cuda::Epilogue ep,
                   bool f32_out) {
-  if (!selected(name)) return;
+  if (!g_opt.selected(name)) return;
   const size_t w_bytes = static_cast<size_t>(n * k) * 2;
   const int copies = rotation(w_bytes);
   std::vector<HalfBuf> ws;
@@ -215,7 +129,7 @@ void bench_linear(cuda::GemmContext& ctx, const char* name, int64_t m, int64_t n
 void bench_encoder_attention(cuda::GemmContext& ctx, int64_t batch) {
   const std::string name = "encoder attention flash b" + std::to_string(batch) + " 20x1500x1500x64";
   const std::string name_u = "encoder attention unfused b1 20x1500x1500x64";
-  if (!selected(name) && !selected(name_u)) return;
+  if (!g_opt.selected(name) && !g_opt.selected(name_u)) return;
   const int64_t ld = 3 * kD;
   HalfBuf qkv(static_cast<size_t>(batch * kFrames * ld), 2.0f, 3);
   Buf<__half> out(static_cast<size_t>(batch * kFrames * kD));
@@ -225,7 +139,7 @@ void bench_encoder_attention(cuda::GemmContext& ctx, int64_t batch) {
     return cuda::attention(qkv.p, ld, kFrames * ld, qkv.p + kD, ld, kFrames * ld, qkv.p + 2 * kD, ld, kFrames * ld,
                            out.p, kD, kFrames * kD, batch, kFrames, kFrames, kHeads, kHd, false, 0, nullptr);
   });
-  if (batch == 1 && selected(name_u)) {
+  if (batch == 1 && g_opt.selected(name_u)) {
     Buf<char> scratch(cuda::attention_unfused_scratch_bytes(kFrames, kFrames, kHeads));
     measure(name_u, flops, bytes + kHeads * kFrames * kFrames * (4.0 * 2 + 2.0 * 2), [&](int) {
       return cuda::attention_unfused(ctx, qkv.p, ld, qkv.p + kD, ld, qkv.p + 2 * kD, ld, out.p, kD, kFrames, kFrames,
@@ -237,7 +151,7 @@ void bench_encoder_attention(cuda::GemmContext& ctx, int64_t batch) {
 // Self-attention over a KV cache of `len` tokens (of kTextCtx), or cross-attention over the 1500 frames
 // (interleaved K/V [1500, 2d], one window per sequence or one shared window).
 void bench_decoder_attention(const char* name, int64_t batch, int64_t len, bool cross, bool shared_window) {
-  if (!selected(name)) return;
+  if (!g_opt.selected(name)) return;
   const int64_t n_kv = cross ? kFrames : kTextCtx;
   const int64_t ld = cross ? 2 * kD : kD;
   const int64_t windows = shared_window ? 1 : batch;
@@ -377,7 +291,7 @@ using StreamCall = std::function<cuda::Status(int, cudaStream_t)>;
 
 void measure_graph(const std::string& name, double flops, double bytes, const StreamCall& call) {
   const std::string graph_name = name + " graph";
-  if (!selected(graph_name)) return;
+  if (!g_opt.selected(graph_name)) return;
   cudaStream_t stream = nullptr;
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
@@ -409,9 +323,11 @@ void measure_graph(const std::string& name, double flops, double bytes, const St
 // and inside a CUDA graph. GB/s counts the weight and scale bytes only.
 void bench_gemv(std::unique_ptr<GemvArena>& arena, cuda::GemmContext& ctx, int64_t m, const char* what, int64_t n,
                 int64_t k, GemvOp op) {
-  bool any = selected(gemv_name("cublas", m, what, n, k)) || selected(gemv_name("cublas", m, what, n, k) + " graph");
+  bool any = g_opt.selected(gemv_name("cublas", m, what, n, k)) ||
+             g_opt.selected(gemv_name("cublas", m, what, n, k) + " graph");
   for (const auto& f : kGemvFormats) {
-    any = any || selected(gemv_name(f.name, m, what, n, k)) || selected(gemv_name(f.name, m, what, n, k) + " graph");
+    any = any || g_opt.selected(gemv_name(f.name, m, what, n, k)) ||
+          g_opt.selected(gemv_name(f.name, m, what, n, k) + " graph");
   }
   if (!any) return;
   if (!arena) arena = std::make_unique<GemvArena>();
@@ -535,48 +451,16 @@ void print_projection() {
   std::printf("  (NaN: a kernel of the sum was filtered out or failed)\n");
 }
 
-void write_json(FILE* f, const char* device) {
-  std::fprintf(f, "{\n  \"device\": \"%s\",\n  \"results\": [\n", device);
-  for (size_t i = 0; i < g_results.size(); ++i) {
-    const Result& r = g_results[i];
-    if (r.ok) {
-      std::fprintf(f,
-                   "    {\"name\": \"%s\", \"ms\": %.6f, \"ms_min\": %.6f, \"ms_max\": %.6f, \"tflops\": %.3f, "
-                   "\"gbps\": %.1f}%s\n",
-                   r.name.c_str(), r.ms, r.ms_min, r.ms_max, r.flops / (r.ms * 1e-3) / 1e12,
-                   r.bytes / (r.ms * 1e-3) / 1e9, i + 1 < g_results.size() ? "," : "");
-    } else {
-      std::fprintf(f, "    {\"name\": \"%s\", \"error\": \"%s\"}%s\n", r.name.c_str(), r.error.c_str(),
-                   i + 1 < g_results.size() ? "," : "");
-    }
-  }
-  std::fprintf(f, "  ]\n}\n");
+void json_metrics(FILE* f, const Result& r) {
+  std::fprintf(f, "\"tflops\": %.3f, \"gbps\": %.1f", r.flops / (r.ms * 1e-3) / 1e12, r.bytes / (r.ms * 1e-3) / 1e9);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--filter" && i + 1 < argc) {
-      g_opt.filter = argv[++i];
-    } else if (a == "--json" && i + 1 < argc) {
-      g_opt.json_path = argv[++i];
-    } else if (a == "--quick") {
-      g_opt.quick = true;
-    } else {
-      std::fprintf(stderr, "usage: %s [--filter SUBSTRING] [--json PATH] [--quick]\n", argv[0]);
-      return 2;
-    }
-  }
-  if (!cuda::device_available()) {
-    std::printf("no CUDA device: nothing to measure\n");
-    return 1;
-  }
+  if (!wisp::bench::parse_options(argc, argv, &g_opt)) return 2;
   cudaDeviceProp prop{};
-  cudaGetDeviceProperties(&prop, 0);
-  std::printf("device: %s, %d SMs, %.0f MB L2, compute %d.%d\n\n", prop.name, prop.multiProcessorCount,
-              prop.l2CacheSize / 1e6, prop.major, prop.minor);
+  if (!wisp::bench::open_device(&prop)) return 1;
   std::printf("%-52s %13s  %20s  %16s  %12s\n", "kernel", "median", "[min, max] us", "compute", "memory");
 
   cuda::GemmContext ctx;
@@ -615,17 +499,5 @@ int main(int argc, char** argv) {
   print_projection();
   print_gemv_sweep();
 
-  std::printf("\nJSON:\n");
-  write_json(stdout, prop.name);
-  if (!g_opt.json_path.empty()) {
-    if (FILE* f = std::fopen(g_opt.json_path.c_str(), "w")) {
-      write_json(f, prop.name);
-      std::fclose(f);
-    } else {
-      std::fprintf(stderr, "cannot write %s\n", g_opt.json_path.c_str());
-    }
-  }
-  bool all_ok = true;
-  for (const auto& r : g_results) all_ok = all_ok && r.ok;
-  return all_ok ? 0 : 1;
+  return wisp::bench::finish(g_opt, prop.name, g_results, json_metrics);
 }

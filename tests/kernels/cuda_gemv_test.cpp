@@ -25,102 +25,14 @@
 
 #include "core/dtype.h"
 #include "kernels/cuda/gemv.h"
+#include "kernels/cuda_test_support.h"
 
+namespace wisp::test {
 namespace {
 
 namespace cuda = wisp::kernels::cuda;
 using cuda::WeightType;
 using wisp::core::float_to_half;
-using wisp::core::half_to_float;
-
-float r16(float x) { return half_to_float(float_to_half(x)); }
-
-template <class T>
-class Dev {
- public:
-  explicit Dev(size_t n) : n_(n) {
-    if (n_ > 0 && cudaMalloc(reinterpret_cast<void**>(&p_), n_ * sizeof(T)) != cudaSuccess) {
-      ADD_FAILURE() << "cudaMalloc of " << n_ * sizeof(T) << " bytes failed";
-      p_ = nullptr;
-    }
-  }
-  ~Dev() {
-    if (p_) cudaFree(p_);
-  }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-  T* get() const { return p_; }
-  void poison() {
-    if (p_) cudaMemset(p_, 0xff, n_ * sizeof(T));  // NaN in fp16 and fp32
-  }
-
- private:
-  T* p_ = nullptr;
-  size_t n_;
-};
-
-template <class T>
-std::unique_ptr<Dev<T>> upload(const std::vector<T>& v) {
-  auto d = std::make_unique<Dev<T>>(v.size());
-  if (!v.empty()) cudaMemcpy(d->get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
-  return d;
-}
-// fp16 values held as floats on the host (each exactly representable).
-std::unique_ptr<Dev<__half>> upload_half(const std::vector<float>& v) {
-  std::vector<uint16_t> bits(v.size());
-  for (size_t i = 0; i < v.size(); ++i) bits[i] = float_to_half(v[i]);
-  auto d = std::make_unique<Dev<__half>>(v.size());
-  if (!v.empty()) cudaMemcpy(d->get(), bits.data(), bits.size() * 2, cudaMemcpyHostToDevice);
-  return d;
-}
-std::vector<uint16_t> download_bits(const __half* p, size_t n) {
-  std::vector<uint16_t> bits(n);
-  EXPECT_EQ(cudaMemcpy(bits.data(), p, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-  return bits;
-}
-std::vector<float> download_half(const __half* p, size_t n) {
-  const auto bits = download_bits(p, n);
-  std::vector<float> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = half_to_float(bits[i]);
-  return v;
-}
-std::vector<float> download_float(const float* p, size_t n) {
-  std::vector<float> v(n);
-  EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
-  return v;
-}
-
-void sync_ok() {
-  const cudaError_t e = cudaDeviceSynchronize();
-  ASSERT_EQ(e, cudaSuccess) << cudaGetErrorString(e);
-}
-
-double gelu_d(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
-float gelu_f(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
-
-struct ErrorCheck {
-  std::string what;
-  bool f32 = false;
-  double err_gpu = 0.0, err_naive = 0.0, ref_max = 0.0;
-  size_t count = 0, not_finite = 0;
-
-  ErrorCheck(std::string w, bool f) : what(std::move(w)), f32(f) {}
-  void add(double ref, double gpu, double naive) {
-    ++count;
-    if (!std::isfinite(gpu)) ++not_finite;
-    err_gpu = std::max(err_gpu, std::fabs(gpu - ref));
-    err_naive = std::max(err_naive, std::fabs(naive - ref));
-    ref_max = std::max(ref_max, std::fabs(ref));
-  }
-  void expect() const {
-    const double bound = 2.0 * err_naive + std::ldexp(ref_max, f32 ? -20 : -11) + 1e-30;
-    std::printf("  %-62s n=%-8zu |ref|max=%-9.3g gpu=%-9.3g naive=%-9.3g bound=%.3g\n", what.c_str(), count, ref_max,
-                err_gpu, err_naive, bound);
-    EXPECT_GT(count, 0u) << what;
-    EXPECT_EQ(not_finite, 0u) << what << ": non-finite outputs (unwritten)";
-    EXPECT_LE(err_gpu, bound) << what << ": gpu error " << err_gpu << ", naive error " << err_naive;
-  }
-};
 
 // A random weight of one type, with its exact (fp64) and fp16-rounded dequantisations on the host.
 struct HostWeight {
@@ -238,7 +150,7 @@ void run_case(const Case& c, uint32_t seed) {
     dy32.poison();
     EXPECT_EQ(cuda::gemv_f32_out(dx->get(), view, dy32.get(), c.m, c.n, c.k, nullptr), cuda::Status::kOk);
     sync_ok();
-    got = download_float(dy32.get(), static_cast<size_t>(c.m * c.n));
+    got = download(dy32.get(), static_cast<size_t>(c.m * c.n));
   } else {
     __half* y = c.in_place ? dr->get() : dy.get();
     if (!c.in_place) dy.poison();
@@ -254,7 +166,7 @@ void run_case(const Case& c, uint32_t seed) {
                 static_cast<long long>(c.m), static_cast<long long>(c.n), static_cast<long long>(c.k),
                 c.bias ? " +bias" : "", c.gelu ? " +gelu" : "", c.residual ? " +res" : "",
                 c.in_place ? " (in place)" : "", c.f32_out ? " f32" : "");
-  ErrorCheck check(name, c.f32_out);
+  ErrorCheck check(name, c.f32_out ? Out::kFloat : Out::kHalf, 62, 8);
   std::vector<double> wd(static_cast<size_t>(c.k));
   std::vector<float> wf(static_cast<size_t>(c.k));
   for (int64_t j : columns(c.n, gen)) {
@@ -275,8 +187,8 @@ void run_case(const Case& c, uint32_t seed) {
         sf += bias[static_cast<size_t>(j)];
       }
       if (c.gelu) {
-        sd = gelu_d(sd);
-        sf = gelu_f(sf);
+        sd = gelu_erf_d(sd);
+        sf = gelu_erf_f(sf);
       }
       if (c.residual) {
         sd += res[static_cast<size_t>(r * c.n + j)];
@@ -296,12 +208,7 @@ struct Format {
 constexpr Format kFormats[] = {
     {WeightType::kF16, 0}, {WeightType::kI8, 0}, {WeightType::kI4, 64}, {WeightType::kI4, 128}};
 
-class CudaGemv : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!cuda::device_available()) GTEST_SKIP() << "no CUDA device";
-  }
-};
+class CudaGemv : public DeviceTest {};
 
 TEST_F(CudaGemv, EveryRowCountAndType) {
   uint32_t seed = 1;
@@ -433,3 +340,4 @@ TEST(CudaGemvArguments, RefusesWhatItCannotDo) {
 }
 
 }  // namespace
+}  // namespace wisp::test

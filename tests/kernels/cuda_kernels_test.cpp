@@ -30,7 +30,9 @@
 
 #include "core/dtype.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda_test_support.h"
 
+namespace wisp::test {
 namespace {
 
 namespace cuda = wisp::kernels::cuda;
@@ -38,79 +40,6 @@ using wisp::core::float_to_half;
 using wisp::core::half_to_float;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
-
-float r16(float x) { return half_to_float(float_to_half(x)); }
-
-// ---- device buffers ----------------------------------------------------------------------------------------
-
-template <class T>
-class Dev {
- public:
-  explicit Dev(size_t n) : n_(n) {
-    if (n_ > 0 && cudaMalloc(reinterpret_cast<void**>(&p_), n_ * sizeof(T)) != cudaSuccess) {
-      ADD_FAILURE() << "cudaMalloc of " << n_ * sizeof(T) << " bytes failed";
-      p_ = nullptr;
-    }
-  }
-  ~Dev() {
-    if (p_) cudaFree(p_);
-  }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-  T* get() const { return p_; }
-  size_t size() const { return n_; }
-  void poison() {
-    if (p_) cudaMemset(p_, 0xff, n_ * sizeof(T));  // NaN in fp16 and fp32, -1 in int32
-  }
-
- private:
-  T* p_ = nullptr;
-  size_t n_;
-};
-
-// fp16 values held as floats on the host (every value exactly representable in fp16).
-std::unique_ptr<Dev<__half>> upload_half(const std::vector<float>& v) {
-  auto d = std::make_unique<Dev<__half>>(v.size());
-  std::vector<uint16_t> bits(v.size());
-  for (size_t i = 0; i < v.size(); ++i) bits[i] = float_to_half(v[i]);
-  if (!v.empty()) cudaMemcpy(d->get(), bits.data(), bits.size() * 2, cudaMemcpyHostToDevice);
-  return d;
-}
-std::vector<float> download_half(const __half* p, size_t n) {
-  std::vector<uint16_t> bits(n);
-  EXPECT_EQ(cudaMemcpy(bits.data(), p, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-  std::vector<float> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = half_to_float(bits[i]);
-  return v;
-}
-std::vector<uint16_t> download_bits(const __half* p, size_t n) {
-  std::vector<uint16_t> bits(n);
-  EXPECT_EQ(cudaMemcpy(bits.data(), p, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-  return bits;
-}
-template <class T>
-std::unique_ptr<Dev<T>> upload(const std::vector<T>& v) {
-  auto d = std::make_unique<Dev<T>>(v.size());
-  if (!v.empty()) cudaMemcpy(d->get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
-  return d;
-}
-template <class T>
-std::vector<T> download(const T* p, size_t n) {
-  std::vector<T> v(n);
-  EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-  return v;
-}
-
-void sync_ok() {
-  const cudaError_t e = cudaDeviceSynchronize();
-  ASSERT_EQ(e, cudaSuccess) << cudaGetErrorString(e);
-}
-
-#define EXPECT_STATUS_OK(expr)                                                  \
-  do {                                                                          \
-    const cuda::Status s_ = (expr);                                             \
-    EXPECT_EQ(s_, cuda::Status::kOk) << #expr << ": " << cuda::status_name(s_); \
-  } while (0)
 
 // ---- random data ---------------------------------------------------------------------------------------------
 
@@ -149,47 +78,10 @@ class Rng {
   std::mt19937 gen_;
 };
 
-// ---- the error bound -----------------------------------------------------------------------------------------
-
-enum class Out { kHalf, kFloat };
-
-struct ErrorCheck {
-  std::string what;
-  Out out = Out::kHalf;
-  double err_gpu = 0.0, err_naive = 0.0, ref_max = 0.0;
-  size_t count = 0, not_finite = 0;
-
-  ErrorCheck(std::string w, Out o) : what(std::move(w)), out(o) {}
-  void add(double ref, double gpu, double naive) {
-    ++count;
-    if (!std::isfinite(gpu) && std::isfinite(ref)) ++not_finite;
-    err_gpu = std::max(err_gpu, std::fabs(gpu - ref));
-    err_naive = std::max(err_naive, std::fabs(naive - ref));
-    ref_max = std::max(ref_max, std::fabs(ref));
-  }
-  void expect() const {
-    const double floor = std::ldexp(ref_max, out == Out::kHalf ? -11 : -20) + 1e-30;
-    const double bound = 2.0 * err_naive + floor;
-    std::printf("  %-58s n=%-9zu |ref|max=%-9.3g gpu=%-9.3g naive=%-9.3g bound=%.3g\n", what.c_str(), count, ref_max,
-                err_gpu, err_naive, bound);
-    EXPECT_GT(count, 0u) << what;
-    EXPECT_EQ(not_finite, 0u) << what << ": non-finite outputs (unwritten or overflowed)";
-    EXPECT_LE(err_gpu, bound) << what << ": gpu error " << err_gpu << ", naive error " << err_naive << ", |ref| max "
-                              << ref_max;
-  }
-};
-
-class CudaKernels : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!cuda::device_available()) GTEST_SKIP() << "no CUDA device";
-  }
-};
+class CudaKernels : public DeviceTest {};
 
 // ---- references ----------------------------------------------------------------------------------------------
 
-double gelu_erf_d(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
-float gelu_erf_f(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
 double gelu_tanh_d(double x) { return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
 float gelu_tanh_f(float x) { return 0.5f * x * (1.0f + std::tanh(0.7978845608f * (x + 0.044715f * x * x * x))); }
 
@@ -775,48 +667,6 @@ TEST_F(CudaKernels, Im2colIsExact) {
 // ============================================================================================================
 // Attention
 
-// One query row of one head against keys [0, visible): the fp64 reference and the naive fp16-storage
-// implementation (fp32 scores and softmax, P rounded to fp16, fp32 accumulation of P·V, output rounded).
-void attention_row_refs(const float* q, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t visible,
-                        int64_t hd, double* ref, float* naive) {
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  std::vector<double> sd(static_cast<size_t>(visible));
-  std::vector<float> sf(static_cast<size_t>(visible));
-  double md = -INFINITY;
-  float mf = -kInf;
-  for (int64_t j = 0; j < visible; ++j) {
-    double a = 0;
-    float b = 0;
-    for (int64_t e = 0; e < hd; ++e) {
-      a += static_cast<double>(q[e]) * k[j * ldk + e];
-      b += q[e] * k[j * ldk + e];
-    }
-    sd[static_cast<size_t>(j)] = a * scale;
-    sf[static_cast<size_t>(j)] = b * static_cast<float>(scale);
-    md = std::max(md, sd[static_cast<size_t>(j)]);
-    mf = std::max(mf, sf[static_cast<size_t>(j)]);
-  }
-  double zd = 0;
-  float zf = 0;
-  for (int64_t j = 0; j < visible; ++j) {
-    sd[static_cast<size_t>(j)] = std::exp(sd[static_cast<size_t>(j)] - md);
-    sf[static_cast<size_t>(j)] = std::exp(sf[static_cast<size_t>(j)] - mf);
-    zd += sd[static_cast<size_t>(j)];
-    zf += sf[static_cast<size_t>(j)];
-  }
-  for (int64_t j = 0; j < visible; ++j) sf[static_cast<size_t>(j)] = r16(sf[static_cast<size_t>(j)] / zf);
-  for (int64_t e = 0; e < hd; ++e) {
-    double od = 0;
-    float of = 0;
-    for (int64_t j = 0; j < visible; ++j) {
-      od += sd[static_cast<size_t>(j)] * v[j * ldv + e];
-      of += sf[static_cast<size_t>(j)] * v[j * ldv + e];
-    }
-    ref[e] = visible > 0 ? od / zd : 0.0;
-    naive[e] = r16(of);
-  }
-}
-
 struct AttentionCase {
   const char* name;
   int64_t batch, n_q, n_kv, heads;
@@ -1113,3 +963,4 @@ TEST_F(CudaKernels, LogSoftmaxAndArgmax) {
 }
 
 }  // namespace
+}  // namespace wisp::test

@@ -32,106 +32,22 @@
 
 #include "core/dtype.h"
 #include "kernels/cuda/kv_quant.h"
+#include "kernels/cuda_test_support.h"
 
+namespace wisp::test {
 namespace {
 
 namespace cuda = wisp::kernels::cuda;
+using cuda::kv_type_name;
 using cuda::KvType;
 using wisp::core::float_to_half;
 using wisp::core::half_to_float;
 
 constexpr int64_t kHd = 64;
 
-float r16(float x) { return half_to_float(float_to_half(x)); }
-
-// ---- device buffers --------------------------------------------------------------------------------------------
-
-class DevBytes {
- public:
-  explicit DevBytes(size_t bytes) : n_(bytes) {
-    if (n_ > 0 && cudaMalloc(&p_, n_) != cudaSuccess) {
-      ADD_FAILURE() << "cudaMalloc of " << n_ << " bytes failed";
-      p_ = nullptr;
-    }
-  }
-  ~DevBytes() {
-    if (p_) cudaFree(p_);
-  }
-  DevBytes(const DevBytes&) = delete;
-  DevBytes& operator=(const DevBytes&) = delete;
-  template <class T = void>
-  T* get() const {
-    return static_cast<T*>(p_);
-  }
-  size_t bytes() const { return n_; }
-  void fill(int byte) {
-    if (p_) cudaMemset(p_, byte, n_);
-  }
-
- private:
-  void* p_ = nullptr;
-  size_t n_;
-};
-
-std::unique_ptr<DevBytes> upload_half(const std::vector<float>& v) {
-  auto d = std::make_unique<DevBytes>(v.size() * 2);
-  std::vector<uint16_t> bits(v.size());
-  for (size_t i = 0; i < v.size(); ++i) bits[i] = float_to_half(v[i]);
-  if (!v.empty()) cudaMemcpy(d->get(), bits.data(), bits.size() * 2, cudaMemcpyHostToDevice);
-  return d;
-}
-template <class T>
-std::unique_ptr<DevBytes> upload(const std::vector<T>& v) {
-  auto d = std::make_unique<DevBytes>(v.size() * sizeof(T));
-  if (!v.empty()) cudaMemcpy(d->get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
-  return d;
-}
-template <class T>
-std::vector<T> download(const DevBytes& d) {
-  std::vector<T> v(d.bytes() / sizeof(T));
-  EXPECT_EQ(cudaMemcpy(v.data(), d.get(), v.size() * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-  return v;
-}
-std::vector<float> download_half(const DevBytes& d) {
-  const auto bits = download<uint16_t>(d);
-  std::vector<float> v(bits.size());
-  for (size_t i = 0; i < v.size(); ++i) v[i] = half_to_float(bits[i]);
-  return v;
-}
-
-void sync_ok() {
-  const cudaError_t e = cudaDeviceSynchronize();
-  ASSERT_EQ(e, cudaSuccess) << cudaGetErrorString(e);
-}
-
-#define EXPECT_STATUS_OK(expr)                                                  \
-  do {                                                                          \
-    const cuda::Status s_ = (expr);                                             \
-    EXPECT_EQ(s_, cuda::Status::kOk) << #expr << ": " << cuda::status_name(s_); \
-  } while (0)
-
-class CudaKvQuant : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!cuda::device_available()) GTEST_SKIP() << "no CUDA device";
-  }
-};
+class CudaKvQuant : public DeviceTest {};
 
 // ---- host quantisers ---------------------------------------------------------------------------------------------
-
-const char* type_name(KvType t) {
-  switch (t) {
-    case KvType::kF16:
-      return "f16";
-    case KvType::kI8Static:
-      return "int8 static";
-    case KvType::kI8Dynamic:
-      return "int8 dynamic";
-    case KvType::kFp8:
-      return "fp8 e4m3";
-  }
-  return "?";
-}
 
 float inverse(float scale) { return scale > 0.0f ? 1.0f / scale : 0.0f; }
 float quant_i8(float x, float scale) { return std::clamp(std::nearbyint(x * inverse(scale)), -127.0f, 127.0f); }
@@ -179,14 +95,15 @@ std::vector<float> static_scales(KvType t, const std::vector<float>& amax) {
 struct DevCache {
   KvType type;
   int64_t seqs, rows, heads, ld;
-  std::unique_ptr<DevBytes> data, scales;
+  std::unique_ptr<Dev<uint8_t>> data;
+  std::unique_ptr<Dev<float>> scales;
   DevCache(KvType t, int64_t s, int64_t r, int64_t h, const std::vector<float>& static_scale)
       : type(t), seqs(s), rows(r), heads(h), ld(2 * h * kHd) {
-    data = std::make_unique<DevBytes>(static_cast<size_t>(seqs * rows * ld * cuda::kv_element_bytes(t)));
-    data->fill(0xff);
+    data = std::make_unique<Dev<uint8_t>>(static_cast<size_t>(seqs * rows * ld * cuda::kv_element_bytes(t)));
+    data->poison();
     if (t == KvType::kI8Dynamic) {
-      scales = std::make_unique<DevBytes>(static_cast<size_t>(seqs * rows * 2 * heads) * sizeof(float));
-      scales->fill(0xff);
+      scales = std::make_unique<Dev<float>>(static_cast<size_t>(seqs * rows * 2 * heads));
+      scales->poison();
     } else if (t != KvType::kF16) {
       scales = upload(static_scale);
     }
@@ -197,7 +114,7 @@ struct DevCache {
     v.data = data->get();
     v.ld = ld;
     v.batch_stride = shared ? 0 : rows * ld;
-    v.scales = scales ? scales->get<float>() : nullptr;
+    v.scales = scales ? scales->get() : nullptr;
     v.scale_ld = 2 * heads;
     v.scale_batch_stride = shared ? 0 : rows * 2 * heads;
     return v;
@@ -212,9 +129,11 @@ std::vector<float> check_codes(const DevCache& c, const std::vector<float>& x, i
   const int64_t width = 2 * c.heads * kHd;
   std::vector<float> deq(static_cast<size_t>(c.seqs * c.rows * width), NAN);
   std::vector<float> dyn;
-  if (c.type == KvType::kI8Dynamic) dyn = download<float>(*c.scales);
-  const auto raw = download<uint8_t>(*c.data);
-  const auto halves = c.type == KvType::kF16 ? download_half(*c.data) : std::vector<float>();
+  if (c.type == KvType::kI8Dynamic) dyn = download(c.scales->get(), c.scales->size());
+  const auto raw = download(c.data->get(), c.data->size());
+  const auto halves = c.type == KvType::kF16
+                          ? download_half(reinterpret_cast<const __half*>(c.data->get()), c.data->size() / 2)
+                          : std::vector<float>();
   size_t bad_code = 0, bad_scale = 0, bad_error = 0;
   double worst = 0;  // largest error in units of the allowed error
   for (int64_t b = 0; b < c.seqs; ++b)
@@ -272,49 +191,6 @@ std::vector<float> check_codes(const DevCache& c, const std::vector<float>& x, i
 
 // ---- attention references ----------------------------------------------------------------------------------------
 
-// One query row of one head against keys [0, visible): fp64 reference and the naive fp16-storage implementation
-// (fp32 scores and softmax, P rounded to fp16, fp32 accumulation of P·V, output rounded), as in
-// cuda_kernels_test.
-void attention_row_refs(const float* q, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t visible,
-                        double* ref, float* naive) {
-  const double scale = 1.0 / std::sqrt(static_cast<double>(kHd));
-  std::vector<double> sd(static_cast<size_t>(visible));
-  std::vector<float> sf(static_cast<size_t>(visible));
-  double md = -INFINITY;
-  float mf = -INFINITY;
-  for (int64_t j = 0; j < visible; ++j) {
-    double a = 0;
-    float b = 0;
-    for (int64_t e = 0; e < kHd; ++e) {
-      a += static_cast<double>(q[e]) * k[j * ldk + e];
-      b += q[e] * k[j * ldk + e];
-    }
-    sd[static_cast<size_t>(j)] = a * scale;
-    sf[static_cast<size_t>(j)] = b * static_cast<float>(scale);
-    md = std::max(md, sd[static_cast<size_t>(j)]);
-    mf = std::max(mf, sf[static_cast<size_t>(j)]);
-  }
-  double zd = 0;
-  float zf = 0;
-  for (int64_t j = 0; j < visible; ++j) {
-    sd[static_cast<size_t>(j)] = std::exp(sd[static_cast<size_t>(j)] - md);
-    sf[static_cast<size_t>(j)] = std::exp(sf[static_cast<size_t>(j)] - mf);
-    zd += sd[static_cast<size_t>(j)];
-    zf += sf[static_cast<size_t>(j)];
-  }
-  for (int64_t j = 0; j < visible; ++j) sf[static_cast<size_t>(j)] = r16(sf[static_cast<size_t>(j)] / zf);
-  for (int64_t e = 0; e < kHd; ++e) {
-    double od = 0;
-    float of = 0;
-    for (int64_t j = 0; j < visible; ++j) {
-      od += sd[static_cast<size_t>(j)] * v[j * ldv + e];
-      of += sf[static_cast<size_t>(j)] * v[j * ldv + e];
-    }
-    ref[e] = visible > 0 ? od / zd : 0.0;
-    naive[e] = r16(of);
-  }
-}
-
 struct KvCase {
   const char* name;
   int64_t batch, n_q, n_kv, heads;
@@ -340,7 +216,7 @@ Refs attention_refs(const KvCase& c, const std::vector<float>& q, const std::vec
       const int64_t visible = c.causal ? std::max<int64_t>(0, std::min(len, len - c.n_q + i + 1)) : len;
       for (int64_t h = 0; h < c.heads; ++h) {
         const size_t at = static_cast<size_t>((b * c.n_q + i) * d + h * kHd);
-        attention_row_refs(q.data() + at, base + h * kHd, ld, base + d + h * kHd, ld, visible, r.ref.data() + at,
+        attention_row_refs(q.data() + at, base + h * kHd, ld, base + d + h * kHd, ld, visible, kHd, r.ref.data() + at,
                            r.naive.data() + at);
       }
     }
@@ -375,13 +251,13 @@ void run_kv_case(const KvCase& c, uint32_t seed) {
   for (auto& x : q) x = r16(2.0f * unit(gen));
   auto dq = upload_half(q);
   auto dkv = upload_half(kv);
-  std::unique_ptr<DevBytes> dlen;
+  std::unique_ptr<Dev<int32_t>> dlen;
   if (!c.lens.empty()) dlen = upload(c.lens);
-  const int32_t* lens = dlen ? dlen->get<int32_t>() : nullptr;
+  const int32_t* lens = dlen ? dlen->get() : nullptr;
   const size_t ws_bytes = cuda::decoder_attention_workspace_bytes(c.batch, c.n_q, c.heads, c.n_kv);
-  DevBytes ws(ws_bytes);
+  Dev<char> ws(ws_bytes);
   EXPECT_STATUS_OK(cuda::decoder_attention_workspace_init(ws.get(), ws_bytes, nullptr));
-  DevBytes out(static_cast<size_t>(c.batch * sq) * 2);
+  Dev<__half> out(static_cast<size_t>(c.batch * sq));
   const int64_t skv = c.shared ? 0 : c.n_kv * ld;
 
   // The fp16 attention on the original K/V, with split keys ([0]) and in one block ([1]), and the calibration
@@ -391,38 +267,37 @@ void run_kv_case(const KvCase& c, uint32_t seed) {
   Errors e16[2];
   size_t not_finite = 0;
   for (int one_block = 0; one_block < 2; ++one_block) {
-    out.fill(0xff);
-    EXPECT_STATUS_OK(cuda::decoder_attention(dq->get<__half>(), d, sq, dkv->get<__half>(), ld, skv,
-                                             dkv->get<__half>() + d, ld, skv, lens, c.n_kv, out.get<__half>(), d, sq,
-                                             c.batch, c.n_q, c.heads, kHd, c.causal, one_block ? nullptr : ws.get(),
-                                             one_block ? 0 : ws_bytes, nullptr));
+    out.poison();
+    EXPECT_STATUS_OK(cuda::decoder_attention(dq->get(), d, sq, dkv->get(), ld, skv, dkv->get() + d, ld, skv, lens,
+                                             c.n_kv, out.get(), d, sq, c.batch, c.n_q, c.heads, kHd, c.causal,
+                                             one_block ? nullptr : ws.get(), one_block ? 0 : ws_bytes, nullptr));
     sync_ok();
-    gpu16[one_block] = download_half(out);
+    gpu16[one_block] = download_half(out.get(), out.size());
     e16[one_block] = errors(gpu16[one_block], ref16, &not_finite);
   }
-  DevBytes damax(static_cast<size_t>(2 * c.heads) * sizeof(float));
-  damax.fill(0);
-  EXPECT_STATUS_OK(cuda::kv_absmax(dkv->get<__half>(), ld, c.n_kv * ld, nullptr, c.n_kv, seqs, c.heads, kHd,
-                                   damax.get<float>(), nullptr));
+  Dev<float> damax(static_cast<size_t>(2 * c.heads));
+  damax.zero();
+  EXPECT_STATUS_OK(
+      cuda::kv_absmax(dkv->get(), ld, c.n_kv * ld, nullptr, c.n_kv, seqs, c.heads, kHd, damax.get(), nullptr));
   sync_ok();
-  const auto amax = download<float>(damax);
+  const auto amax = download(damax.get(), damax.size());
   EXPECT_EQ(amax, host_absmax(kv, seqs, c.n_kv, ld, c.heads, {})) << c.name << ": kv_absmax";
 
   for (KvType t : {KvType::kF16, KvType::kI8Static, KvType::kI8Dynamic, KvType::kFp8}) {
-    const std::string what = std::string(c.name) + ", " + type_name(t);
+    const std::string what = std::string(c.name) + ", " + kv_type_name(t);
     const auto scales = static_scales(t, amax);
     DevCache cache(t, seqs, c.n_kv, c.heads, scales);
     if (c.lens.empty()) {
       EXPECT_STATUS_OK(
-          cuda::kv_quantize(dkv->get<__half>(), ld, c.n_kv * ld, cache.view(), c.n_kv, seqs, c.heads, kHd, nullptr));
+          cuda::kv_quantize(dkv->get(), ld, c.n_kv * ld, cache.view(), c.n_kv, seqs, c.heads, kHd, nullptr));
     } else {
       // A self-attention cache fills a row per step, at device-side positions.
-      DevBytes pos(static_cast<size_t>(seqs) * sizeof(int32_t));
-      pos.fill(0);
+      Dev<int32_t> pos(static_cast<size_t>(seqs));
+      pos.zero();
       for (int64_t r = 0; r < c.n_kv; ++r) {
-        EXPECT_STATUS_OK(cuda::kv_append_quantized(dkv->get<__half>() + r * ld, c.n_kv * ld, cache.view(),
-                                                   pos.get<int32_t>(), c.n_kv, seqs, c.heads, kHd, nullptr));
-        EXPECT_STATUS_OK(cuda::add_scalar_i32(pos.get<int32_t>(), nullptr, seqs, 1, nullptr));
+        EXPECT_STATUS_OK(cuda::kv_append_quantized(dkv->get() + r * ld, c.n_kv * ld, cache.view(), pos.get(), c.n_kv,
+                                                   seqs, c.heads, kHd, nullptr));
+        EXPECT_STATUS_OK(cuda::add_scalar_i32(pos.get(), nullptr, seqs, 1, nullptr));
       }
     }
     sync_ok();
@@ -430,12 +305,12 @@ void run_kv_case(const KvCase& c, uint32_t seed) {
         cache, kv, ld, scales, [](int64_t, int64_t) { return true; }, what + " codes");
     const Refs refq = t == KvType::kF16 ? Refs{} : attention_refs(c, q, deq);
     for (bool with_workspace : {true, false}) {
-      out.fill(0xff);
+      out.poison();
       EXPECT_STATUS_OK(cuda::decoder_attention_quantized(
-          dq->get<__half>(), d, sq, cache.view(c.shared), lens, c.n_kv, out.get<__half>(), d, sq, c.batch, c.n_q,
-          c.heads, kHd, c.causal, with_workspace ? ws.get() : nullptr, with_workspace ? ws_bytes : 0, nullptr));
+          dq->get(), d, sq, cache.view(c.shared), lens, c.n_kv, out.get(), d, sq, c.batch, c.n_q, c.heads, kHd,
+          c.causal, with_workspace ? ws.get() : nullptr, with_workspace ? ws_bytes : 0, nullptr));
       sync_ok();
-      const auto gpu = download_half(out);
+      const auto gpu = download_half(out.get(), out.size());
       const std::string w = what + (with_workspace ? " (split keys)" : " (one block)");
       if (t == KvType::kF16) {
         size_t differ = 0;
@@ -508,11 +383,11 @@ TEST_F(CudaKvQuant, AppendRoundTrip) {
     // fp8 with scales of 1: everything beyond ±448 saturates.
     const std::vector<float> scales(static_cast<size_t>(2 * heads), t == KvType::kFp8 ? 1.0f : 600.0f / 127.0f);
     DevCache cache(t, batch, n_rows, heads, scales);
-    EXPECT_STATUS_OK(cuda::kv_append_quantized(dsrc->get<__half>(), lds, cache.view(), drow->get<int32_t>(), n_rows,
-                                               batch, heads, kHd, nullptr));
+    EXPECT_STATUS_OK(
+        cuda::kv_append_quantized(dsrc->get(), lds, cache.view(), drow->get(), n_rows, batch, heads, kHd, nullptr));
     sync_ok();
     // Only sequences 0..2 wrote; every other byte keeps its 0xff poison.
-    const auto raw = download<uint8_t>(*cache.data);
+    const auto raw = download(cache.data->get(), cache.data->size());
     size_t touched = 0;
     for (int64_t b = 0; b < batch; ++b)
       for (int64_t r = 0; r < n_rows; ++r) {
@@ -521,15 +396,15 @@ TEST_F(CudaKvQuant, AppendRoundTrip) {
         const uint8_t* p = raw.data() + static_cast<size_t>(b * n_rows + r) * row_bytes;
         touched += static_cast<size_t>(std::count_if(p, p + row_bytes, [](uint8_t v) { return v != 0xff; }));
       }
-    EXPECT_EQ(touched, 0u) << type_name(t) << ": bytes written outside the appended rows";
-    const std::string what = std::string("append b5, rows 0/17/447 (+2 skipped), ") + type_name(t);
+    EXPECT_EQ(touched, 0u) << kv_type_name(t) << ": bytes written outside the appended rows";
+    const std::string what = std::string("append b5, rows 0/17/447 (+2 skipped), ") + kv_type_name(t);
     if (t != KvType::kFp8) {
       check_codes(
           cache, x, 2 * d, scales, [&](int64_t b, int64_t r) { return r == rows[static_cast<size_t>(b)]; }, what);
       continue;
     }
     // Saturated values are off by more than half a step: compare codes only.
-    const auto got = download<uint8_t>(*cache.data);
+    const auto got = download(cache.data->get(), cache.data->size());
     size_t bad = 0;
     for (int64_t b = 0; b < 3; ++b)
       for (int64_t c = 0; c < 2 * d; ++c) {
@@ -553,40 +428,40 @@ TEST_F(CudaKvQuant, AbsmaxCombinesAndHonoursLengths) {
   auto da = upload_half(a);
   auto db = upload_half(b);
   auto dlen = upload(lens);
-  DevBytes amax(static_cast<size_t>(2 * heads) * sizeof(float));
-  amax.fill(0);
-  EXPECT_STATUS_OK(cuda::kv_absmax(da->get<__half>(), ld, rows * ld, dlen->get<int32_t>(), rows, batch, heads, kHd,
-                                   amax.get<float>(), nullptr));
+  Dev<float> amax(static_cast<size_t>(2 * heads));
+  amax.zero();
   EXPECT_STATUS_OK(
-      cuda::kv_absmax(db->get<__half>(), ld, rows * ld, nullptr, rows, batch, heads, kHd, amax.get<float>(), nullptr));
+      cuda::kv_absmax(da->get(), ld, rows * ld, dlen->get(), rows, batch, heads, kHd, amax.get(), nullptr));
+  EXPECT_STATUS_OK(cuda::kv_absmax(db->get(), ld, rows * ld, nullptr, rows, batch, heads, kHd, amax.get(), nullptr));
   sync_ok();
   auto want = host_absmax(a, batch, rows, ld, heads, lens);
   const auto wb = host_absmax(b, batch, rows, ld, heads, {});
   for (size_t i = 0; i < want.size(); ++i) want[i] = std::max(want[i], wb[i]);
-  EXPECT_EQ(download<float>(amax), want);
+  EXPECT_EQ(download(amax.get(), amax.size()), want);
   EXPECT_EQ(want[static_cast<size_t>(heads + 1)], 9.5f);
 }
 
 TEST_F(CudaKvQuant, RejectsInvalidArguments) {
   using S = cuda::Status;
   const int64_t heads = 6, d = heads * kHd, rows = 16;
-  DevBytes src(static_cast<size_t>(rows * 2 * d) * 2), q(static_cast<size_t>(8 * d) * 2), out(q.bytes());
-  DevBytes cache_bytes(static_cast<size_t>(rows * 2 * d) + 64), scales(static_cast<size_t>(rows * 2 * heads) * 4);
-  DevBytes amax(static_cast<size_t>(2 * heads) * 4), row(4);
-  const auto* s = src.get<__half>();
+  Dev<__half> src(static_cast<size_t>(rows * 2 * d)), q(static_cast<size_t>(8 * d)), out(q.size());
+  Dev<char> cache_bytes(static_cast<size_t>(rows * 2 * d) + 64);
+  Dev<float> scales(static_cast<size_t>(rows * 2 * heads)), amax(static_cast<size_t>(2 * heads));
+  Dev<int32_t> row(1);
+  const auto* s = src.get();
   cuda::KvView v;
   v.type = KvType::kI8Static;
   v.data = cache_bytes.get();
   v.ld = 2 * d;
   v.batch_stride = rows * 2 * d;
-  v.scales = scales.get<float>();
+  v.scales = scales.get();
   v.scale_ld = 2 * heads;
   const auto quantize = [&](const cuda::KvView& view, int64_t hd = kHd) {
     return cuda::kv_quantize(s, 2 * d, rows * 2 * d, view, rows, 1, heads, hd, nullptr);
   };
   const auto attend = [&](const cuda::KvView& view, int64_t n_q = 1) {
-    return cuda::decoder_attention_quantized(q.get<__half>(), d, d, view, nullptr, rows, out.get<__half>(), d, d, 1,
-                                             n_q, heads, kHd, false, nullptr, 0, nullptr);
+    return cuda::decoder_attention_quantized(q.get(), d, d, view, nullptr, rows, out.get(), d, d, 1, n_q, heads, kHd,
+                                             false, nullptr, 0, nullptr);
   };
   EXPECT_EQ(quantize(v), S::kOk);
   EXPECT_EQ(attend(v), S::kOk);
@@ -601,7 +476,7 @@ TEST_F(CudaKvQuant, RejectsInvalidArguments) {
   EXPECT_EQ(quantize(bad), S::kInvalidArgument);
   EXPECT_EQ(attend(bad), S::kInvalidArgument);
   bad = v;
-  bad.data = cache_bytes.get<char>() + 4;  // 8 codes per lane need 8-byte alignment
+  bad.data = cache_bytes.get() + 4;  // 8 codes per lane need 8-byte alignment
   EXPECT_EQ(quantize(bad), S::kInvalidArgument);
   EXPECT_EQ(attend(bad), S::kInvalidArgument);
   bad = v;
@@ -611,12 +486,12 @@ TEST_F(CudaKvQuant, RejectsInvalidArguments) {
   EXPECT_EQ(attend(bad), S::kInvalidArgument);
   EXPECT_EQ(cuda::kv_quantize(s + 1, 2 * d, rows * 2 * d, v, rows, 1, heads, kHd, nullptr), S::kInvalidArgument);
   EXPECT_EQ(cuda::kv_append_quantized(s, 2 * d, v, nullptr, rows, 1, heads, kHd, nullptr), S::kInvalidArgument);
-  EXPECT_EQ(cuda::kv_append_quantized(s, 2 * d, v, row.get<int32_t>(), 0, 1, heads, kHd, nullptr), S::kInvalidArgument);
+  EXPECT_EQ(cuda::kv_append_quantized(s, 2 * d, v, row.get(), 0, 1, heads, kHd, nullptr), S::kInvalidArgument);
   EXPECT_EQ(cuda::kv_absmax(s, 2 * d, 0, nullptr, rows, 1, heads, kHd, nullptr, nullptr), S::kInvalidArgument);
-  EXPECT_EQ(cuda::kv_absmax(s, 2 * d - 8, 0, nullptr, rows, 1, heads, kHd, amax.get<float>(), nullptr),
-            S::kInvalidArgument);
-  EXPECT_EQ(cuda::kv_absmax(s, 2 * d, 0, nullptr, rows, 1, heads, 32, amax.get<float>(), nullptr), S::kNotSupported);
+  EXPECT_EQ(cuda::kv_absmax(s, 2 * d - 8, 0, nullptr, rows, 1, heads, kHd, amax.get(), nullptr), S::kInvalidArgument);
+  EXPECT_EQ(cuda::kv_absmax(s, 2 * d, 0, nullptr, rows, 1, heads, 32, amax.get(), nullptr), S::kNotSupported);
   sync_ok();
 }
 
 }  // namespace
+}  // namespace wisp::test

@@ -19,6 +19,7 @@
 #include "core/dtype.h"
 #include "core/tensor.h"
 #include "ops/ops.h"
+#include "support/naive_bound.h"
 #include "wisp/errors.h"
 
 namespace wisp::ops {
@@ -26,16 +27,10 @@ namespace {
 
 using core::DType;
 using core::Shape;
+using test::expect_within_naive_bound;
+using test::random_f32;
 
 // ---------------------------------------------------------------- helpers
-
-Tensor random_f32(Shape shape, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
-  Tensor t = Tensor::empty(std::move(shape), DType::kF32);
-  std::uniform_real_distribution<float> u(lo, hi);
-  float* p = t.data<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = u(rng);
-  return t;
-}
 
 Tensor random_f16(Shape shape, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
   Tensor t = Tensor::empty(std::move(shape), DType::kF16);
@@ -51,65 +46,10 @@ std::vector<float> values_of(const Tensor& t) {
   return std::vector<float>(f.data<float>(), f.data<float>() + f.numel());
 }
 
-// Largest |x - ref|; NaN or infinity counts as an infinite error so that it can never pass.
-double max_error(const float* x, const std::vector<double>& ref) {
-  double e = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = std::fabs(static_cast<double>(x[i]) - ref[i]);
-    e = std::isfinite(d) ? std::max(e, d) : std::numeric_limits<double>::infinity();
-  }
-  return e;
-}
-
-double max_abs(const std::vector<double>& v) {
-  double m = 0.0;
-  for (double x : v) m = std::max(m, std::fabs(x));
-  return m;
-}
-
-// wisp's error must stay within 2x the naive float32 error plus a floor of 4 float ulps at the output's scale
-// (the floor covers outputs the naive version happens to get exactly right, e.g. sums of one product).
-void expect_within_naive_bound(const float* got, const std::vector<float>& naive, const std::vector<double>& ref,
-                               const std::string& what) {
-  ASSERT_EQ(naive.size(), ref.size());
-  const double err = max_error(got, ref);
-  const double naive_err = max_error(naive.data(), ref);
-  const double floor = 4.0 * FLT_EPSILON * std::max(max_abs(ref), 1e-30);
-  EXPECT_LE(err, 2.0 * naive_err + floor) << what << ": wisp error " << err << ", naive float32 error " << naive_err
-                                          << ", floor " << floor << ", scale " << max_abs(ref);
-}
-
 double gelu_ref(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
 float gelu_naive(float x) { return 0.5f * x * (1.0f + std::erf(x / std::sqrt(2.0f))); }
 
 // ---------------------------------------------------------------- linear
-
-// Reference and naive float32 products x[m, k] · w[n, k]ᵀ (without bias), computed once per shape so that the
-// bias and no-bias variants share them.
-struct Products {
-  std::vector<double> ref;
-  std::vector<float> naive;
-};
-
-Products linear_products(const Tensor& x, const std::vector<float>& w, int64_t m, int64_t n, int64_t k) {
-  Products p;
-  p.ref.resize(static_cast<size_t>(m * n));
-  p.naive.resize(static_cast<size_t>(m * n));
-  const float* xp = x.data<float>();
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t j = 0; j < n; ++j) {
-      double a = 0.0;
-      float b = 0.0f;
-      for (int64_t q = 0; q < k; ++q) {
-        a += static_cast<double>(xp[i * k + q]) * w[static_cast<size_t>(j * k + q)];
-        b += xp[i * k + q] * w[static_cast<size_t>(j * k + q)];
-      }
-      p.ref[static_cast<size_t>(i * n + j)] = a;
-      p.naive[static_cast<size_t>(i * n + j)] = b;
-    }
-  }
-  return p;
-}
 
 void check_linear(int64_t m, int64_t n, int64_t k, DType wtype, std::mt19937& rng) {
   const std::string what = "linear " + std::string(core::dtype_name(wtype)) + " m=" + std::to_string(m) +
@@ -117,28 +57,20 @@ void check_linear(int64_t m, int64_t n, int64_t k, DType wtype, std::mt19937& rn
   const Tensor x = random_f32({m, k}, rng);
   const Tensor w = wtype == DType::kF16 ? random_f16({n, k}, rng) : random_f32({n, k}, rng);
   const Tensor bias = random_f32({n}, rng);
-  const Products p = linear_products(x, values_of(w), m, n, k);
+  const test::Products p = test::linear_products(x, values_of(w), m, n, k);
 
   const Tensor y = linear(x, w, Tensor());
   ASSERT_EQ(y.shape(), (Shape{m, n})) << what;
   expect_within_naive_bound(y.data<float>(), p.naive, p.ref, what + " (no bias)");
 
-  std::vector<double> ref_b = p.ref;
-  std::vector<float> naive_b = p.naive;
-  const float* b = bias.data<float>();
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t j = 0; j < n; ++j) {
-      ref_b[static_cast<size_t>(i * n + j)] += b[j];
-      naive_b[static_cast<size_t>(i * n + j)] += b[j];
-    }
-  }
+  const test::Products pb = test::plus_bias(p, bias.data<float>(), n);
   const Tensor yb = linear(x, w, bias);
-  expect_within_naive_bound(yb.data<float>(), naive_b, ref_b, what + " (bias)");
+  expect_within_naive_bound(yb.data<float>(), pb.naive, pb.ref, what + " (bias)");
 
   // linear_into writes the same values into a caller's tensor.
   Tensor into = Tensor::empty({m, n}, DType::kF32);
   linear_into(x, w, bias, into);
-  expect_within_naive_bound(into.data<float>(), naive_b, ref_b, what + " (linear_into)");
+  expect_within_naive_bound(into.data<float>(), pb.naive, pb.ref, what + " (linear_into)");
 }
 
 // m up to 8 runs the half-precision GEMV (rows in groups of 4); more rows run the blocked BLAS path, whose

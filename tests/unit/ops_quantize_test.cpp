@@ -9,10 +9,8 @@
 // group or row, or a lost tail shows up as errors of the order of the outputs themselves.
 #include <gtest/gtest.h>
 
-#include <cfloat>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,6 +18,7 @@
 #include "core/tensor.h"
 #include "kernels/cpu/quantize.h"
 #include "ops/ops.h"
+#include "support/naive_bound.h"
 #include "wisp/errors.h"
 
 namespace wisp::ops {
@@ -28,14 +27,8 @@ namespace {
 namespace cpu = kernels::cpu;
 using core::DType;
 using core::Shape;
-
-Tensor random_f32(Shape shape, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
-  Tensor t = Tensor::empty(std::move(shape), DType::kF32);
-  std::uniform_real_distribution<float> u(lo, hi);
-  float* p = t.data<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = u(rng);
-  return t;
-}
+using test::expect_within_naive_bound;
+using test::random_f32;
 
 Tensor from_values(Shape shape, const std::vector<float>& v) {
   Tensor t = Tensor::empty(std::move(shape), DType::kF32);
@@ -163,51 +156,17 @@ TEST(QuantizeInt4, RoundTripErrorAtMostHalfAScale) {
 
 // ---------------------------------------------------------------- mixed-precision linear
 
-double max_error(const float* x, const std::vector<double>& ref) {
-  double e = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = std::fabs(static_cast<double>(x[i]) - ref[i]);
-    e = std::isfinite(d) ? std::max(e, d) : std::numeric_limits<double>::infinity();
-  }
-  return e;
-}
-
-double max_abs(const std::vector<double>& v) {
-  double m = 0.0;
-  for (double x : v) m = std::max(m, std::fabs(x));
-  return m;
-}
-
 // x [m, k] · Wᵀ + bias over the quantised weight, against double and naive float products over the
 // dequantised weights.
 void check_quantized_linear(const QuantizedWeight& q, int64_t m, int64_t n, int64_t k, std::mt19937& rng,
                             const std::string& what) {
   const Tensor x = random_f32({m, k}, rng);
   const Tensor bias = random_f32({n}, rng);
-  const std::vector<float> w = dequantized(q, n, k);
-  std::vector<double> ref(static_cast<size_t>(m * n));
-  std::vector<float> naive(static_cast<size_t>(m * n));
-  const float* xp = x.data<float>();
-  const float* b = bias.data<float>();
-  for (int64_t r = 0; r < m; ++r) {
-    for (int64_t j = 0; j < n; ++j) {
-      double a = 0.0;
-      float f = 0.0f;
-      for (int64_t i = 0; i < k; ++i) {
-        a += static_cast<double>(xp[r * k + i]) * w[static_cast<size_t>(j * k + i)];
-        f += xp[r * k + i] * w[static_cast<size_t>(j * k + i)];
-      }
-      ref[static_cast<size_t>(r * n + j)] = a + b[j];
-      naive[static_cast<size_t>(r * n + j)] = f + b[j];
-    }
-  }
+  const test::Products p =
+      test::plus_bias(test::linear_products(x, dequantized(q, n, k), m, n, k), bias.data<float>(), n);
   const Tensor y = linear(x, q.codes, q.scale, bias);
   ASSERT_EQ(y.shape(), (Shape{m, n})) << what;
-  const double err = max_error(y.data<float>(), ref);
-  const double naive_err = max_error(naive.data(), ref);
-  const double floor = 4.0 * FLT_EPSILON * std::max(max_abs(ref), 1e-30);
-  EXPECT_LE(err, 2.0 * naive_err + floor)
-      << what << ": wisp error " << err << ", naive float32 error " << naive_err << ", floor " << floor;
+  expect_within_naive_bound(y.data<float>(), p.naive, p.ref, what);
 }
 
 // m 1..8 runs the GEMV (weight rows read once per block of up to 8 rows of x); 9 and more run the blocked

@@ -160,6 +160,20 @@ Status launch_quantize(const KvView& c, QuantizeParams p, cudaStream_t stream) {
 
 }  // namespace
 
+const char* kv_type_name(KvType type) {
+  switch (type) {
+    case KvType::kF16:
+      return "f16";
+    case KvType::kI8Static:
+      return "int8 static";
+    case KvType::kI8Dynamic:
+      return "int8 dynamic";
+    case KvType::kFp8:
+      return "fp8 e4m3";
+  }
+  return "?";
+}
+
 Status kv_quantize(const __half* src, int64_t lds, int64_t src_batch_stride, const KvView& cache, int64_t rows,
                    int64_t batch, int64_t n_head, int64_t head_dim, cudaStream_t stream) {
   if (batch < 0 || rows < 0 || n_head <= 0 || n_head > INT32_MAX) return Status::kInvalidArgument;

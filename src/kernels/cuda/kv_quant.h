@@ -29,6 +29,9 @@ namespace wisp::kernels::cuda {
 // kF16 is the plain fp16 cache (scales unused), so that one code path can serve every cache type.
 enum class KvType { kF16, kI8Static, kI8Dynamic, kFp8 };
 
+// "f16", "int8 static", "int8 dynamic", "fp8 e4m3" (for tables and messages).
+const char* kv_type_name(KvType type);
+
 // Bytes per stored element (host and device).
 __host__ __device__ constexpr int64_t kv_element_bytes(KvType type) { return type == KvType::kF16 ? 2 : 1; }
 
