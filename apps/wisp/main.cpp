@@ -286,7 +286,8 @@ int run_transcribe(const TranscribeArgs& a) {
   base.language = a.language;
   base.task = a.task;
   base.timestamps = !a.no_timestamps;
-  const auto model = wisp::Model::load(resolve_model(a.model), wisp::LoadOptions{a.threads, a.device, a.kv_cache});
+  const auto model =
+      wisp::Model::load(resolve_model(a.model), wisp::LoadOptions{a.threads, a.device, a.kv_cache, false});
   int failures = 0;
   const bool tty = ::isatty(STDERR_FILENO);
   for (const std::string& file : a.files) {
@@ -332,6 +333,7 @@ struct EvalArgs {
   int threads = 0;
   std::string device = "auto";
   std::string kv_cache = "fp16";
+  bool round_kv_on_cpu = false;
   int limit = 0;
   bool json_out = false;
   bool language_from_manifest = false;
@@ -398,7 +400,8 @@ int run_eval(const EvalArgs& a) {
   const wisp::TranscribeOptions base = decode_options(a.decode, a.increment_given);
   std::unique_ptr<wisp::Model> model;
   if (a.hyp_json.empty())
-    model = wisp::Model::load(resolve_model(a.model), wisp::LoadOptions{a.threads, a.device, a.kv_cache});
+    model = wisp::Model::load(resolve_model(a.model),
+                              wisp::LoadOptions{a.threads, a.device, a.kv_cache, a.round_kv_on_cpu});
 
   struct Agg {
     long errors = 0, units = 0;
@@ -570,6 +573,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   ev->add_option("--kv-cache", ea.kv_cache, "GPU K/V cache storage: fp16, int8 (calibrated), int8-dynamic, fp8")
       ->check(CLI::IsMember({"fp16", "int8", "int8-dynamic", "fp8"}));
+  ev->add_flag("--round-kv-on-cpu", ea.round_kv_on_cpu,
+               "with --device cpu: round the K/V rows as --kv-cache would store them on the GPU (accuracy studies)");
   ev->add_option("--limit", ea.limit, "only the first N rows");
   ev->add_flag("--json", ea.json_out, "print one JSON object");
   ev->add_flag("--language-from-manifest", ea.language_from_manifest, "force each row's language");

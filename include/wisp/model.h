@@ -95,6 +95,9 @@ struct LoadOptions {
   // GPU only: how the decoder's K/V caches are stored: "fp16", "int8" (calibrated scales from `wisp
   // calibrate`), "int8-dynamic" (a scale per token and head) or "fp8" (e4m3, calibrated scales or 1).
   std::string kv_cache = "fp16";
+  // CPU only, for accuracy studies: keep the CPU's fp32 caches but round every K/V row as `kv_cache` would
+  // store it on the GPU (docs/quantization.md).
+  bool round_kv_on_cpu = false;
 };
 
 class Model {
@@ -104,7 +107,7 @@ class Model {
   // calibration).
   static std::unique_ptr<Model> load(const std::string& path, const LoadOptions& options);
   static std::unique_ptr<Model> load(const std::string& path, int threads = 0, const std::string& device = "auto") {
-    return load(path, LoadOptions{threads, device, "fp16"});
+    return load(path, LoadOptions{threads, device, "fp16", false});
   }
   ~Model();
   Model(const Model&) = delete;

@@ -1,7 +1,8 @@
-// calibrate_kv_cache (wisp/calibrate.h). The model runs behind a RecordingBackend: a model::DeviceBackend
-// that computes on the CPU with a second, plain WhisperModel over the same file and looks at every K/V row
-// it produces, so the measured caches are exactly those of a real transcription (prompts, the decoded
-// tokens, every window of the seek loop).
+// calibrate_kv_cache (wisp/calibrate.h). The model runs behind a HostBackend: a model::DeviceBackend that
+// computes on the CPU with a second, plain WhisperModel over the same file and sees every K/V row it
+// produces, so the measured caches are exactly those of a real transcription (prompts, the decoded tokens,
+// every window of the seek loop). The same backend can round those rows as the GPU's int8 / FP8 caches
+// store them (make_rounding_backend), to measure their accuracy on the CPU.
 #include "pipeline/kv_calibration.h"
 
 #include <algorithm>
@@ -36,27 +37,52 @@ struct HostBatch final : model::DeviceState {
 template <class T>
 T& host(const std::shared_ptr<model::DeviceState>& state) {
   auto* s = dynamic_cast<T*>(state.get());
-  if (!s) throw InternalError("calibration: state of another backend");
+  if (!s) throw InternalError("host backend: state of another backend");
   return *s;
 }
 
-class RecordingBackend final : public model::DeviceBackend {
+class HostBackend final : public model::DeviceBackend {
  public:
-  explicit RecordingBackend(const std::string& path) : net_(model::WhisperModel::load(path)) {
+  HostBackend(const std::string& path, KvRounding rounding)
+      : net_(model::WhisperModel::load(path)), rounding_(rounding) {
     const auto& d = net_->dims();
     heads_ = d.n_text_head;
     head_dim_ = d.n_text_state / d.n_text_head;
     self_amax_.assign(size_t(d.n_text_layer), std::vector<float>(2 * size_t(heads_), 0.0f));
     cross_amax_ = self_amax_;
+    if (rounding_ == KvRounding::kInt8 || rounding_ == KvRounding::kFp8) {
+      // the calibrated scales, as the GPU backend derives them (runtime/gpu_whisper.cpp, set_kv_cache)
+      const float top = rounding_ == KvRounding::kInt8 ? 127.0f : 448.0f;
+      for (int l = 0; l < d.n_text_layer; ++l) {
+        for (const char* leaf : {"attn", "cross_attn"}) {
+          const std::string name = "decoder.blocks." + std::to_string(l) + "." + leaf + ".kv_amax";
+          std::vector<float> scale(2 * size_t(heads_), 1.0f);  // FP8 without calibration: scale 1
+          try {
+            const Tensor t = net_->stored_tensor(name);
+            if (t.numel() != 2 * heads_ || t.dtype() != DType::kF32) throw ModelError(name + " is " + t.describe());
+            for (size_t g = 0; g < scale.size(); ++g) scale[g] = t.data<float>()[g] / top;
+          } catch (const ModelError&) {
+            if (rounding_ == KvRounding::kInt8) {
+              throw InvalidArgument("the int8 KV cache needs calibrated scales: run `wisp calibrate` on this model");
+            }
+          }
+          (std::string(leaf) == "attn" ? self_scale_ : cross_scale_).push_back(std::move(scale));
+        }
+      }
+    }
   }
 
-  std::string name() const override { return "cpu (recording K/V maxima)"; }
+  std::string name() const override {
+    static const char* kNames[] = {"cpu (recording K/V maxima)", "cpu (K/V rounded as int8)",
+                                   "cpu (K/V rounded as int8-dynamic)", "cpu (K/V rounded as fp8)"};
+    return kNames[static_cast<int>(rounding_)];
+  }
 
   model::CrossKV encode_window(const Tensor& mel) override {
     auto w = std::make_shared<HostWindow>();
     w->backend = this;
     w->kv = net_->cross_kv(net_->encode(mel));
-    for (size_t l = 0; l < w->kv.kv.size(); ++l) record(cross_amax_[l], w->kv.kv[l], 0, w->kv.kv[l].dim(0), true);
+    for (size_t l = 0; l < w->kv.kv.size(); ++l) visit(l, true, w->kv.kv[l], 0, w->kv.kv[l].dim(0), 0);
     ++windows_;
     model::CrossKV c;
     c.device = std::move(w);
@@ -79,8 +105,8 @@ class RecordingBackend final : public model::DeviceBackend {
     const int64_t start = kv.length;
     const Tensor logits = net_->decode_logits(tokens, host<HostWindow>(cross.device).kv, kv, rows);
     for (size_t l = 0; l < kv.k.size(); ++l) {
-      record(self_amax_[l], kv.k[l], start, kv.length, false);
-      record(self_amax_[l], kv.v[l], start, kv.length, false, heads_);
+      visit(l, false, kv.k[l], start, kv.length, 0);
+      visit(l, false, kv.v[l], start, kv.length, heads_);
     }
     tokens_ += kv.length - start;
     cache.length = kv.length;
@@ -105,8 +131,8 @@ class RecordingBackend final : public model::DeviceBackend {
     for (size_t l = 0; l < kv.k.size(); ++l) {
       for (int64_t b = 0; b < kv.batch; ++b) {
         const int64_t row = b * kv.stride + kv.length - 1;
-        record(self_amax_[l], kv.k[l], row, row + 1, false);
-        record(self_amax_[l], kv.v[l], row, row + 1, false, heads_);
+        visit(l, false, kv.k[l], row, row + 1, 0);
+        visit(l, false, kv.v[l], row, row + 1, heads_);
       }
     }
     tokens_ += kv.batch;
@@ -144,39 +170,69 @@ class RecordingBackend final : public model::DeviceBackend {
     return kv;
   }
 
-  // amax[offset + h] = max(amax[offset + h], |x[r, h·head_dim + j]|) for rows [r0, r1). `kv`: x holds K in
-  // columns [0, d) and V in [d, 2d) (a cross-K/V tensor), which go to amax[h] and amax[n_head + h].
-  void record(std::vector<float>& amax, const Tensor& x /* [rows, d] or [rows, 2d] */, int64_t r0, int64_t r1, bool kv,
-              int offset = 0) const {
-    const int64_t width = x.dim(1), groups = kv ? 2 * heads_ : heads_;
+  // Every K/V row the model writes passes here once: rows [r0, r1) of x, a window's cross-K/V (`cross`: K
+  // heads in columns [0, d), V heads in [d, 2d)) or one layer's K or V cache (`offset` 0 for K, n_head for V:
+  // the head groups' index into the [2·n_head] maxima and scales). Records the maxima and, when rounding,
+  // replaces every head's 64 values by what the GPU cache would hold. (On the GPU a token's own K/V row is
+  // rounded before its own step reads it; here only later steps see the rounded row.)
+  void visit(size_t layer, bool cross, Tensor& x /* [rows, d] or [rows, 2d] */, int64_t r0, int64_t r1, int offset) {
+    std::vector<float>& amax = (cross ? cross_amax_ : self_amax_)[layer];
+    const int64_t width = x.dim(1), groups = width / head_dim_;
     for (int64_t r = r0; r < r1; ++r) {
-      const float* row = x.data<float>() + r * width;
+      float* row = x.data<float>() + r * width;
       for (int64_t g = 0; g < groups; ++g) {
-        float& a = amax[size_t(offset + g)];
-        for (int64_t j = 0; j < head_dim_; ++j) a = std::max(a, std::fabs(row[g * head_dim_ + j]));
+        float* v = row + g * head_dim_;
+        const size_t group = size_t(offset + g);
+        float peak = 0.0f;
+        for (int64_t j = 0; j < head_dim_; ++j) peak = std::max(peak, std::fabs(v[j]));
+        amax[group] = std::max(amax[group], peak);
+        if (rounding_ == KvRounding::kNone) continue;
+        const float scale =
+            rounding_ == KvRounding::kInt8Dynamic ? peak / 127.0f : (cross ? cross_scale_ : self_scale_)[layer][group];
+        const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;  // the GPU's reciprocal, rounded once
+        for (int64_t j = 0; j < head_dim_; ++j) {
+          const float code = rounding_ == KvRounding::kFp8 ? round_e4m3(v[j] * inv)
+                                                           : std::clamp(std::nearbyint(v[j] * inv), -127.0f, 127.0f);
+          v[j] = code * scale;
+        }
       }
     }
   }
 
   std::shared_ptr<const model::WhisperModel> net_;
   int64_t heads_ = 0, head_dim_ = 0;
-  std::vector<std::vector<float>> self_amax_, cross_amax_;  // per layer [2·n_head]
+  KvRounding rounding_;
+  std::vector<std::vector<float>> self_amax_, cross_amax_;    // per layer [2·n_head]
+  std::vector<std::vector<float>> self_scale_, cross_scale_;  // per layer [2·n_head], static rounding only
   int windows_ = 0;
   long tokens_ = 0;
 };
 
 }  // namespace
 
+float round_e4m3(float x) {
+  const float a = std::fabs(x);
+  if (!(a > 0.0f)) return x == x ? 0.0f : x;
+  if (a >= 448.0f) return std::copysign(448.0f, x);
+  const int e = std::max(std::ilogb(a), -6);   // the exponent of the binade (subnormals share -6's step)
+  const float step = std::ldexp(1.0f, e - 3);  // 3 mantissa bits
+  return std::copysign(std::min(std::nearbyint(a / step) * step, 448.0f), x);
+}
+
 std::unique_ptr<model::DeviceBackend> make_recording_backend(const std::string& model_path) {
-  return std::make_unique<RecordingBackend>(model_path);
+  return std::make_unique<HostBackend>(model_path, KvRounding::kNone);
+}
+
+std::unique_ptr<model::DeviceBackend> make_rounding_backend(const std::string& model_path, KvRounding rounding) {
+  return std::make_unique<HostBackend>(model_path, rounding);
 }
 
 CalibrationResult calibrate_kv_cache(const std::string& model_path, const std::vector<std::string>& audio_files,
                                      const std::string& out_path) {
   if (audio_files.empty()) throw InvalidArgument("calibration needs at least one audio file");
-  RecordingBackend* recorder = nullptr;
+  HostBackend* recorder = nullptr;
   auto net = model::WhisperModel::load(model_path, [&](const model::WhisperModel& m) {
-    auto b = std::make_unique<RecordingBackend>(m.path());
+    auto b = std::make_unique<HostBackend>(m.path(), KvRounding::kNone);
     recorder = b.get();
     return b;
   });

@@ -17,6 +17,7 @@
 #include "decoding/sampling.h"
 #include "model/whisper.h"
 #include "ops/ops.h"
+#include "pipeline/kv_calibration.h"
 #include "pipeline/model_access.h"
 #include "pipeline/word_timing.h"
 #include "runtime/gpu_network.h"
@@ -469,10 +470,16 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   }
   if (options.threads > 0) ops::set_num_threads(options.threads);
   const bool gpu = device == "cuda" || (device == "auto" && runtime::gpu_available());
-  if (!gpu && options.kv_cache != "fp16") {
-    throw InvalidArgument("--kv-cache " + options.kv_cache + " needs the GPU (the CPU keeps fp32 caches)");
-  }
   model::DeviceFactory factory;
+  if (!gpu && options.kv_cache != "fp16") {
+    if (!options.round_kv_on_cpu) {
+      throw InvalidArgument("--kv-cache " + options.kv_cache + " needs the GPU (the CPU keeps fp32 caches)");
+    }
+    static constexpr KvRounding kRounding[] = {KvRounding::kNone, KvRounding::kInt8, KvRounding::kInt8Dynamic,
+                                               KvRounding::kFp8};
+    const KvRounding rounding = kRounding[static_cast<int>(gpu_options.kv_cache)];
+    factory = [rounding](const model::WhisperModel& m) { return make_rounding_backend(m.path(), rounding); };
+  }
   if (gpu) {
     factory = [gpu_options](const model::WhisperModel& m) -> std::unique_ptr<model::DeviceBackend> {
       if (!runtime::gpu_available()) {

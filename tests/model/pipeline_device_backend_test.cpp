@@ -5,6 +5,7 @@
 //     backend interface the GPU backend implements;
 //   - calibrate_kv_cache writes the K/V maxima of every layer and head, keeps the rest of the file, and the
 //     calibrated file transcribes as before;
+//   - the CPU rounding of K/V rows as the GPU's int8/FP8 caches store them (accuracy studies);
 //   - the load options reject what cannot run (unknown device or cache type, quantised caches on the CPU).
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -117,6 +118,33 @@ TEST(Calibration, RejectsBadInput) {
   EXPECT_THROW(wisp::calibrate_kv_cache(tiny(), {}, "/tmp/unused.wisp"), wisp::InvalidArgument);
   EXPECT_THROW(wisp::calibrate_kv_cache(tiny(), {"/nonexistent/clip.wav"}, "/tmp/unused.wisp"), wisp::Error);
   EXPECT_FALSE(fs::exists("/tmp/unused.wisp"));
+}
+
+TEST(KvRounding, E4m3ValuesAreThoseOfTheGpuConversion) {
+  EXPECT_EQ(wisp::round_e4m3(1.0f), 1.0f);
+  EXPECT_EQ(wisp::round_e4m3(1.0625f), 1.0f);  // the tie between 1 and 1.125 goes to the even mantissa
+  EXPECT_EQ(wisp::round_e4m3(1.07f), 1.125f);
+  EXPECT_EQ(wisp::round_e4m3(-3.3f), -3.25f);    // step 0.25 in [2, 4)
+  EXPECT_EQ(wisp::round_e4m3(440.0f), 448.0f);   // step 32 in [256, 512): 440 → 448
+  EXPECT_EQ(wisp::round_e4m3(1000.0f), 448.0f);  // saturates
+  EXPECT_EQ(wisp::round_e4m3(-1e9f), -448.0f);
+  EXPECT_EQ(wisp::round_e4m3(0.001f), 0.001953125f);  // subnormal step 2^-9
+  EXPECT_EQ(wisp::round_e4m3(0.0009f), 0.0f);         // below half a subnormal step
+  EXPECT_EQ(wisp::round_e4m3(0.0f), 0.0f);
+}
+
+TEST(KvRounding, RoundedCachesTranscribeJfkAlike) {
+  WISP_REQUIRE_PATH(tiny());
+  WISP_REQUIRE_PATH(jfk());
+  const std::string plain = wisp::Model::load(tiny(), 0, "cpu")->transcribe_file(jfk()).text();
+  // int8-dynamic needs no calibration; FP8 falls back to scale 1 without it
+  for (const char* kv : {"int8-dynamic", "fp8"}) {
+    const auto m = wisp::Model::load(tiny(), wisp::LoadOptions{0, "cpu", kv, true});
+    EXPECT_EQ(m->info().device, std::string("cpu (K/V rounded as ") + kv + ")");
+    EXPECT_EQ(m->transcribe_file(jfk()).text(), plain) << kv;
+  }
+  // static int8 scales come from `wisp calibrate`
+  EXPECT_THROW(wisp::Model::load(tiny(), wisp::LoadOptions{0, "cpu", "int8", true}), wisp::InvalidArgument);
 }
 
 TEST(LoadOptions, RejectWhatCannotRun) {
