@@ -135,20 +135,7 @@ WindowResult decode_beam(const model::WhisperModel& model, const model::CrossKV&
     logits.assign(l.data<float>(), l.data<float>() + static_cast<size_t>(beam_size) * n_vocab);
   }
 
-  // Rank by sum / length^length_penalty, the length counting a forced prefix (CTranslate2 returns it).
-  const float length_penalty = static_cast<float>(options.length_penalty);
-  const size_t forced = prompt.forced.size();
-  size_t best = 0;
-  float best_score = 0.0f;
-  for (size_t i = 0; i < finished.size(); ++i) {
-    const float len = static_cast<float>(finished[i].tokens.size() + forced);
-    const float score = finished[i].sum / std::pow(len, length_penalty);
-    if (i == 0 || score > best_score) {  // the first of equal scores
-      best = i;
-      best_score = score;
-    }
-  }
-  return finish_result(prompt, std::move(finished[best].tokens), finished[best].sum, options.length_penalty);
+  return finish_best(prompt, finished, options.length_penalty);
 }
 
 }  // namespace wisp::decoding

@@ -3,6 +3,7 @@
 // beam_search.h and sampling.h; the temperature fallback that picks between them in fallback.h.
 #pragma once
 
+#include <cmath>
 #include <span>
 #include <string>
 #include <utility>
@@ -47,6 +48,25 @@ FilterConfig filters_after(const FilterConfig& filters, const PromptState& promp
 // tokens and their float sum, counting the forced prefix in the length, as the reference does.
 WindowResult finish_result(const PromptState& prompt, std::vector<int> free_tokens, float sum_logprob,
                            double length_penalty);
+
+// finish_result of the candidate (a finished beam, a sample: members `tokens`, free tokens, and `sum`, their
+// float log-probability) that ranks first by sum / length^length_penalty, the length counting a forced prefix
+// as CTranslate2 does; the first of equal scores wins. candidates is not empty.
+template <class Candidate>
+WindowResult finish_best(const PromptState& prompt, std::vector<Candidate>& candidates, double length_penalty) {
+  const float penalty = static_cast<float>(length_penalty);
+  size_t best = 0;
+  float best_score = 0.0f;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const float len = static_cast<float>(candidates[i].tokens.size() + prompt.forced.size());
+    const float score = candidates[i].sum / std::pow(len, penalty);
+    if (i == 0 || score > best_score) {
+      best = i;
+      best_score = score;
+    }
+  }
+  return finish_result(prompt, std::move(candidates[best].tokens), candidates[best].sum, length_penalty);
+}
 
 // Greedy decoding after the prompt until <|endoftext|> or `max_new_tokens` free tokens. Searches only append to
 // the prompt's cache rows beyond the prompt, so a PromptState can be decoded from any number of times.

@@ -81,20 +81,7 @@ WindowResult decode_sampling(const model::WhisperModel& model, const model::Cros
     logits.assign(l.data<float>(), l.data<float>() + alive.size() * static_cast<size_t>(n_vocab));
   }
 
-  // Rank by sum / length^length_penalty, the length counting a forced prefix.
-  const float length_penalty = static_cast<float>(options.length_penalty);
-  const size_t forced = prompt.forced.size();
-  size_t best = 0;
-  float best_score = 0.0f;
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const float len = static_cast<float>(seqs[i].tokens.size() + forced);
-    const float score = seqs[i].sum / std::pow(len, length_penalty);
-    if (i == 0 || score > best_score) {
-      best = i;
-      best_score = score;
-    }
-  }
-  return finish_result(prompt, std::move(seqs[best].tokens), seqs[best].sum, options.length_penalty);
+  return finish_best(prompt, seqs, options.length_penalty);
 }
 
 }  // namespace wisp::decoding

@@ -125,17 +125,7 @@ Tensor WhisperModel::decode_batch(std::span<const int> tokens, const CrossKV& cr
     throw InvalidArgument("cross-attention K/V or cache of another model");
   }
 
-  // x[b] = token embedding + learned position embedding (every sequence is at position `past`)
-  Tensor x = Tensor::empty({n, width}, DType::kF32);
-  for (int64_t i = 0; i < n; ++i) {
-    const int tok = tokens[static_cast<size_t>(i)];
-    if (tok < 0 || tok >= d.n_vocab) throw InvalidArgument("token id " + std::to_string(tok) + " out of range");
-    const Tensor row = ops::to_f32(token_embedding_.rows(tok, tok + 1));
-    const float* e = row.data<float>();
-    const float* p = dec_pos_.data<float>() + past * width;
-    float* xi = x.data<float>() + i * width;
-    for (int64_t j = 0; j < width; ++j) xi[j] = e[j] + p[j];
-  }
+  Tensor x = embed(tokens, past, 0);  // [n, d]: every sequence is at position `past`
 
   for (size_t l = 0; l < dec_.size(); ++l) {
     const Block& b = dec_[l];

@@ -234,6 +234,22 @@ CrossAttention WhisperModel::cross_attention_weights(std::span<const int> tokens
   return out;
 }
 
+Tensor WhisperModel::embed(std::span<const int> tokens, int64_t position, int64_t step) const {
+  const auto& d = dims();
+  const int64_t width = d.n_text_state;
+  Tensor x = Tensor::empty({static_cast<int64_t>(tokens.size()), width}, DType::kF32);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const int tok = tokens[i];
+    if (tok < 0 || tok >= d.n_vocab) throw InvalidArgument("token id " + std::to_string(tok) + " out of range");
+    const Tensor row = ops::to_f32(token_embedding_.rows(tok, tok + 1));
+    const float* e = row.data<float>();
+    const float* p = dec_pos_.data<float>() + (position + static_cast<int64_t>(i) * step) * width;
+    float* xi = x.data<float>() + static_cast<int64_t>(i) * width;
+    for (int64_t j = 0; j < width; ++j) xi[j] = e[j] + p[j];
+  }
+  return x;
+}
+
 Tensor WhisperModel::decoder_forward(std::span<const int> tokens, const CrossKV& cross, KVCache& cache,
                                      std::span<const std::pair<int, int>> heads, std::vector<Tensor>* scores) const {
   const auto& d = dims();
@@ -246,17 +262,7 @@ Tensor WhisperModel::decoder_forward(std::span<const int> tokens, const CrossKV&
   }
   if (cross.kv.size() != dec_.size()) throw InvalidArgument("cross-attention K/V of another model");
 
-  // x = token embedding + learned position embedding
-  Tensor x = Tensor::empty({n, width}, DType::kF32);
-  for (int64_t i = 0; i < n; ++i) {
-    const int tok = tokens[static_cast<size_t>(i)];
-    if (tok < 0 || tok >= d.n_vocab) throw InvalidArgument("token id " + std::to_string(tok) + " out of range");
-    const Tensor row = ops::to_f32(token_embedding_.rows(tok, tok + 1));
-    const float* e = row.data<float>();
-    const float* p = dec_pos_.data<float>() + (past + i) * width;
-    float* xi = x.data<float>() + i * width;
-    for (int64_t j = 0; j < width; ++j) xi[j] = e[j] + p[j];
-  }
+  Tensor x = embed(tokens, past, 1);  // [n, d]
 
   for (size_t l = 0; l < dec_.size(); ++l) {
     const Block& b = dec_[l];

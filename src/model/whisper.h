@@ -172,6 +172,9 @@ class WhisperModel {
  private:
   Tensor encoder_attention(const Block& b, const Tensor& x) const;  // x [n_audio_ctx, d]
   void feed_forward(const Block& b, Tensor& x) const;               // x [n, d], updated in place
+  // Token embedding + learned position embedding [tokens, d]: token i at position `position + i · step`
+  // (step 1: a sequence; step 0: one step of a batch whose sequences share a length).
+  Tensor embed(std::span<const int> tokens, int64_t position, int64_t step) const;
   // The decoder stack behind decode() and cross_attention_weights(); with `scores`, it also records the
   // pre-softmax cross-attention scores of `heads` (one [n, n_audio_ctx] tensor per head).
   Tensor decoder_forward(std::span<const int> tokens, const CrossKV& cross, KVCache& cache,

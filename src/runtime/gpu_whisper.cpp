@@ -48,11 +48,13 @@ float e4m3_to_float(uint8_t code) {
   return sign ? -magnitude : magnitude;
 }
 
-// One cudaMalloc, carved by a bump pointer (256-byte aligned pieces).
+// One cudaMalloc, carved by a bump pointer (256-byte aligned pieces). Before reserve() it only counts: take()
+// returns null and advances `used`, so a layout can be run once to size the arena and once to fill it.
 struct Arena {
   char* base = nullptr;
   size_t size = 0, used = 0;
   void reserve(size_t bytes) {
+    used = 0;
     size = bytes;
     void* p = nullptr;
     cuda_check(cudaMalloc(&p, bytes), "cudaMalloc (arena)");
@@ -61,8 +63,8 @@ struct Arena {
   template <class T>
   T* take(size_t count) {
     const size_t bytes = align_up(count * sizeof(T));
-    if (used + bytes > size) throw std::runtime_error("GpuWhisper arena overflow");
-    T* p = reinterpret_cast<T*>(base + used);
+    if (base && used + bytes > size) throw std::runtime_error("GpuWhisper arena overflow");
+    T* p = base ? reinterpret_cast<T*>(base + used) : nullptr;
     used += bytes;
     return p;
   }
@@ -77,19 +79,6 @@ struct DLinear {
   __half* b = nullptr;          // [out] (zeros when the layer has no bias)
   int64_t out = 0, in = 0;
 };
-
-// Bytes a weight of `format` takes in the arena: codes, then scales.
-size_t quantised_bytes(GpuWeights format, int group, int64_t o, int64_t i) {
-  switch (format) {
-    case GpuWeights::kF16:
-      return align_up(size_t(o * i) * 2);
-    case GpuWeights::kInt8:
-      return align_up(size_t(o * i)) + align_up(size_t(o) * 4);
-    case GpuWeights::kInt4:
-      return align_up(size_t(o * i) / 2) + align_up(size_t(o * (i / group)) * 4);
-  }
-  return 0;
-}
 
 struct DNorm {
   float* gamma = nullptr;
@@ -186,51 +175,17 @@ struct GpuWhisper::Impl {
   // Storage of each block linear weight (GpuWeights, group): fp16 unless the source is quantised.
   using FormatOf = std::function<std::pair<GpuWeights, int>(const std::string& name, int64_t out, int64_t in)>;
 
-  size_t weight_bytes_needed(const FormatOf& format_of) {
-    const int64_t da = d.n_audio_state, dt = d.n_text_state;
-    size_t n = 0;
-    auto lin = [&](const std::string& name, int64_t o, int64_t i) {
-      const auto [f, g] = format_of(name, o, i);
-      n += quantised_bytes(f, g, o, i) + align_up(o * 2);
-      max_dequant = std::max<size_t>(max_dequant, f == GpuWeights::kF16 ? 0 : size_t(o * i));
-    };
-    auto norm = [&](int64_t c) { n += 2 * align_up(c * 4); };
-    auto blk = [](const std::string& s, int i, const std::string& leaf) {
-      return s + ".blocks." + std::to_string(i) + "." + leaf;
-    };
-    n += 2 * (align_up(da * d.n_mels * 3 * 2) + align_up(da * da * 3 * 2) + 2 * align_up(da * 2));  // convs
-    n += align_up(size_t(d.n_audio_ctx) * da * 2);
-    for (int i = 0; i < d.n_audio_layer; ++i) {
-      norm(da), norm(da);
-      lin(blk("encoder", i, "attn.qkv"), 3 * da, da), lin(blk("encoder", i, "attn.out"), da, da);
-      lin(blk("encoder", i, "mlp.fc1"), 4 * da, da), lin(blk("encoder", i, "mlp.fc2"), da, 4 * da);
-    }
-    norm(da);
-    n += align_up(size_t(d.n_vocab) * dt * 2) + align_up(size_t(d.n_text_ctx) * dt * 2);
-    for (int i = 0; i < d.n_text_layer; ++i) {
-      norm(dt), norm(dt), norm(dt);
-      lin(blk("decoder", i, "attn.qkv"), 3 * dt, dt), lin(blk("decoder", i, "attn.out"), dt, dt);
-      lin(blk("decoder", i, "cross_attn.query"), dt, dt), lin(blk("decoder", i, "cross_attn.kv"), 2 * dt, da);
-      lin(blk("decoder", i, "cross_attn.out"), dt, dt);
-      lin(blk("decoder", i, "mlp.fc1"), 4 * dt, dt), lin(blk("decoder", i, "mlp.fc2"), dt, 4 * dt);
-    }
-    norm(dt);
-    return n + align_up(max_dequant * 2) + 4096;
-  }
-
-  // Fills the weight arena. `fill_half(dst, count, name)` / `fill_float(dst, count, name)` upload one tensor;
-  // `fill_codes(dst, bytes, name)` the codes of a quantised weight ("<layer>.weight") and fill_float its
-  // scales ("<layer>.weight_scale").
+  // Lays the weights out in the weight arena. `fill_half(dst, count, name)` / `fill_float(dst, count, name)`
+  // upload one tensor; `fill_codes(dst, bytes, name)` the codes of a quantised weight ("<layer>.weight") and
+  // fill_float its scales ("<layer>.weight_scale"). Also sets max_dequant.
   template <class FH, class FF, class FC>
   void layout_weights(const FormatOf& format_of, FH&& fill_half, FF&& fill_float, FC&& fill_codes) {
     const int64_t da = d.n_audio_state, dt = d.n_text_state;
-    auto bias = [&](DLinear& l, const std::string& name, bool has_bias) {
+    enc.clear(), dec.clear();
+    max_dequant = 0;
+    auto bias = [&](DLinear& l, const std::string& name) {
       l.b = weights.take<__half>(size_t(l.out));
-      if (has_bias) {
-        fill_half(l.b, size_t(l.out), name + ".bias");
-      } else {
-        cuda_check(cudaMemset(l.b, 0, size_t(l.out) * 2), "cudaMemset");
-      }
+      fill_half(l.b, size_t(l.out), name + ".bias");
     };
     auto conv = [&](const std::string& name, int64_t o, int64_t i) {
       DLinear l;
@@ -239,10 +194,10 @@ struct GpuWhisper::Impl {
       fill_half(w, size_t(o * i), name + ".weight");
       l.w16 = w;
       l.view.data = w;
-      bias(l, name, true);
+      bias(l, name);
       return l;
     };
-    auto lin = [&](const std::string& name, int64_t o, int64_t i, bool has_bias = true) {
+    auto lin = [&](const std::string& name, int64_t o, int64_t i) {
       DLinear l;
       l.out = o, l.in = i;
       const auto [format, group] = format_of(name, o, i);
@@ -263,8 +218,9 @@ struct GpuWhisper::Impl {
         l.view.data = codes;
         l.view.scales = scales;
         l.view.group = int8 ? 0 : group;
+        max_dequant = std::max<size_t>(max_dequant, size_t(o * i));
       }
-      bias(l, name, has_bias);
+      bias(l, name);
       return l;
     };
     auto norm = [&](const std::string& name, int64_t c) {
@@ -661,11 +617,14 @@ void set_kv_cache(GpuWhisper::Impl& impl, GpuKvCache kv,
   }
 }
 
-// Reserves the weight arena for `format_of`, fills it, and takes the dequantisation scratch.
+// Sizes the weight arena with a counting pass of the layout, reserves it, fills it, and takes the
+// dequantisation scratch.
 template <class FH, class FF, class FC>
 void upload_weights(GpuWhisper::Impl& impl, const GpuWhisper::Impl::FormatOf& format_of, FH&& fill_half,
                     FF&& fill_float, FC&& fill_codes) {
-  impl.weights.reserve(impl.weight_bytes_needed(format_of));
+  auto skip = [](auto*, size_t, const std::string&) {};
+  impl.layout_weights(format_of, skip, skip, skip);
+  impl.weights.reserve(impl.weights.used + align_up(impl.max_dequant * 2));
   impl.layout_weights(format_of, fill_half, fill_float, fill_codes);
   if (impl.max_dequant > 0) impl.deq = impl.weights.take<__half>(impl.max_dequant);
 }
