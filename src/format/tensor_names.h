@@ -11,4 +11,11 @@ inline std::string block(const std::string& stack, int layer, const std::string&
   return stack + ".blocks." + std::to_string(layer) + "." + leaf;
 }
 
+// The calibrated K/V maxima of a decoder layer (`wisp calibrate`): "decoder.blocks.N.attn.kv_amax" for the
+// self-attention cache, "decoder.blocks.N.cross_attn.kv_amax" for the cross-attention K/V; f32 [2·n_head],
+// K heads then V heads.
+inline std::string kv_amax(int layer, bool cross) {
+  return block("decoder", layer, cross ? "cross_attn.kv_amax" : "attn.kv_amax");
+}
+
 }  // namespace wisp::format::names

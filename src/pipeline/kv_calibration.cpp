@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "format/engine_file.h"
+#include "format/tensor_names.h"
 #include "model/whisper.h"
 #include "pipeline/model_access.h"
 #include "wisp/audio.h"
@@ -54,19 +55,22 @@ class HostBackend final : public model::DeviceBackend {
       // the calibrated scales, as the GPU backend derives them (runtime/gpu_whisper.cpp, set_kv_cache)
       const float top = rounding_ == KvRounding::kInt8 ? 127.0f : 448.0f;
       for (int l = 0; l < d.n_text_layer; ++l) {
-        for (const char* leaf : {"attn", "cross_attn"}) {
-          const std::string name = "decoder.blocks." + std::to_string(l) + "." + leaf + ".kv_amax";
+        for (const bool cross : {false, true}) {
+          const std::string name = format::names::kv_amax(l, cross);
           std::vector<float> scale(2 * size_t(heads_), 1.0f);  // FP8 without calibration: scale 1
+          Tensor t;
           try {
-            const Tensor t = net_->stored_tensor(name);
-            if (t.numel() != 2 * heads_ || t.dtype() != DType::kF32) throw ModelError(name + " is " + t.describe());
-            for (size_t g = 0; g < scale.size(); ++g) scale[g] = t.data<float>()[g] / top;
-          } catch (const ModelError&) {
+            t = net_->stored_tensor(name);
+          } catch (const ModelError&) {  // an uncalibrated file: no such tensor
             if (rounding_ == KvRounding::kInt8) {
               throw InvalidArgument("the int8 KV cache needs calibrated scales: run `wisp calibrate` on this model");
             }
           }
-          (std::string(leaf) == "attn" ? self_scale_ : cross_scale_).push_back(std::move(scale));
+          if (t.defined()) {
+            if (t.numel() != 2 * heads_ || t.dtype() != DType::kF32) throw ModelError(name + " is " + t.describe());
+            for (size_t g = 0; g < scale.size(); ++g) scale[g] = t.data<float>()[g] / top;
+          }
+          (cross ? cross_scale_ : self_scale_).push_back(std::move(scale));
         }
       }
     }
@@ -265,12 +269,11 @@ CalibrationResult calibrate_kv_cache(const std::string& model_path, const std::v
   }
   const int64_t h2 = 2 * int64_t(net->dims().n_text_head);
   for (size_t l = 0; l < recorder->self_amax().size(); ++l) {
-    const std::string prefix = "decoder.blocks." + std::to_string(l) + ".";
-    for (const auto& [leaf, amax] :
-         {std::pair{"attn", &recorder->self_amax()[l]}, std::pair{"cross_attn", &recorder->cross_amax()[l]}}) {
+    for (const bool cross : {false, true}) {
+      const std::vector<float>& amax = (cross ? recorder->cross_amax() : recorder->self_amax())[l];
       Tensor t = Tensor::empty({h2}, DType::kF32);
-      std::copy(amax->begin(), amax->end(), t.data<float>());
-      out.add_tensor(prefix + leaf + ".kv_amax", t);
+      std::copy(amax.begin(), amax.end(), t.data<float>());
+      out.add_tensor(format::names::kv_amax(static_cast<int>(l), cross), t);
     }
   }
   out.write(out_path);

@@ -1,6 +1,7 @@
 // Model sizes for `wisp bench --random SIZE` (both builds).
 #include <stdexcept>
 
+#include "format/tensor_names.h"
 #include "runtime/gpu_whisper.h"
 
 namespace wisp::runtime {
@@ -48,15 +49,12 @@ namespace wisp::runtime {
 std::vector<std::string> weight_names(const GpuDims& d) {
   std::vector<std::string> n;
   auto lin = [&](const std::string& s) { n.push_back(s + ".weight"), n.push_back(s + ".bias"); };
-  auto blk = [](const std::string& s, int i, const std::string& leaf) {
-    return s + ".blocks." + std::to_string(i) + "." + leaf;
-  };
   lin("encoder.conv1");
   lin("encoder.conv2");
   n.push_back("encoder.positional_embedding");
   for (int i = 0; i < d.n_audio_layer; ++i) {
     for (const char* leaf : {"attn_ln", "mlp_ln", "attn.qkv", "attn.out", "mlp.fc1", "mlp.fc2"})
-      lin(blk("encoder", i, leaf));
+      lin(format::names::block("encoder", i, leaf));
   }
   lin("encoder.ln_post");
   n.push_back("decoder.token_embedding.weight");
@@ -64,7 +62,7 @@ std::vector<std::string> weight_names(const GpuDims& d) {
   for (int i = 0; i < d.n_text_layer; ++i) {
     for (const char* leaf : {"attn_ln", "cross_attn_ln", "mlp_ln", "attn.qkv", "attn.out", "cross_attn.query",
                              "cross_attn.kv", "cross_attn.out", "mlp.fc1", "mlp.fc2"}) {
-      lin(blk("decoder", i, leaf));
+      lin(format::names::block("decoder", i, leaf));
     }
   }
   lin("decoder.ln");

@@ -16,6 +16,7 @@
 #include <tuple>
 
 #include "core/dtype.h"
+#include "format/tensor_names.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/gemv.h"
@@ -24,6 +25,7 @@
 namespace wisp::runtime {
 
 namespace kc = wisp::kernels::cuda;
+namespace names = wisp::format::names;
 
 namespace {
 
@@ -231,21 +233,18 @@ struct GpuWhisper::Impl {
       fill_float(n.beta, size_t(c), name + ".bias");
       return n;
     };
-    auto blk = [](const std::string& s, int i, const std::string& leaf) {
-      return s + ".blocks." + std::to_string(i) + "." + leaf;
-    };
     conv1 = conv("encoder.conv1", da, d.n_mels * 3);
     conv2 = conv("encoder.conv2", da, da * 3);
     enc_pos = weights.take<__half>(size_t(d.n_audio_ctx) * da);
     fill_half(enc_pos, size_t(d.n_audio_ctx) * da, "encoder.positional_embedding");
     for (int i = 0; i < d.n_audio_layer; ++i) {
       DBlock b;
-      b.attn_ln = norm(blk("encoder", i, "attn_ln"), da);
-      b.mlp_ln = norm(blk("encoder", i, "mlp_ln"), da);
-      b.qkv = lin(blk("encoder", i, "attn.qkv"), 3 * da, da);
-      b.attn_out = lin(blk("encoder", i, "attn.out"), da, da);
-      b.fc1 = lin(blk("encoder", i, "mlp.fc1"), 4 * da, da);
-      b.fc2 = lin(blk("encoder", i, "mlp.fc2"), da, 4 * da);
+      b.attn_ln = norm(names::block("encoder", i, "attn_ln"), da);
+      b.mlp_ln = norm(names::block("encoder", i, "mlp_ln"), da);
+      b.qkv = lin(names::block("encoder", i, "attn.qkv"), 3 * da, da);
+      b.attn_out = lin(names::block("encoder", i, "attn.out"), da, da);
+      b.fc1 = lin(names::block("encoder", i, "mlp.fc1"), 4 * da, da);
+      b.fc2 = lin(names::block("encoder", i, "mlp.fc2"), da, 4 * da);
       enc.push_back(b);
     }
     ln_post = norm("encoder.ln_post", da);
@@ -255,16 +254,16 @@ struct GpuWhisper::Impl {
     fill_half(dec_pos, size_t(d.n_text_ctx) * dt, "decoder.positional_embedding");
     for (int i = 0; i < d.n_text_layer; ++i) {
       DBlock b;
-      b.attn_ln = norm(blk("decoder", i, "attn_ln"), dt);
-      b.cross_ln = norm(blk("decoder", i, "cross_attn_ln"), dt);
-      b.mlp_ln = norm(blk("decoder", i, "mlp_ln"), dt);
-      b.qkv = lin(blk("decoder", i, "attn.qkv"), 3 * dt, dt);
-      b.attn_out = lin(blk("decoder", i, "attn.out"), dt, dt);
-      b.cross_q = lin(blk("decoder", i, "cross_attn.query"), dt, dt);
-      b.cross_kv = lin(blk("decoder", i, "cross_attn.kv"), 2 * dt, da);
-      b.cross_out = lin(blk("decoder", i, "cross_attn.out"), dt, dt);
-      b.fc1 = lin(blk("decoder", i, "mlp.fc1"), 4 * dt, dt);
-      b.fc2 = lin(blk("decoder", i, "mlp.fc2"), dt, 4 * dt);
+      b.attn_ln = norm(names::block("decoder", i, "attn_ln"), dt);
+      b.cross_ln = norm(names::block("decoder", i, "cross_attn_ln"), dt);
+      b.mlp_ln = norm(names::block("decoder", i, "mlp_ln"), dt);
+      b.qkv = lin(names::block("decoder", i, "attn.qkv"), 3 * dt, dt);
+      b.attn_out = lin(names::block("decoder", i, "attn.out"), dt, dt);
+      b.cross_q = lin(names::block("decoder", i, "cross_attn.query"), dt, dt);
+      b.cross_kv = lin(names::block("decoder", i, "cross_attn.kv"), 2 * dt, da);
+      b.cross_out = lin(names::block("decoder", i, "cross_attn.out"), dt, dt);
+      b.fc1 = lin(names::block("decoder", i, "mlp.fc1"), 4 * dt, dt);
+      b.fc2 = lin(names::block("decoder", i, "mlp.fc2"), dt, 4 * dt);
       dec.push_back(b);
     }
     dec_ln = norm("decoder.ln", dt);
@@ -600,9 +599,8 @@ void set_kv_cache(GpuWhisper::Impl& impl, GpuKvCache kv,
   if (kv != GpuKvCache::kInt8 && kv != GpuKvCache::kFp8) return;
   const float top = kv == GpuKvCache::kInt8 ? 127.0f : 448.0f;  // the largest code
   for (int l = 0; l < impl.d.n_text_layer; ++l) {
-    const std::string prefix = "decoder.blocks." + std::to_string(l) + ".";
-    for (const char* which : {"attn", "cross_attn"}) {
-      std::vector<float> amax = amax_of(prefix + which + ".kv_amax");
+    for (const bool cross : {false, true}) {
+      std::vector<float> amax = amax_of(names::kv_amax(l, cross));
       if (amax.empty()) {
         if (kv == GpuKvCache::kInt8) {
           throw std::invalid_argument(
@@ -612,7 +610,7 @@ void set_kv_cache(GpuWhisper::Impl& impl, GpuKvCache kv,
         amax.assign(2 * size_t(impl.d.n_text_head), top);  // FP8 without calibration: scale 1
       }
       for (float& a : amax) a /= top;
-      (std::string(which) == "attn" ? impl.self_scale_init : impl.cross_scale_init).push_back(std::move(amax));
+      (cross ? impl.cross_scale_init : impl.self_scale_init).push_back(std::move(amax));
     }
   }
 }
