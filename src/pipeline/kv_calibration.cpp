@@ -1,8 +1,8 @@
-// calibrate_kv_cache (wisp/calibrate.h). The model runs behind a HostBackend: a model::DeviceBackend that
-// computes on the CPU with a second, plain WhisperModel over the same file and sees every K/V row it
-// produces, so the measured caches are exactly those of a real transcription (prompts, the decoded tokens,
-// every window of the seek loop). The same backend can round those rows as the GPU's int8 / FP8 caches
-// store them (make_rounding_backend), to measure their accuracy on the CPU.
+// calibrate_kv_cache (wisp/calibrate.h) over clips in memory. The model runs behind a HostBackend: a
+// model::DeviceBackend that computes on the CPU with a second, plain WhisperModel over the same file and sees every K/V
+// row it produces, so the measured caches are exactly those of a real transcription (prompts, the decoded tokens, every
+// window of the seek loop). The same backend can round those rows as the GPU's int8 / FP8 caches store them
+// (make_rounding_backend), to measure their accuracy on the CPU.
 #include "pipeline/kv_calibration.h"
 
 #include <algorithm>
@@ -14,7 +14,6 @@
 #include "format/tensor_names.h"
 #include "model/whisper.h"
 #include "pipeline/model_access.h"
-#include "wisp/audio.h"
 #include "wisp/calibrate.h"
 #include "wisp/errors.h"
 
@@ -231,9 +230,10 @@ std::unique_ptr<model::DeviceBackend> make_rounding_backend(const std::string& m
   return std::make_unique<HostBackend>(model_path, rounding);
 }
 
-CalibrationResult calibrate_kv_cache(const std::string& model_path, const std::vector<std::string>& audio_files,
-                                     const std::string& out_path) {
-  if (audio_files.empty()) throw InvalidArgument("calibration needs at least one audio file");
+CalibrationResult calibrate_kv_cache_on(const std::string& model_path, size_t n_clips,
+                                        const std::function<std::vector<float>(size_t)>& clip,
+                                        const std::string& out_path) {
+  if (n_clips == 0) throw InvalidArgument("calibration needs at least one audio file");
   HostBackend* recorder = nullptr;
   auto net = model::WhisperModel::load(model_path, [&](const model::WhisperModel& m) {
     auto b = std::make_unique<HostBackend>(m.path(), KvRounding::kNone);
@@ -245,8 +245,8 @@ CalibrationResult calibrate_kv_cache(const std::string& model_path, const std::v
   greedy.beam_size = 1;
   greedy.temperatures = {0.0};
   CalibrationResult result;
-  for (const std::string& file : audio_files) {
-    model->transcribe(load_audio(file), greedy);
+  for (size_t i = 0; i < n_clips; ++i) {
+    model->transcribe(clip(i), greedy);
     ++result.clips;
   }
   result.windows = recorder->windows();

@@ -3,10 +3,14 @@
 // maxima (calibration, tests) and can round the K/V rows as the GPU's quantised caches store them.
 #pragma once
 
+#include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "model/whisper.h"
+#include "wisp/calibrate.h"
 
 namespace wisp {
 
@@ -21,5 +25,11 @@ float round_e4m3(float x);
 
 // Throws InvalidArgument for kInt8 on an uncalibrated model.
 std::unique_ptr<model::DeviceBackend> make_rounding_backend(const std::string& model_path, KvRounding rounding);
+
+// calibrate_kv_cache over n_clips clips that `clip(i)` returns as 16 kHz samples (calibrate_files.cpp reads
+// them from audio files; kept apart so that this file does not link the audio decoder).
+CalibrationResult calibrate_kv_cache_on(const std::string& model_path, size_t n_clips,
+                                        const std::function<std::vector<float>(size_t)>& clip,
+                                        const std::string& out_path);
 
 }  // namespace wisp
