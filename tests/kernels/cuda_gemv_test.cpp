@@ -8,6 +8,8 @@
 //           fp32 accumulation, the epilogue in fp32 and one rounding to fp16,
 // and max|gpu − ref| ≤ 2 · max|naive − ref| + half an fp16 ulp of the largest reference value (2^-20 of it
 // for fp32 outputs). Outputs are poisoned with NaN first. dequantize_weight must match bit for bit.
+// With a fused row norm (RowNorm), ref normalises the rows in fp64 and naive as layer_norm() does (fp32
+// statistics, the normalised row rounded to fp16) before the product.
 //
 // Without a CUDA device every test but the argument checks skips with "no CUDA device".
 #include <cuda_fp16.h>
@@ -107,8 +109,37 @@ struct Case {
   WeightType type;
   int group;
   int64_t m, n, k;
-  bool bias = false, gelu = false, residual = false, in_place = false, f32_out = false;
+  bool bias = false, gelu = false, residual = false, in_place = false, f32_out = false, norm = false;
 };
+
+// The rows of x [m, k] normalised: in fp64 (exact) and as layer_norm() computes them (fp32, rounded to fp16).
+void normalise_rows(const std::vector<float>& x, const std::vector<float>& gamma, const std::vector<float>& beta,
+                    int64_t m, int64_t k, std::vector<double>& exact, std::vector<float>& rounded) {
+  constexpr float kEps = 1e-5f;
+  exact.resize(x.size());
+  rounded.resize(x.size());
+  for (int64_t r = 0; r < m; ++r) {
+    const float* xr = x.data() + r * k;
+    double sd = 0.0;
+    float sf = 0.0f;
+    for (int64_t i = 0; i < k; ++i) sd += xr[i], sf += xr[i];
+    const double mean_d = sd / static_cast<double>(k);
+    const float mean_f = sf / static_cast<float>(k);
+    double qd = 0.0;
+    float qf = 0.0f;
+    for (int64_t i = 0; i < k; ++i) {
+      qd += (xr[i] - mean_d) * (xr[i] - mean_d);
+      qf += (xr[i] - mean_f) * (xr[i] - mean_f);
+    }
+    const double inv_d = 1.0 / std::sqrt(qd / static_cast<double>(k) + kEps);
+    const float inv_f = 1.0f / std::sqrt(qf / static_cast<float>(k) + kEps);
+    for (int64_t i = 0; i < k; ++i) {
+      const auto e = static_cast<size_t>(r * k + i), c = static_cast<size_t>(i);
+      exact[e] = (xr[i] - mean_d) * inv_d * gamma[c] + beta[c];
+      rounded[e] = r16((xr[i] - mean_f) * inv_f * gamma[c] + beta[c]);
+    }
+  }
+}
 
 // The output columns compared: all of them up to 8192, else a random sample with both ends and the last tile.
 std::vector<int64_t> columns(int64_t n, std::mt19937& gen) {
@@ -135,9 +166,28 @@ void run_case(const Case& c, uint32_t seed) {
     return v;
   };
   HostWeight w(c.type, c.n, c.k, c.group, gen);
-  const auto x = halfs(c.m * c.k, 1.0f);
+  auto x = halfs(c.m * c.k, 1.0f);
   const auto bias = c.bias ? halfs(c.n, 0.5f) : std::vector<float>();
   const auto res = c.residual ? halfs(c.m * c.n, 1.0f) : std::vector<float>();
+  // The product's left operand: x, or its normalised rows (ref: fp64, naive: as layer_norm() rounds them).
+  std::vector<double> xd(x.begin(), x.end());
+  std::vector<float> xf = x;
+  std::vector<float> gamma, beta;
+  if (c.norm) {
+    // A different offset and spread per row, so that the statistics matter.
+    for (int64_t r = 0; r < c.m; ++r) {
+      for (int64_t i = 0; i < c.k; ++i) {
+        float& v = x[static_cast<size_t>(r * c.k + i)];
+        v = r16(0.25f * static_cast<float>(r) + (1.0f + 0.5f * static_cast<float>(r)) * v);
+      }
+    }
+    std::uniform_real_distribution<float> g(0.5f, 1.5f), b(-0.5f, 0.5f);
+    for (int64_t i = 0; i < c.k; ++i) gamma.push_back(g(gen)), beta.push_back(b(gen));
+    normalise_rows(x, gamma, beta, c.m, c.k, xd, xf);
+  }
+  auto dgamma = upload(gamma);
+  auto dbeta = upload(beta);
+  const cuda::RowNorm norm{c.norm ? dgamma->get() : nullptr, c.norm ? dbeta->get() : nullptr, 1e-5f};
 
   auto dx = upload_half(x);
   auto db = upload_half(bias);
@@ -148,23 +198,23 @@ void run_case(const Case& c, uint32_t seed) {
   std::vector<float> got;
   if (c.f32_out) {
     dy32.poison();
-    EXPECT_EQ(cuda::gemv_f32_out(dx->get(), view, dy32.get(), c.m, c.n, c.k, nullptr), cuda::Status::kOk);
+    EXPECT_EQ(cuda::gemv_f32_out(dx->get(), view, dy32.get(), c.m, c.n, c.k, nullptr, norm), cuda::Status::kOk);
     sync_ok();
     got = download(dy32.get(), static_cast<size_t>(c.m * c.n));
   } else {
     __half* y = c.in_place ? dr->get() : dy.get();
     if (!c.in_place) dy.poison();
     EXPECT_EQ(cuda::gemv(dx->get(), view, c.bias ? db->get() : nullptr, c.residual ? dr->get() : nullptr, y, c.m, c.n,
-                         c.k, c.gelu, nullptr),
+                         c.k, c.gelu, nullptr, norm),
               cuda::Status::kOk);
     sync_ok();
     got = download_half(y, static_cast<size_t>(c.m * c.n));
   }
 
   char name[160];
-  std::snprintf(name, sizeof(name), "%s m=%lld n=%lld k=%lld%s%s%s%s%s", type_name(c.type, c.group),
+  std::snprintf(name, sizeof(name), "%s m=%lld n=%lld k=%lld%s%s%s%s%s%s", type_name(c.type, c.group),
                 static_cast<long long>(c.m), static_cast<long long>(c.n), static_cast<long long>(c.k),
-                c.bias ? " +bias" : "", c.gelu ? " +gelu" : "", c.residual ? " +res" : "",
+                c.norm ? " +norm" : "", c.bias ? " +bias" : "", c.gelu ? " +gelu" : "", c.residual ? " +res" : "",
                 c.in_place ? " (in place)" : "", c.f32_out ? " f32" : "");
   ErrorCheck check(name, c.f32_out ? Out::kFloat : Out::kHalf, 62, 8);
   std::vector<double> wd(static_cast<size_t>(c.k));
@@ -175,12 +225,13 @@ void run_case(const Case& c, uint32_t seed) {
       wf[static_cast<size_t>(i)] = w.rounded(j, i);
     }
     for (int64_t r = 0; r < c.m; ++r) {
-      const float* xr = x.data() + r * c.k;
+      const double* xdr = xd.data() + r * c.k;
+      const float* xfr = xf.data() + r * c.k;
       double sd = 0.0;
       float sf = 0.0f;
       for (int64_t i = 0; i < c.k; ++i) {
-        sd += static_cast<double>(xr[i]) * wd[static_cast<size_t>(i)];
-        sf += xr[i] * wf[static_cast<size_t>(i)];
+        sd += xdr[i] * wd[static_cast<size_t>(i)];
+        sf += xfr[i] * wf[static_cast<size_t>(i)];
       }
       if (c.bias) {
         sd += bias[static_cast<size_t>(j)];
@@ -266,6 +317,28 @@ TEST_F(CudaGemv, EpiloguesAndOddSizes) {
   }
 }
 
+// The decoder's pre-norms fused into the GEMVs that consume them: QKV, cross Q, fc1 (+GELU) and the logits,
+// at every row count (both kernels) and type, at large-v2's width and at tiny's.
+TEST_F(CudaGemv, FusedRowNorm) {
+  uint32_t seed = 500;
+  for (const Format& f : kFormats) {
+    for (int64_t m : {1, 2, 3, 5, 8}) {
+      Case qkv{f.type, f.group, m, 3 * 1280, 1280};
+      qkv.norm = qkv.bias = true;
+      run_case(qkv, seed++);
+    }
+    Case fc1{f.type, f.group, 4, 4 * 384, 384};
+    fc1.norm = fc1.bias = fc1.gelu = true;
+    run_case(fc1, seed++);
+    Case q{f.type, f.group, 7, 384, 384};
+    q.norm = q.bias = true;
+    run_case(q, seed++);
+    Case logits{f.type, f.group, 2, 51865, 1280};
+    logits.norm = logits.f32_out = true;
+    run_case(logits, seed++);
+  }
+}
+
 TEST_F(CudaGemv, LogitsF32Out) {
   uint32_t seed = 300;
   for (const Format& f : kFormats) {
@@ -333,6 +406,12 @@ TEST(CudaGemvArguments, RefusesWhatItCannotDo) {
   EXPECT_EQ(cuda::gemv(x, bad, nullptr, nullptr, y, 1, 64, 128, false, nullptr), S::kInvalidArgument);
 
   EXPECT_EQ(cuda::gemv_f32_out(x, i8, y32, 9, 64, 64, nullptr), S::kInvalidArgument);
+  const auto* gamma = reinterpret_cast<const float*>(uintptr_t{0x50000});
+  const cuda::RowNorm no_beta{gamma, nullptr, 1e-5f}, no_eps{gamma, gamma, 0.0f}, norm{gamma, gamma, 1e-5f};
+  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 1, 64, 64, false, nullptr, no_beta), S::kInvalidArgument);
+  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 1, 64, 64, false, nullptr, no_eps), S::kInvalidArgument);
+  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 1, 64, cuda::kGemvMaxNormCols + 8, false, nullptr, norm),
+            S::kNotSupported);
   EXPECT_EQ(cuda::gemv_f32_out(x, i4, nullptr, 1, 64, 128, nullptr), S::kInvalidArgument);
   EXPECT_EQ(cuda::dequantize_weight(i4, y, 64, 1344, nullptr), S::kInvalidArgument);
   EXPECT_EQ(cuda::dequantize_weight(i8, nullptr, 64, 64, nullptr), S::kInvalidArgument);

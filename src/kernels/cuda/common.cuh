@@ -4,7 +4,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
+#include <utility>
 
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -16,6 +18,99 @@ constexpr int kWarp = 32;
 inline Status launch_status() { return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError; }
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// ---- programmatic dependent launch (set_programmatic_launch in cuda_kernels.h) ----
+//
+// A kernel launched with launch_chained() may begin while the kernel before it in the stream still runs. It
+// must call wait_prior_kernels() before it reads anything an earlier kernel writes and before it writes
+// anything an earlier kernel reads; only constant operands (weights, biases, scales) may be read before.
+// Every chained kernel calls it unconditionally, so "the kernel before me has finished" holds transitively
+// down the stream. allow_next_kernel() lets the next chained kernel's blocks be scheduled (they then wait
+// in wait_prior_kernels() for this whole grid); kernels call it right after their own wait, so at most two
+// kernels are in flight and the next one's weight loads overlap this one's work. Both are no-ops below
+// sm_90 and in kernels launched without the attribute.
+__device__ __forceinline__ void wait_prior_kernels() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_next_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// The L2Prefetch (cuda_kernels.h) of a kernel: every 128-byte line of [data, data + bytes), one request per line,
+// spread over all threads of the grid.
+// Not inlined: in register-hungry kernels the loop's registers would otherwise cost spills. sm_80+ only (the
+// decode-step kernels that take a prefetch need sm_80 or later anyway).
+inline __device__ __noinline__ void prefetch_l2(const void* data, int64_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if (!data || bytes <= 0) return;
+  const auto first = reinterpret_cast<uintptr_t>(data) & ~uintptr_t{127};
+  const int64_t lines = static_cast<int64_t>((reinterpret_cast<uintptr_t>(data) + bytes - first + 127) / 128);
+  const int64_t threads = static_cast<int64_t>(gridDim.x) * gridDim.y * gridDim.z * blockDim.x;
+  const int64_t block = (static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  for (int64_t i = block * blockDim.x + threadIdx.x; i < lines; i += threads) {
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(first + static_cast<uintptr_t>(i) * 128));
+  }
+#endif
+}
+
+// Whether the current device runs programmatic dependent launches (compute capability 9.0+), cached per
+// device.
+inline bool device_chains_launches() {
+  static std::atomic<uint64_t> known{0}, capable{0};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  const uint64_t bit = uint64_t{1} << (dev & 63);
+  if (known.load(std::memory_order_acquire) & bit) return (capable.load(std::memory_order_acquire) & bit) != 0;
+  int major = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  if (major >= 9) capable.fetch_or(bit, std::memory_order_acq_rel);
+  known.fetch_or(bit, std::memory_order_acq_rel);
+  return major >= 9;
+}
+
+// Launches `kernel` with the programmatic-dependent-launch attribute when it is on and the device has it
+// (plus a thread-block cluster of cluster_x blocks when cluster_x > 1). The kernel must follow the rules
+// above. Returns the launch's status.
+template <typename... Params, typename... Args>
+Status launch_chained(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                      unsigned cluster_x, Args&&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attributes[2];
+  unsigned n = 0;
+  if (programmatic_launch() && device_chains_launches()) {
+    attributes[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attributes[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
+  if (cluster_x > 1) {
+    attributes[n].id = cudaLaunchAttributeClusterDimension;
+    attributes[n].val.clusterDim.x = cluster_x;
+    attributes[n].val.clusterDim.y = 1;
+    attributes[n].val.clusterDim.z = 1;
+    ++n;
+  }
+  config.attrs = attributes;
+  config.numAttrs = n;
+  if (cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...) != cudaSuccess) {
+    cudaGetLastError();
+    return Status::kCudaError;
+  }
+  return launch_status();
+}
 
 inline unsigned grid_for(int64_t n, int threads, int64_t cap = 65535LL * 16) {
   int64_t blocks = (n + threads - 1) / threads;
@@ -75,6 +170,40 @@ __device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) h[i] = __floats2half2_rn(f[2 * i], f[2 * i + 1]);
   return u;
+}
+
+// The mean and 1/sqrt(variance + eps) of one row of k fp16 values (k % 8 == 0, 16-byte aligned), computed by
+// one warp as layer_norm() does: the mean, then the mean of the centred squares, in fp32.
+__device__ __forceinline__ float2 warp_row_stats(const __half* row /* [k] */, int k, float eps) {
+  const int lane = threadIdx.x % kWarp;
+  float sum = 0.0f;
+  for (int v = lane; v < k / 8; v += kWarp) {
+    float f[8];
+    unpack8(*reinterpret_cast<const uint4*>(row + 8 * v), f);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sum += f[e];
+  }
+  const float mean = warp_sum(sum) / static_cast<float>(k);
+  float sq = 0.0f;
+  for (int v = lane; v < k / 8; v += kWarp) {
+    float f[8];
+    unpack8(*reinterpret_cast<const uint4*>(row + 8 * v), f);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sq += (f[e] - mean) * (f[e] - mean);
+  }
+  const float var = warp_sum(sq) / static_cast<float>(k);
+  return make_float2(mean, rsqrtf(var + eps));
+}
+
+// Eight columns of a normalised row, (x − mean)·rstd·gamma + beta rounded to fp16 as layer_norm() writes them;
+// gamma and beta point at the first of the eight columns. stats: (mean, rstd) from warp_row_stats.
+__device__ __forceinline__ uint4 normalize8(const uint4& x, const float* gamma /* [8] */, const float* beta /* [8] */,
+                                            float2 stats) {
+  float f[8];
+  unpack8(x, f);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) f[e] = (f[e] - stats.x) * stats.y * gamma[e] + beta[e];
+  return pack8(f);
 }
 
 }  // namespace wisp::kernels::cuda::detail

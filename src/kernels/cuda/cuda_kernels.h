@@ -30,6 +30,23 @@ const char* status_name(Status s);
 // True when the CUDA runtime sees at least one device (cudaGetDeviceCount succeeds and returns > 0).
 bool device_available();
 
+// Programmatic dependent launch (sm_90+; on by default): the kernels of a decoder step (embedding, norms,
+// GEMVs, K/V appends, decoder attention, argmax, position update) are launched so that each may start while
+// the kernel before it in the stream finishes, and read its constant operands (weights) before waiting for
+// the earlier kernels' results. Off: every kernel waits for the one before it to finish, as a plain launch
+// does (for measurements). Process-wide; set it before capturing CUDA graphs.
+void set_programmatic_launch(bool on);
+bool programmatic_launch();
+
+// Bytes a decode-step kernel requests into L2 for a later kernel, before its own wait (the GEMVs and the
+// decoder attention take one): the next layer's weights or the window's cross-attention K/V are constants,
+// so fetching them while this kernel runs turns the next kernel's DRAM latency into L2 latency. The requests
+// are hints (prefetch.global.L2), one per 128-byte line, spread over the whole grid.
+struct L2Prefetch {
+  const void* data = nullptr;  // [bytes]
+  int64_t bytes = 0;
+};
+
 // ---------------------------------------------------------------------------------------------------------
 // Conversions and element-wise ops
 

@@ -28,6 +28,8 @@ __global__ void kv_append_kernel(const __half* __restrict__ src, int64_t lds, __
 }
 
 __global__ void add_scalar_kernel(int32_t* a, int32_t* b, int64_t n, int32_t v) {
+  detail::wait_prior_kernels();
+  detail::allow_next_kernel();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) {
     a[i] += v;
@@ -55,8 +57,8 @@ Status add_scalar_i32(int32_t* a, int32_t* b, int64_t n, int32_t value, cudaStre
   if (n < 0 || n > INT32_MAX) return Status::kInvalidArgument;
   if (n == 0) return Status::kOk;
   if (!a) return Status::kInvalidArgument;
-  add_scalar_kernel<<<detail::grid_for(n, 256), 256, 0, stream>>>(a, b, n, value);
-  return launch_status();
+  return detail::launch_chained(add_scalar_kernel, dim3(detail::grid_for(n, 256)), dim3(256), 0, stream, 1u, a, b, n,
+                                value);
 }
 
 }  // namespace wisp::kernels::cuda

@@ -113,9 +113,11 @@ struct DecoderParams {
   int n_kv, n_q, causal;
   int splits, split_len;
   float scale_log2;
-  float* part_o;       // [batch, n_head, splits, n_q, 64]  output sums relative to part_ml's max
-  float* part_ml;      // [batch, n_head, splits, n_q, 2]   (max in log2 units, sum)
-  unsigned* counters;  // [batch, n_head] blocks done; zero between calls
+  float* part_o;         // [batch, n_head, splits, n_q, 64]  output sums relative to part_ml's max
+  float* part_ml;        // [batch, n_head, splits, n_q, 2]   (max in log2 units, sum)
+  unsigned* counters;    // [batch, n_head] blocks done; zero between calls
+  const void* prefetch;  // L2Prefetch for a later kernel
+  int64_t prefetch_bytes;
 };
 
 template <KvType T, int MAXQ>
@@ -127,6 +129,9 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
   __shared__ float s_m[kGroups][MAXQ];
   __shared__ float s_l[kGroups][MAXQ];
   __shared__ float s_acc[kGroups][MAXQ][kHeadDim];
+  detail::prefetch_l2(p.prefetch, p.prefetch_bytes);
+  detail::wait_prior_kernels();
+  detail::allow_next_kernel();
 
   const int h = blockIdx.x, b = blockIdx.y, split = blockIdx.z, n_head = gridDim.x;
   const int grp = threadIdx.x / kGroupLanes, sub = threadIdx.x % kGroupLanes;
@@ -315,22 +320,17 @@ int sm_count() {
 }
 
 template <KvType T, int MAXQ>
-void launch(const DecoderParams& p, int64_t batch, int64_t n_head, cudaStream_t stream) {
+Status launch(const DecoderParams& p, int64_t batch, int64_t n_head, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(n_head), static_cast<unsigned>(batch), static_cast<unsigned>(p.splits));
-  decoder_attention_kernel<T, MAXQ><<<grid, kThreads, 0, stream>>>(p);
+  return detail::launch_chained(decoder_attention_kernel<T, MAXQ>, grid, dim3(kThreads), 0, stream, 1u, p);
 }
 
 template <KvType T>
-void launch(const DecoderParams& p, int64_t batch, int64_t n_head, cudaStream_t stream) {
-  if (p.n_q == 1) {
-    launch<T, 1>(p, batch, n_head, stream);
-  } else if (p.n_q == 2) {
-    launch<T, 2>(p, batch, n_head, stream);
-  } else if (p.n_q <= 4) {
-    launch<T, 4>(p, batch, n_head, stream);
-  } else {
-    launch<T, 8>(p, batch, n_head, stream);
-  }
+Status launch(const DecoderParams& p, int64_t batch, int64_t n_head, cudaStream_t stream) {
+  if (p.n_q == 1) return launch<T, 1>(p, batch, n_head, stream);
+  if (p.n_q == 2) return launch<T, 2>(p, batch, n_head, stream);
+  if (p.n_q <= 4) return launch<T, 4>(p, batch, n_head, stream);
+  return launch<T, 8>(p, batch, n_head, stream);
 }
 
 // The checks and the split choice shared by both entry points; p holds the K/V pointers, strides and scales.
@@ -385,19 +385,15 @@ Status run(KvType type, DecoderParams p, const __half* q, int64_t ldq, int64_t q
 
   switch (type) {
     case KvType::kF16:
-      launch<KvType::kF16>(p, batch, n_head, stream);
-      break;
+      return launch<KvType::kF16>(p, batch, n_head, stream);
     case KvType::kI8Static:
-      launch<KvType::kI8Static>(p, batch, n_head, stream);
-      break;
+      return launch<KvType::kI8Static>(p, batch, n_head, stream);
     case KvType::kI8Dynamic:
-      launch<KvType::kI8Dynamic>(p, batch, n_head, stream);
-      break;
+      return launch<KvType::kI8Dynamic>(p, batch, n_head, stream);
     case KvType::kFp8:
-      launch<KvType::kFp8>(p, batch, n_head, stream);
-      break;
+      return launch<KvType::kFp8>(p, batch, n_head, stream);
   }
-  return launch_status();
+  return Status::kInvalidArgument;
 }
 
 }  // namespace
@@ -432,7 +428,7 @@ Status decoder_attention_quantized(const __half* q, int64_t ldq, int64_t q_batch
                                    const int32_t* kv_len, int64_t n_kv, __half* out, int64_t ldo,
                                    int64_t out_batch_stride, int64_t batch, int64_t n_q, int64_t n_head,
                                    int64_t head_dim, bool causal, void* workspace, size_t workspace_bytes,
-                                   cudaStream_t stream) {
+                                   cudaStream_t stream, const L2Prefetch& prefetch) {
   if (n_head <= 0 || n_head > INT32_MAX) return Status::kInvalidArgument;
   const int64_t d = n_head * head_dim;
   if (kv.ld < 2 * d) return Status::kInvalidArgument;
@@ -454,6 +450,8 @@ Status decoder_attention_quantized(const __half* q, int64_t ldq, int64_t q_batch
     p.scale_ld = kv.scale_ld;
     p.scale_batch_stride = kv.scale_batch_stride;
   }
+  p.prefetch = prefetch.data;
+  p.prefetch_bytes = prefetch.data ? prefetch.bytes : 0;
   return run(kv.type, p, q, ldq, q_batch_stride, kv_len, n_kv, out, ldo, out_batch_stride, batch, n_q, n_head, head_dim,
              causal, workspace, workspace_bytes, stream);
 }

@@ -132,6 +132,8 @@ __global__ void add_rows_kernel(__half* __restrict__ y, const __half* __restrict
 __global__ void embed_kernel(const int32_t* __restrict__ tokens, const int32_t* __restrict__ positions,
                              const __half* __restrict__ emb, const __half* __restrict__ pos, __half* __restrict__ out,
                              int64_t d, int64_t n_vocab, int64_t n_ctx, bool vec) {
+  detail::wait_prior_kernels();
+  detail::allow_next_kernel();
   const int64_t row = blockIdx.x;
   const int32_t tok = tokens[row], p = positions[row];
   const bool valid = tok >= 0 && tok < n_vocab && p >= 0 && p < n_ctx;
@@ -258,9 +260,8 @@ Status embed_tokens(const int32_t* tokens, const int32_t* positions, const __hal
   if (n == 0) return Status::kOk;
   if (!tokens || !positions || !token_embedding || !positional || !out) return Status::kInvalidArgument;
   const bool vec = d % 8 == 0 && aligned16(token_embedding) && aligned16(positional) && aligned16(out);
-  embed_kernel<<<static_cast<unsigned>(n), 128, 0, stream>>>(tokens, positions, token_embedding, positional, out, d,
-                                                             n_vocab, n_ctx, vec);
-  return launch_status();
+  return detail::launch_chained(embed_kernel, dim3(static_cast<unsigned>(n)), dim3(128), 0, stream, 1u, tokens,
+                                positions, token_embedding, positional, out, d, n_vocab, n_ctx, vec);
 }
 
 Status im2col_k3(const __half* x, __half* col, int64_t batch, int64_t t_in, int64_t c_in, int64_t t_out, int stride,

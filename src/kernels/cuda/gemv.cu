@@ -52,11 +52,17 @@
 namespace wisp::kernels::cuda {
 
 using detail::aligned16;
+using detail::allow_next_kernel;
 using detail::gelu_erf;
 using detail::grid_for;
+using detail::launch_chained;
 using detail::launch_status;
+using detail::normalize8;
 using detail::pack8;
+using detail::prefetch_l2;
 using detail::unpack8;
+using detail::wait_prior_kernels;
+using detail::warp_row_stats;
 
 namespace {
 
@@ -68,6 +74,11 @@ struct GemvParams {
   const __half* residual;  // may alias y
   __half* y;
   float* y32;
+  const float* ln_gamma;  // the fused row norm (RowNorm), or null
+  const void* prefetch;   // L2Prefetch for a later kernel
+  int64_t prefetch_bytes;
+  const float* ln_beta;
+  float ln_eps;
   int m, n, k;
   int group_shift;  // kI4: log2(group / 64)
   bool gelu;
@@ -268,19 +279,39 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
       }
     }
   };
-  // The first weights are requested before the activations are staged, so both latencies overlap.
+  // The first weights (constants) are requested before waiting for the kernels that write the activations,
+  // so their latency overlaps the end of those kernels and the staging below.
   if (c0 < c1) load(c0);
+  prefetch_l2(p.prefetch, p.prefetch_bytes);
+  wait_prior_kernels();
+  allow_next_kernel();
 
-  // Activations [m, k range of this block] → shared memory (zeros past k), in the order the lanes use.
+  // Shared memory: the activations, the partial tiles, the fused norm's row statistics (all dynamic: the plan
+  // may take every byte the block can have).
   const int width = p.chunks_per_rank * kC, stride = width + kPad;
   auto* xs = reinterpret_cast<__half*>(smem);
   auto* partial = reinterpret_cast<float4*>(smem + sizeof(__half) * p.m * stride);
+  auto* row_stats = reinterpret_cast<float2*>(partial + kMmaThreads);
+
+  // The fused norm's row statistics: one warp per row, over the whole row (every block of a cluster alike).
+  if (p.ln_gamma) {
+    for (int r = warp; r < p.m; r += kWarps) {
+      const float2 st = warp_row_stats(p.x + static_cast<int64_t>(r) * p.k, p.k, p.ln_eps);
+      if (lane == 0) row_stats[r] = st;
+    }
+    __syncthreads();
+  }
+
+  // Activations [m, k range of this block] → shared memory (zeros past k), in the order the lanes use.
   const int64_t k_base = static_cast<int64_t>(cb0) * kC;
   for (int i = threadIdx.x; i < p.m * (width / 8); i += kMmaThreads) {
     const int r = i / (width / 8), v = i % (width / 8);
     const int64_t e = k_base + 8 * v;
     uint4 val = make_uint4(0, 0, 0, 0);
-    if (e < p.k) val = *reinterpret_cast<const uint4*>(p.x + static_cast<int64_t>(r) * p.k + e);
+    if (e < p.k) {
+      val = *reinterpret_cast<const uint4*>(p.x + static_cast<int64_t>(r) * p.k + e);
+      if (p.ln_gamma) val = normalize8(val, p.ln_gamma + e, p.ln_beta + e, row_stats[r]);
+    }
     if constexpr (T == WeightType::kI4) val = interleave_i4(val);
     *reinterpret_cast<uint4*>(xs + r * stride + 8 * v) = val;
   }
@@ -406,8 +437,8 @@ Plan make_plan(int64_t m, int64_t n, int64_t k, int chunk, const DeviceInfo& inf
     for (int cluster = 1; cluster <= max_cluster; cluster *= 2) {
       const int64_t per_rank = (n_chunks + cluster - 1) / cluster;
       if (cluster > 1 && per_rank < 2 * (kWarps / tiles)) break;
-      const size_t smem =
-          sizeof(__half) * static_cast<size_t>(m * (per_rank * chunk + kPad)) + sizeof(float4) * kMmaThreads;
+      const size_t smem = sizeof(__half) * static_cast<size_t>(m * (per_rank * chunk + kPad)) +
+                          sizeof(float4) * kMmaThreads + sizeof(float2) * kGemvMaxRows;
       if (smem > static_cast<size_t>(info.smem_optin)) continue;
       const int64_t blocks = (n + 16 * tiles - 1) / (16 * tiles) * cluster;
       if (blocks > best.blocks) best = Plan{tiles, cluster, static_cast<int>(per_rank), blocks, smem};
@@ -430,24 +461,8 @@ Status launch_mma(GemvParams p, cudaStream_t stream) {
   }
   p.row_tiles = plan.row_tiles;
   p.chunks_per_rank = plan.chunks_per_rank;
-
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(plan.blocks));
-  config.blockDim = dim3(kMmaThreads);
-  config.dynamicSmemBytes = plan.smem;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = static_cast<unsigned>(plan.cluster);
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  config.attrs = attribute;
-  config.numAttrs = plan.cluster > 1 ? 1 : 0;
-  if (cudaLaunchKernelEx(&config, mma_gemv_kernel<T, kF32Out>, p) != cudaSuccess) {
-    cudaGetLastError();
-    return Status::kCudaError;
-  }
-  return launch_status();
+  return launch_chained(mma_gemv_kernel<T, kF32Out>, dim3(static_cast<unsigned>(plan.blocks)), dim3(kMmaThreads),
+                        plan.smem, stream, static_cast<unsigned>(plan.cluster), p);
 }
 
 // ---- CUDA-core kernel --------------------------------------------------------------------------------
@@ -506,9 +521,11 @@ __device__ __forceinline__ void weights8(const uint4& raw, int c, float (&f)[8])
   }
 }
 
-// sum[j][r] += Σ over one vector's columns of W[j]·x[r]; x points at row 0, the vector's first column.
+// sum[j][r] += Σ over one vector's columns of W[j]·x[r]; x points at row 0, the vector's first column, in
+// global memory (read-only path) or, for normalised rows, in shared memory (`x_shared`, uniform per block).
 template <WeightType T, int M, int J>
-__device__ __forceinline__ void dot_vector(const uint4 (&raw)[J], const __half* x, int k, float (&sum)[J][M]) {
+__device__ __forceinline__ void dot_vector(const uint4 (&raw)[J], const __half* x, int k, bool x_shared,
+                                           float (&sum)[J][M]) {
 #pragma unroll
   for (int c = 0; c < kElems<T> / 8; ++c) {
     float w[J][8];
@@ -517,7 +534,8 @@ __device__ __forceinline__ void dot_vector(const uint4 (&raw)[J], const __half* 
 #pragma unroll
     for (int r = 0; r < M; ++r) {
       float xf[8];
-      unpack8(__ldg(reinterpret_cast<const uint4*>(x + r * k + 8 * c)), xf);
+      const auto* xv = reinterpret_cast<const uint4*>(x + r * k + 8 * c);
+      unpack8(x_shared ? *xv : __ldg(xv), xf);
 #pragma unroll
       for (int j = 0; j < J; ++j) {
 #pragma unroll
@@ -533,6 +551,8 @@ __global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_
   constexpr int J = kRowsPerThread<T, M>, U = kUnroll<T, M>, kE = kElems<T>;
   // Team totals, one J·M slot per shuffle segment (≥ kMinLanes threads).
   __shared__ float partial[kSimtThreads / kMinLanes * J * M];
+  // With a fused norm: the normalised activations [M, k].
+  extern __shared__ __align__(16) unsigned char normed_smem[];
 
   const int lanes = p.lanes, t = threadIdx.x & (lanes - 1), team = threadIdx.x / lanes;
   const int j0 = (static_cast<int>(blockIdx.x) * (kSimtThreads / lanes) + team) * J;
@@ -548,21 +568,10 @@ __global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_
     srow[j] = p.scales + static_cast<int64_t>(row) * n_groups;
   }
 
-  // The epilogue operands of this thread's first output (e = t below), requested before the weights arrive so
-  // that their latency overlaps; y may alias the residual, but each output is read and written by one thread.
-  const int jt = min(j0 + t / M, p.n - 1), rt = t % M;
-  const bool early = t < J * M;
-  float scale_t = 1.0f, bias_t = 0.0f, residual_t = 0.0f;
-  if (early) {
-    if constexpr (T == WeightType::kI8) scale_t = __ldg(p.scales + jt);
-    if (!kF32Out && p.bias) bias_t = __half2float(p.bias[jt]);
-    if (!kF32Out && p.residual) residual_t = __half2float(p.residual[static_cast<int64_t>(rt) * p.n + jt]);
-  }
-
-  float acc[J][M] = {};
-  for (int v0 = t; v0 < p.vecs; v0 += lanes * U) {
-    uint4 raw[U][J];
-    float scale[U][J];
+  // U vectors of each of the J rows from vector v0 on, all in flight before any is used.
+  uint4 raw[U][J];
+  float scale[U][J];
+  auto load = [&](int v0) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int v = v0 + u * lanes;
@@ -574,23 +583,63 @@ __global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_
         }
       }
     }
+  };
+  // The first weights (constants) are requested before waiting for the kernels that write the activations,
+  // so their latency overlaps the end of those kernels.
+  load(t);
+  prefetch_l2(p.prefetch, p.prefetch_bytes);
+
+  // The epilogue's constants for this thread's first output (e = t below), also before the wait.
+  const int jt = min(j0 + t / M, p.n - 1), rt = t % M;
+  const bool early = t < J * M;
+  float scale_t = 1.0f, bias_t = 0.0f, residual_t = 0.0f;
+  if (early) {
+    if constexpr (T == WeightType::kI8) scale_t = __ldg(p.scales + jt);
+    if (!kF32Out && p.bias) bias_t = __half2float(p.bias[jt]);
+  }
+  wait_prior_kernels();
+  allow_next_kernel();
+  // y may alias the residual, but each output is read and written by one thread.
+  if (early && !kF32Out && p.residual) residual_t = __half2float(p.residual[static_cast<int64_t>(rt) * p.n + jt]);
+
+  // The fused norm: one warp per row normalises it into shared memory.
+  const __half* xa = p.x;
+  const bool x_shared = p.ln_gamma != nullptr;
+  if (x_shared) {
+    auto* normed = reinterpret_cast<__half*>(normed_smem);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int r = warp; r < M; r += kSimtThreads / 32) {
+      const __half* row = p.x + static_cast<int64_t>(r) * p.k;
+      const float2 st = warp_row_stats(row, p.k, p.ln_eps);
+      for (int v = lane; v < p.k / 8; v += 32) {
+        *reinterpret_cast<uint4*>(normed + r * p.k + 8 * v) =
+            normalize8(*reinterpret_cast<const uint4*>(row + 8 * v), p.ln_gamma + 8 * v, p.ln_beta + 8 * v, st);
+      }
+    }
+    __syncthreads();
+    xa = normed;
+  }
+
+  float acc[J][M] = {};
+  for (int v0 = t; v0 < p.vecs; v0 += lanes * U) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int v = v0 + u * lanes;
       if (v >= p.vecs) continue;
-      const __half* x = p.x + static_cast<int64_t>(v) * kE;
+      const __half* x = xa + static_cast<int64_t>(v) * kE;
       if constexpr (T == WeightType::kI4) {
         float part[J][M] = {};
-        dot_vector<T, M, J>(raw[u], x, p.k, part);
+        dot_vector<T, M, J>(raw[u], x, p.k, x_shared, part);
 #pragma unroll
         for (int j = 0; j < J; ++j) {
 #pragma unroll
           for (int r = 0; r < M; ++r) acc[j][r] = fmaf(scale[u][j], part[j][r], acc[j][r]);
         }
       } else {
-        dot_vector<T, M, J>(raw[u], x, p.k, acc);
+        dot_vector<T, M, J>(raw[u], x, p.k, x_shared, acc);
       }
     }
+    if (v0 + lanes * U < p.vecs) load(v0 + lanes * U);
   }
 
   // Team sum: shuffles within a segment of ≤ 32 threads, then the segments' totals through shared memory.
@@ -643,8 +692,8 @@ Status launch_simt(GemvParams p, int sms, cudaStream_t stream) {
   p.lanes = lanes;
   const int64_t rows_per_block = static_cast<int64_t>(kSimtThreads / lanes) * J;
   const auto blocks = static_cast<unsigned>((p.n + rows_per_block - 1) / rows_per_block);
-  simt_gemv_kernel<T, M, kF32Out><<<blocks, kSimtThreads, 0, stream>>>(p);
-  return launch_status();
+  const size_t smem = p.ln_gamma ? sizeof(__half) * static_cast<size_t>(M) * static_cast<size_t>(p.k) : 0;
+  return launch_chained(simt_gemv_kernel<T, M, kF32Out>, dim3(blocks), dim3(kSimtThreads), smem, stream, 1u, p);
 }
 
 template <WeightType T, bool kF32Out>
@@ -715,11 +764,19 @@ Status dispatch(const GemvParams& p, WeightType type, cudaStream_t stream) {
   return Status::kInvalidArgument;
 }
 
-Status make_params(const __half* x, const WeightView& w, int64_t m, int64_t n, int64_t k, GemvParams& p) {
+Status make_params(const __half* x, const WeightView& w, int64_t m, int64_t n, int64_t k, const RowNorm& norm,
+                   const L2Prefetch& prefetch, GemvParams& p) {
   if (m < 1 || m > kGemvMaxRows || !x || !aligned16(x)) return Status::kInvalidArgument;
   const Status s = check_weight(w, n, k);
   if (s != Status::kOk) return s;
+  if (norm.gamma && (!norm.beta || !(norm.eps > 0.0f))) return Status::kInvalidArgument;
+  if (norm.gamma && k > kGemvMaxNormCols) return Status::kNotSupported;
   p = GemvParams{};
+  p.ln_gamma = norm.gamma;
+  p.ln_beta = norm.beta;
+  p.ln_eps = norm.eps;
+  p.prefetch = prefetch.data;
+  p.prefetch_bytes = prefetch.data ? prefetch.bytes : 0;
   p.x = x;
   p.w = w.data;
   p.scales = w.scales;
@@ -774,9 +831,9 @@ int64_t weight_bytes(WeightType type, int64_t n, int64_t k, int group) {
 }
 
 Status gemv(const __half* x, const WeightView& w, const __half* bias, const __half* residual, __half* y, int64_t m,
-            int64_t n, int64_t k, bool gelu, cudaStream_t stream) {
+            int64_t n, int64_t k, bool gelu, cudaStream_t stream, const RowNorm& norm, const L2Prefetch& prefetch) {
   GemvParams p;
-  const Status s = make_params(x, w, m, n, k, p);
+  const Status s = make_params(x, w, m, n, k, norm, prefetch, p);
   if (s != Status::kOk) return s;
   if (!y || y == x) return Status::kInvalidArgument;
   p.bias = bias;
@@ -787,9 +844,9 @@ Status gemv(const __half* x, const WeightView& w, const __half* bias, const __ha
 }
 
 Status gemv_f32_out(const __half* x, const WeightView& w, float* y, int64_t m, int64_t n, int64_t k,
-                    cudaStream_t stream) {
+                    cudaStream_t stream, const RowNorm& norm, const L2Prefetch& prefetch) {
   GemvParams p;
-  const Status s = make_params(x, w, m, n, k, p);
+  const Status s = make_params(x, w, m, n, k, norm, prefetch, p);
   if (s != Status::kOk) return s;
   if (!y) return Status::kInvalidArgument;
   p.y32 = y;

@@ -32,22 +32,35 @@ struct WeightView {
 
 inline constexpr int64_t kGemvMaxRows = 8;
 
+// A layer norm of each activation row, applied before the product: the decoder's pre-norms, fused into the
+// GEMV that consumes them (one launch fewer per norm). x̂[r, i] = (x[r, i] − mean_r)·rstd_r·gamma[i] + beta[i],
+// with the statistics and the rounding to fp16 of layer_norm() (cuda_kernels.h). gamma == null: no norm.
+struct RowNorm {
+  const float* gamma = nullptr;  // [k]
+  const float* beta = nullptr;   // [k]
+  float eps = 1e-5f;
+};
+// The widest row a fused norm takes (the normalised rows are staged in shared memory).
+inline constexpr int64_t kGemvMaxNormCols = 4096;
+
 // Bytes of a weight of this type, data and scales (what one GEMV streams).
 int64_t weight_bytes(WeightType type, int64_t n, int64_t k, int group);
 
-// y[r, j] = act(Σ_i x[r, i]·W[j, i] + bias[j]) + residual[r, j] for r < m ≤ kGemvMaxRows, j < n; act is the
-// erf GELU when `gelu`, else the identity. Accumulation and the epilogue are fp32, with one rounding to fp16
-// at the end. bias and residual may be null; y may alias residual (the in-place residual add x += W·h), not x.
-// x must be 16-byte aligned. k must be a multiple of 8 (kF16) or 16 (kI8); for kI4 a multiple of the group.
-// kNotSupported below sm_80 (the products run on the tensor cores).
+// y[r, j] = act(Σ_i x̂[r, i]·W[j, i] + bias[j]) + residual[r, j] for r < m ≤ kGemvMaxRows, j < n; x̂ is x, or
+// its layer norm when `norm` has a gamma; act is the erf GELU when `gelu`, else the identity. Accumulation
+// and the epilogue are fp32, with one rounding to fp16 at the end. bias and residual may be null; y may alias
+// residual (the in-place residual add x += W·h), not x. x must be 16-byte aligned. k must be a multiple of 8
+// (kF16) or 16 (kI8); for kI4 a multiple of the group; with a norm at most kGemvMaxNormCols. kNotSupported
+// below sm_80 (the products run on the tensor cores). Launched chained (programmatic_launch()); `prefetch`
+// is requested into L2 for a later kernel.
 Status gemv(const __half* x /* [m, k] */, const WeightView& w, const __half* bias /* [n] or null */,
             const __half* residual /* [m, n] or null */, __half* y /* [m, n] */, int64_t m, int64_t n, int64_t k,
-            bool gelu, cudaStream_t stream);
+            bool gelu, cudaStream_t stream, const RowNorm& norm = {}, const L2Prefetch& prefetch = {});
 
-// y[r, j] = Σ_i x[r, i]·W[j, i] in fp32 (the logits: x [m, d] · token_embedding [n_vocab, d]ᵀ). Same
+// y[r, j] = Σ_i x̂[r, i]·W[j, i] in fp32 (the logits: x̂ [m, d] · token_embedding [n_vocab, d]ᵀ). Same
 // requirements as gemv().
 Status gemv_f32_out(const __half* x /* [m, k] */, const WeightView& w, float* y /* [m, n] */, int64_t m, int64_t n,
-                    int64_t k, cudaStream_t stream);
+                    int64_t k, cudaStream_t stream, const RowNorm& norm = {}, const L2Prefetch& prefetch = {});
 
 // out[j, i] = half(float(q[j, i]) · scale): the fp32 product rounded to fp16 (for many rows: dequantise into a
 // scratch buffer, then linear()). A kF16 weight is copied. out must be 16-byte aligned.

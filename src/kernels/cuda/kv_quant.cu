@@ -67,6 +67,8 @@ struct QuantizeParams {
 // The total thread count and the grid stride are multiples of 8, so a group's lanes always iterate together.
 template <KvType T>
 __global__ void __launch_bounds__(kThreads) kv_quantize_kernel(const QuantizeParams p) {
+  detail::wait_prior_kernels();
+  detail::allow_next_kernel();
   const int lane = threadIdx.x % kLanes;
   const unsigned group_mask = 0xFFu << (threadIdx.x % detail::kWarp / kLanes * kLanes);
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x / kLanes;
@@ -140,22 +142,18 @@ Status launch_quantize(const KvView& c, QuantizeParams p, cudaStream_t stream) {
   p.scales = c.scales;
   p.scale_ld = c.scale_ld;
   p.scale_batch_stride = c.scale_batch_stride;
-  const unsigned grid = detail::grid_for(p.units * kLanes, kThreads);
+  const dim3 grid(detail::grid_for(p.units * kLanes, kThreads)), block(kThreads);
   switch (c.type) {
     case KvType::kF16:
-      kv_quantize_kernel<KvType::kF16><<<grid, kThreads, 0, stream>>>(p);
-      break;
+      return detail::launch_chained(kv_quantize_kernel<KvType::kF16>, grid, block, 0, stream, 1u, p);
     case KvType::kI8Static:
-      kv_quantize_kernel<KvType::kI8Static><<<grid, kThreads, 0, stream>>>(p);
-      break;
+      return detail::launch_chained(kv_quantize_kernel<KvType::kI8Static>, grid, block, 0, stream, 1u, p);
     case KvType::kI8Dynamic:
-      kv_quantize_kernel<KvType::kI8Dynamic><<<grid, kThreads, 0, stream>>>(p);
-      break;
+      return detail::launch_chained(kv_quantize_kernel<KvType::kI8Dynamic>, grid, block, 0, stream, 1u, p);
     case KvType::kFp8:
-      kv_quantize_kernel<KvType::kFp8><<<grid, kThreads, 0, stream>>>(p);
-      break;
+      return detail::launch_chained(kv_quantize_kernel<KvType::kFp8>, grid, block, 0, stream, 1u, p);
   }
-  return launch_status();
+  return Status::kInvalidArgument;
 }
 
 }  // namespace

@@ -18,6 +18,8 @@ __global__ void __launch_bounds__(kThreads)
                       const float* __restrict__ beta, __half* __restrict__ y, int cols, float eps) {
   extern __shared__ float row[];
   __shared__ float red[32];
+  detail::wait_prior_kernels();
+  detail::allow_next_kernel();
   const int64_t base = static_cast<int64_t>(blockIdx.x) * cols;
   const bool pairs = (cols % 2 == 0);  // every row then starts 4-byte aligned (cudaMalloc'd buffers)
 
@@ -85,9 +87,9 @@ Status layer_norm(const __half* x, const float* gamma, const float* beta, __half
   // The half2 path needs 4-byte aligned rows; odd columns take the scalar path anyway.
   if (cols % 2 == 0 && (!aligned4(x) || !aligned4(y))) return Status::kInvalidArgument;
   const size_t smem = static_cast<size_t>(cols) * sizeof(float);
-  layer_norm_kernel<false><<<static_cast<unsigned>(rows), kThreads, smem, stream>>>(
-      const_cast<__half*>(x), nullptr, gamma, beta, y, static_cast<int>(cols), eps);
-  return launch_status();
+  return detail::launch_chained(layer_norm_kernel<false>, dim3(static_cast<unsigned>(rows)), dim3(kThreads), smem,
+                                stream, 1u, const_cast<__half*>(x), nullptr, gamma, beta, y, static_cast<int>(cols),
+                                eps);
 }
 
 Status add_layer_norm(__half* x, const __half* r, const float* gamma, const float* beta, __half* y, int64_t rows,
@@ -97,9 +99,8 @@ Status add_layer_norm(__half* x, const __half* r, const float* gamma, const floa
   if (!r || y == x || y == r) return Status::kInvalidArgument;
   if (cols % 2 == 0 && (!aligned4(x) || !aligned4(y) || !aligned4(r))) return Status::kInvalidArgument;
   const size_t smem = static_cast<size_t>(cols) * sizeof(float);
-  layer_norm_kernel<true>
-      <<<static_cast<unsigned>(rows), kThreads, smem, stream>>>(x, r, gamma, beta, y, static_cast<int>(cols), eps);
-  return launch_status();
+  return detail::launch_chained(layer_norm_kernel<true>, dim3(static_cast<unsigned>(rows)), dim3(kThreads), smem,
+                                stream, 1u, x, r, gamma, beta, y, static_cast<int>(cols), eps);
 }
 
 }  // namespace wisp::kernels::cuda

@@ -160,6 +160,8 @@ __global__ void __launch_bounds__(kThreads) log_softmax_kernel(float* __restrict
 
 __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* __restrict__ x, int64_t n, int64_t ld, bool vec,
                                                           int32_t* __restrict__ index, float* __restrict__ logprob) {
+  detail::wait_prior_kernels();
+  detail::allow_next_kernel();
   __shared__ float sv[32], ss[32];
   __shared__ int si[32];
   const float* row = x + static_cast<int64_t>(blockIdx.x) * ld;
@@ -239,8 +241,8 @@ Status argmax(const float* x, int64_t rows, int64_t n, int64_t ld, int32_t* inde
   if (rows == 0) return Status::kOk;
   if (!x || !index) return Status::kInvalidArgument;
   const bool vec = ld % 4 == 0 && (reinterpret_cast<uintptr_t>(x) & 15u) == 0;
-  argmax_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, n, ld, vec, index, logprob);
-  return launch_status();
+  return detail::launch_chained(argmax_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), 0, stream, 1u, x, n,
+                                ld, vec, index, logprob);
 }
 
 Status softmax_rows(const float* s, __half* p, int64_t rows, int64_t n, float scale, bool causal, int64_t q_offset,

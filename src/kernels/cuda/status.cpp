@@ -1,5 +1,7 @@
 #include <cuda_runtime_api.h>
 
+#include <atomic>
+
 #include "kernels/cuda/cuda_kernels.h"
 
 namespace wisp::kernels::cuda {
@@ -31,5 +33,12 @@ bool device_available() {
   }
   return n > 0;
 }
+
+namespace {
+std::atomic<bool> g_programmatic_launch{true};
+}  // namespace
+
+void set_programmatic_launch(bool on) { g_programmatic_launch.store(on, std::memory_order_relaxed); }
+bool programmatic_launch() { return g_programmatic_launch.load(std::memory_order_relaxed); }
 
 }  // namespace wisp::kernels::cuda
