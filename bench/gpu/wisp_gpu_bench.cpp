@@ -33,6 +33,12 @@ int main(int argc, char** argv) {
       o.cuda_graphs = false;
     } else if (a == "--no-gemv") {
       o.gemv = false;
+    } else if (a == "--no-pdl") {
+      o.programmatic_launch = false;
+    } else if (a == "--l2-prefetch") {
+      o.l2_prefetch = true;
+    } else if (a == "--fused-norms") {
+      o.fused_norms = true;
     } else if (a == "--weights") {
       o.weights = val();
     } else if (a == "--group-size") {
@@ -42,11 +48,11 @@ int main(int argc, char** argv) {
     } else if (a == "--json") {
       // JSON is the only output format
     } else {
-      std::fprintf(
-          stderr,
-          "usage: wisp_gpu_bench [--random SIZE] [-m MODEL] --batch B --tokens N [--repeats R] [--no-graphs] "
-          "[--no-gemv] [--weights fp16|int8|int4] [--group-size 64|128] [--kv-cache fp16|int8|int8-dynamic|fp8] "
-          "[--json]\n");
+      std::fprintf(stderr,
+                   "usage: wisp_gpu_bench [--random SIZE] [-m MODEL] --batch B --tokens N [--repeats R] [--no-graphs] "
+                   "[--no-gemv] [--no-pdl] [--l2-prefetch] [--fused-norms] [--weights fp16|int8|int4] [--group-size "
+                   "64|128] [--kv-cache fp16|int8|int8-dynamic|fp8] "
+                   "[--json]\n");
       return 2;
     }
   }

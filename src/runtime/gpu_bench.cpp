@@ -1,6 +1,6 @@
-// `wisp bench` (gpu_whisper.h, docs/cuda.md "GPU runner"): B windows through the encoder and the
-// cross-attention K/V, then N greedy decode steps (each step's argmax fed back on the device), timed with
-// CUDA events; every figure is the median of `repeats` runs after one warm-up run.
+// `wisp bench` (gpu_whisper.h, docs/cuda.md "GPU runner"): the log-mel of B 30 s windows of audio (GPU), the
+// encoder and the cross-attention K/V, then N greedy decode steps (each step's argmax fed back on the device),
+// timed with CUDA events; every figure is the median of `repeats` runs after one warm-up run.
 #include <algorithm>
 #include <cstdio>
 #include <sstream>
@@ -61,26 +61,32 @@ std::string run_bench(const BenchOptions& o) {
   const int B = o.batch, N = o.tokens;
   m->set_cuda_graphs(o.cuda_graphs);
   m->set_gemv(o.gemv);
-  std::vector<double> enc, ckv, dec;
+  m->set_programmatic_launch(o.programmatic_launch);
+  m->set_l2_prefetch(o.l2_prefetch);
+  m->set_fused_norms(o.fused_norms);
+  std::vector<double> mel, enc, ckv, dec;
   for (int r = 0; r <= o.repeats; ++r) {  // run 0 warms up (cuBLASLt plans, clocks)
+    const double l = m->time_ms([&] { m->log_mel(nullptr, B); });
     const double e = m->time_ms([&] { m->encode(nullptr, B); });
     const double c = m->time_ms([&] { m->cross_kv(B); });
     m->reset(B);
     const double t = m->time_ms([&] {
       for (int i = 0; i < N; ++i) m->decode_step_feedback(B);
     });
-    if (r > 0) enc.push_back(e), ckv.push_back(c), dec.push_back(t);
+    if (r > 0) mel.push_back(l), enc.push_back(e), ckv.push_back(c), dec.push_back(t);
   }
-  const double e = median(enc), c = median(ckv), t = median(dec);
-  const double total = e + c + t;
+  const double l = median(mel), e = median(enc), c = median(ckv), t = median(dec);
+  const double total = l + e + c + t;
   std::ostringstream j;
   j.setf(std::ios::fixed);
   j.precision(3);
   j << "{\"engine\": \"wisp\", \"model\": \"" << esc(label) << "\", \"card\": \"" << esc(m->device_name())
     << "\", \"batch\": " << B << ", \"tokens\": " << N << ", \"repeats\": " << o.repeats
     << ", \"cuda_graphs\": " << (o.cuda_graphs ? "true" : "false") << ", \"gemv\": " << (o.gemv ? "true" : "false")
-    << ", \"kv_cache\": \"" << o.kv_cache << "\""
-    << ", \"encoder_ms\": " << e << ", \"cross_kv_ms\": " << c << ", \"decode_ms\": " << t
+    << ", \"programmatic_launch\": " << (o.programmatic_launch ? "true" : "false")
+    << ", \"l2_prefetch\": " << (o.l2_prefetch ? "true" : "false")
+    << ", \"fused_norms\": " << (o.fused_norms ? "true" : "false") << ", \"kv_cache\": \"" << o.kv_cache << "\""
+    << ", \"mel_ms\": " << l << ", \"encoder_ms\": " << e << ", \"cross_kv_ms\": " << c << ", \"decode_ms\": " << t
     << ", \"decode_ms_per_step\": " << t / N << ", \"total_ms\": " << total
     << ", \"audio_s_per_s\": " << (B * 30.0) / (total / 1000.0)
     << ", \"weights_gb\": " << double(m->weight_bytes()) / 1e9

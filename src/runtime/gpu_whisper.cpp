@@ -16,11 +16,13 @@
 #include <tuple>
 
 #include "core/dtype.h"
+#include "core/mel_filters.h"
 #include "format/tensor_names.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/gemv.h"
 #include "kernels/cuda/kv_quant.h"
+#include "kernels/cuda/log_mel.h"
 
 namespace wisp::runtime {
 
@@ -80,6 +82,12 @@ struct DLinear {
   const __half* w16 = nullptr;  // fp16 [out, in] for cuBLASLt (view.data when fp16; null when quantised)
   __half* b = nullptr;          // [out] (zeros when the layer has no bias)
   int64_t out = 0, in = 0;
+
+  // view.data's bytes (the scales are small enough to leave to the kernel).
+  int64_t data_bytes() const {
+    const int64_t n = out * in;
+    return view.type == kc::WeightType::kF16 ? 2 * n : view.type == kc::WeightType::kI8 ? n : n / 2;
+  }
 };
 
 struct DNorm {
@@ -117,6 +125,11 @@ struct GpuWhisper::Impl {
   size_t max_dequant = 0;  // elements of the largest quantised weight
   __half* deq = nullptr;   // [max_dequant] a quantised weight dequantised for a GEMM (many rows)
   bool use_gemv = true;    // up to kc::kGemvMaxRows rows: the GEMV kernels instead of cuBLASLt
+  // Measured slower on an H200 (docs/cuda.md), so off unless asked for: decode-step kernels requesting the next
+  // one's constant operand into L2, and the pre-norms inside the GEMVs instead of layer_norm kernels.
+  bool use_prefetch = false;
+  bool fuse_norms = false;
+  int64_t l2_bytes = 0;  // the device's L2 size: a prefetch larger than half of it is not requested
   __half* enc_pos = nullptr;
   std::vector<DBlock> enc, dec;
   DNorm ln_post, dec_ln;
@@ -125,7 +138,9 @@ struct GpuWhisper::Impl {
 
   // Encoder activations, for up to W = `windows` windows at once (`big` also holds the cross-K/V projection
   // before it is quantised).
+  float* audio = nullptr;      // [W, window_samples] 16 kHz samples of each window (log_mel's input)
   float* mel = nullptr;        // [W, n_mels, 2·n_audio_ctx]
+  kc::DeviceLogMel mel_gpu;    // the log-mel of one window (cuFFT plans and workspace)
   __half* big = nullptr;       // conv1 output [W, 2·n_ctx, d] / fc1 output [W, n_ctx, 4d]
   __half* mid = nullptr;       // im2col columns / qkv [W, n_ctx, 3d]
   __half* x = nullptr;         // residual stream [W, n_ctx, d]
@@ -144,19 +159,20 @@ struct GpuWhisper::Impl {
   size_t kv_scale_pitch = 0;       // bytes from kv_scales[l] to kv_scales[l + 1] (int8 dynamic)
   std::vector<std::vector<float>> self_scale_init, cross_scale_init;  // static scales to upload, per layer
   // Decoder buffers ([R] = rows).
-  int32_t* step_in = nullptr;  // [3R] tokens, positions, cache lengths: one upload per step
-  int32_t* tokens = nullptr;   // [R]
-  int32_t* pos = nullptr;      // [R] position of the next token (device: a captured step reads it)
-  int32_t* len = nullptr;      // [R] cache length after the next token (pos + 1)
-  __half* dx = nullptr;        // [R, d]
-  __half* dh = nullptr;        // [R, d]
-  __half* da_ = nullptr;       // [R, d] attention output
-  __half* dqkv = nullptr;      // [R, 3d]
-  __half* dy = nullptr;        // [R, d]
-  __half* df = nullptr;        // [R, 4d]
-  float* dlogits = nullptr;    // [R, n_vocab]
-  int32_t* next = nullptr;     // [R]
-  float* next_lp = nullptr;    // [R]
+  int32_t* step_in = nullptr;     // [3R] tokens, positions, cache lengths: one upload per step
+  int32_t* tokens = nullptr;      // [R]
+  int32_t* pos = nullptr;         // [R] position of the next token (device: a captured step reads it)
+  int32_t* len = nullptr;         // [R] cache length after the next token (pos + 1)
+  __half* dx = nullptr;           // [R, d]
+  __half* dh = nullptr;           // [R, d]
+  __half* da_ = nullptr;          // [R, d] attention output
+  __half* dqkv = nullptr;         // [R, 3d]
+  __half* dy = nullptr;           // [R, d] a linear layer's output (many rows: one not yet added to dx)
+  bool residual_pending = false;  // dy holds a residual for the next norm to add (residual_apply)
+  __half* df = nullptr;           // [R, 4d]
+  float* dlogits = nullptr;       // [R, n_vocab]
+  int32_t* next = nullptr;        // [R]
+  float* next_lp = nullptr;       // [R]
   void* attn_ws = nullptr;
   size_t attn_ws_bytes = 0;
   int length = 0;
@@ -284,6 +300,60 @@ struct GpuWhisper::Impl {
     CK(kc::linear(gemm, x, w, l.b, y, m, l.out, l.in, gelu ? kc::Epilogue::kBiasGeluErf : kc::Epilogue::kBias, stream));
   }
 
+  // The decoder's pre-norm sub-layers over m rows of the residual stream dx. With few rows (the GEMV path)
+  // each norm runs inside the GEMV that consumes it and each residual add inside the GEMV that produces it;
+  // with many, a linear layer's output waits in dy (`residual_pending`) until the next norm adds it to dx
+  // (add_layer_norm) and writes the normed rows to dh for cuBLASLt.
+  bool fused(int64_t m) const { return use_gemv && m <= kc::kGemvMaxRows; }
+
+  // The L2 prefetch of a decode-step kernel (cuda_kernels.h): the operand of the kernel after it, when the
+  // GEMV path runs and the operand fits half the L2 (the cross K/V of 32 windows does not).
+  kc::L2Prefetch prefetch(const void* data, int64_t bytes, int64_t m) const {
+    if (!use_prefetch || !fused(m) || bytes > l2_bytes / 2) return {};
+    return kc::L2Prefetch{data, bytes};
+  }
+  kc::L2Prefetch prefetch(const DLinear& l, int64_t m) const { return prefetch(l.view.data, l.data_bytes(), m); }
+
+  // dx += a [m, in] · Wᵀ + b.
+  void residual_apply(const DLinear& l, const __half* a, int64_t m, kc::L2Prefetch next = {}) {
+    if (fused(m)) {
+      CK(kc::gemv(a, l.view, l.b, dx, dx, m, l.out, l.in, false, stream, {}, next));
+    } else {
+      apply(l, a, dy, m, false);
+      residual_pending = true;
+    }
+  }
+  // y [m, out] = act(ln(dx) · Wᵀ + b).
+  void norm_apply(const DNorm& ln, const DLinear& l, __half* y, int64_t m, bool gelu, kc::L2Prefetch next = {}) {
+    if (fused(m) && fuse_norms) {
+      CK(kc::gemv(dx, l.view, l.b, nullptr, y, m, l.out, l.in, gelu, stream, kc::RowNorm{ln.gamma, ln.beta, 1e-5f},
+                  next));
+    } else {
+      normalize(ln, m);
+      apply(l, dh, y, m, gelu);
+    }
+  }
+  // dh [m, d] = ln(dx), after adding a pending residual.
+  void normalize(const DNorm& ln, int64_t m) {
+    const int64_t dt = d.n_text_state;
+    if (residual_pending) {
+      CK(kc::add_layer_norm(dx, dy, ln.gamma, ln.beta, dh, m, dt, 1e-5f, stream));
+    } else {
+      CK(kc::layer_norm(dx, ln.gamma, ln.beta, dh, m, dt, 1e-5f, stream));
+    }
+    residual_pending = false;
+  }
+  // logits [m, n_vocab] fp32 = dec_ln(dx) · token_embeddingᵀ.
+  void norm_logits(float* logits, int64_t m) {
+    if (fused(m) && fuse_norms) {
+      CK(kc::gemv_f32_out(dx, kc::WeightView{kc::WeightType::kF16, tok_emb, nullptr, 0}, logits, m, d.n_vocab,
+                          d.n_text_state, stream, kc::RowNorm{dec_ln.gamma, dec_ln.beta, 1e-5f}));
+    } else {
+      normalize(dec_ln, m);
+      project_logits(dh, logits, m);
+    }
+  }
+
   // logits [m, n_vocab] fp32 of the hidden rows x [m, d] (the output projection is the token embedding).
   void project_logits(const __half* x, float* logits, int64_t m) {
     const int64_t dt = d.n_text_state;
@@ -295,6 +365,9 @@ struct GpuWhisper::Impl {
     }
   }
 
+  // Samples of one 30 s window: a hop per mel frame.
+  size_t window_samples() const { return size_t(2 * d.n_audio_ctx) * kc::kLogMelHop; }
+
   void allocate_activations() {
     const size_t W = size_t(windows), S = size_t(sequences), R = size_t(rows), nc = size_t(d.n_audio_ctx);
     const size_t da = size_t(d.n_audio_state), dt = size_t(d.n_text_state), ctx = size_t(d.n_text_ctx);
@@ -305,8 +378,8 @@ struct GpuWhisper::Impl {
     const size_t cross_scale_n = dynamic ? W * nc * h2 : h2, self_scale_n = dynamic ? S * ctx * h2 : h2;
     kv_layer_pitch = align_up(S * ctx * 2 * dt * eb);
     kv_scale_pitch = align_up(self_scale_n * 4);
-    size_t n =
-        align_up(W * d.n_mels * 2 * nc * 4) + align_up(big_n * 2) + align_up(mid_n * 2) + 4 * align_up(W * nc * da * 2);
+    size_t n = align_up(W * window_samples() * 4) + align_up(W * d.n_mels * 2 * nc * 4) + align_up(big_n * 2) +
+               align_up(mid_n * 2) + 4 * align_up(W * nc * da * 2);
     n += size_t(d.n_text_layer) *
          (align_up(W * nc * 2 * dt * eb) + kv_layer_pitch + align_up(cross_scale_n * 4) + kv_scale_pitch);
     n += align_up(3 * R * 4) + 4 * align_up(R * dt * 2) + align_up(R * 3 * dt * 2) + align_up(R * 4 * dt * 2) +
@@ -316,6 +389,7 @@ struct GpuWhisper::Impl {
                                                           std::max(d.n_text_head, 1), std::max<int64_t>(nc, ctx));
     n += align_up(attn_ws_bytes) + 4096;
     acts.reserve(n);
+    audio = acts.take<float>(W * window_samples());
     mel = acts.take<float>(W * d.n_mels * 2 * nc);
     big = acts.take<__half>(big_n);
     mid = acts.take<__half>(mid_n);
@@ -357,6 +431,9 @@ struct GpuWhisper::Impl {
     CK(kc::decoder_attention_workspace_init(attn_ws, attn_ws_bytes, stream));
     cuda_check(cudaMemset(next, 0, R * 4), "cudaMemset");
     reset(std::min(windows, sequences));
+    // The log-mel of one window at a time: cuFFT plans and a workspace of their own (~10 MB).
+    const std::vector<float> filters = core::mel_filters(d.n_mels);  // [n_mels, 201]
+    kcheck(mel_gpu.init(d.n_mels, filters.data(), int64_t(window_samples()), 0), "DeviceLogMel::init");
   }
 
   void reset(int B) {
@@ -478,37 +555,35 @@ struct GpuWhisper::Impl {
   void step_body(int B, StepPlace at) {
     const int64_t dt = d.n_text_state, ctx = d.n_text_ctx, nc = d.n_audio_ctx, hd = dt / d.n_text_head;
     CK(kc::embed_tokens(tokens, pos, tok_emb, dec_pos, dx, B, dt, d.n_vocab, ctx, stream));
-    CK(kc::layer_norm(dx, dec[0].attn_ln.gamma, dec[0].attn_ln.beta, dh, B, dt, 1e-5f, stream));
+    residual_pending = false;
+    // Each kernel with a large constant operand of its own also requests the next one's into L2 (prefetch()).
+    const int64_t cross_bytes = (at.shared ? 1 : B) * nc * 2 * dt * kc::kv_element_bytes(kv_type);
     for (size_t l = 0; l < dec.size(); ++l) {
       const DBlock& b = dec[l];
       const kc::KvView cache = self_view(l, at.seq), cross = cross_view(l, at.window, at.shared);
       // causal self-attention: append K/V of the new token at row pos[b] of each sequence's cache
-      apply(b.qkv, dh, dqkv, B, false);
+      norm_apply(b.attn_ln, b.qkv, dqkv, B, false);
       CK(kc::kv_append_quantized(dqkv + dt, 3 * dt, cache, pos, ctx, B, d.n_text_head, hd, stream));
       CK(kc::decoder_attention_quantized(dqkv, 3 * dt, 3 * dt, cache, len, ctx, da_, dt, dt, B, 1, d.n_text_head, hd,
-                                         true, attn_ws, attn_ws_bytes, stream));
-      apply(b.attn_out, da_, dy, B, false);
-      CK(kc::add_layer_norm(dx, dy, b.cross_ln.gamma, b.cross_ln.beta, dh, B, dt, 1e-5f, stream));
+                                         true, attn_ws, attn_ws_bytes, stream, prefetch(b.attn_out, B)));
+      residual_apply(b.attn_out, da_, B, prefetch(b.cross_q, B));
       // cross-attention over the window's audio K/V
-      apply(b.cross_q, dh, dy, B, false);
+      norm_apply(b.cross_ln, b.cross_q, dy, B, false, prefetch(cross.data, cross_bytes, B));
       CK(kc::decoder_attention_quantized(dy, dt, dt, cross, nullptr, nc, da_, dt, dt, B, 1, d.n_text_head, hd, false,
-                                         attn_ws, attn_ws_bytes, stream));
-      apply(b.cross_out, da_, dy, B, false);
-      CK(kc::add_layer_norm(dx, dy, b.mlp_ln.gamma, b.mlp_ln.beta, dh, B, dt, 1e-5f, stream));
-      feed_forward(b, l + 1 < dec.size() ? dec[l + 1].attn_ln : dec_ln, B);
+                                         attn_ws, attn_ws_bytes, stream, prefetch(b.cross_out, B)));
+      residual_apply(b.cross_out, da_, B, prefetch(b.fc1, B));
+      norm_apply(b.mlp_ln, b.fc1, df, B, true, prefetch(b.fc2, B));
+      residual_apply(b.fc2, df, B, l + 1 < dec.size() ? prefetch(dec[l + 1].qkv, B) : kc::L2Prefetch{});
     }
-    project_logits(dh, dlogits, B);
+    norm_logits(dlogits, B);
     CK(kc::argmax(dlogits, B, d.n_vocab, d.n_vocab, next, next_lp, stream));
     CK(kc::add_scalar_i32(pos, len, B, 1, stream));
   }
 
-  // The decoder's feed-forward sub-block over n rows of dh, its residual add into dx, then `next_ln` of the
-  // sum into dh (the next block's first norm, or the final one).
-  void feed_forward(const DBlock& b, const DNorm& next_ln, int64_t n) {
-    const int64_t dt = d.n_text_state;
-    apply(b.fc1, dh, df, n, true);
-    apply(b.fc2, df, dy, n, false);
-    CK(kc::add_layer_norm(dx, dy, next_ln.gamma, next_ln.beta, dh, n, dt, 1e-5f, stream));
+  // The decoder's feed-forward sub-block over n rows of the residual stream: dx += fc2(gelu(fc1(mlp_ln(dx)))).
+  void feed_forward(const DBlock& b, int64_t n) {
+    norm_apply(b.mlp_ln, b.fc1, df, n, true);
+    residual_apply(b.fc2, df, n);
   }
 
   // n tokens of sequence `seq` at positions [start, start + n), over window `window`, in one pass (a prompt):
@@ -521,11 +596,11 @@ struct GpuWhisper::Impl {
     const int64_t dt = d.n_text_state, ctx = d.n_text_ctx, nc = d.n_audio_ctx, hd = dt / d.n_text_head;
     const int64_t q_chunk = kc::kDecoderMaxQueries;
     CK(kc::embed_tokens(tokens, pos, tok_emb, dec_pos, dx, n, dt, d.n_vocab, ctx, stream));
-    CK(kc::layer_norm(dx, dec[0].attn_ln.gamma, dec[0].attn_ln.beta, dh, n, dt, 1e-5f, stream));
+    residual_pending = false;
     for (size_t l = 0; l < dec.size(); ++l) {
       const DBlock& b = dec[l];
       const kc::KvView cache = self_view(l, seq), cross = cross_view(l, window, true);
-      apply(b.qkv, dh, dqkv, n, false);
+      norm_apply(b.attn_ln, b.qkv, dqkv, n, false);
       CK(kc::kv_quantize(dqkv + dt, 3 * dt, 0, self_view(l, seq, start), n, 1, d.n_text_head, hd, stream));
       if (kv_type == kc::KvType::kF16) {
         const auto* k = static_cast<const __half*>(cache.data);
@@ -538,9 +613,8 @@ struct GpuWhisper::Impl {
                                              1, nq, d.n_text_head, hd, true, attn_ws, attn_ws_bytes, stream));
         }
       }
-      apply(b.attn_out, da_, dy, n, false);
-      CK(kc::add_layer_norm(dx, dy, b.cross_ln.gamma, b.cross_ln.beta, dh, n, dt, 1e-5f, stream));
-      apply(b.cross_q, dh, dy, n, false);
+      residual_apply(b.attn_out, da_, n);
+      norm_apply(b.cross_ln, b.cross_q, dy, n, false);
       if (kv_type == kc::KvType::kF16) {
         const auto* k = static_cast<const __half*>(cross.data);
         CK(kc::attention(dy, dt, 0, k, 2 * dt, 0, k + dt, 2 * dt, 0, da_, dt, 0, 1, n, nc, d.n_text_head, hd, false, 0,
@@ -552,10 +626,10 @@ struct GpuWhisper::Impl {
                                              d.n_text_head, hd, false, attn_ws, attn_ws_bytes, stream));
         }
       }
-      apply(b.cross_out, da_, dy, n, false);
-      CK(kc::add_layer_norm(dx, dy, b.mlp_ln.gamma, b.mlp_ln.beta, dh, n, dt, 1e-5f, stream));
-      feed_forward(b, l + 1 < dec.size() ? dec[l + 1].attn_ln : dec_ln, n);
+      residual_apply(b.cross_out, da_, n);
+      feed_forward(b, n);
     }
+    normalize(dec_ln, n);
   }
 };
 
@@ -581,6 +655,9 @@ std::unique_ptr<GpuWhisper::Impl> make_impl(const GpuDims& dims, GpuWhisper::Cap
   impl->sequences = cap.sequences;
   impl->rows = std::max(cap.sequences, dims.n_text_ctx);
   cuda_check(cudaGetDevice(&impl->device), "cudaGetDevice");
+  int l2 = 0;
+  cuda_check(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, impl->device), "cudaDeviceGetAttribute");
+  impl->l2_bytes = l2;
   size_t free_b = 0, total_b = 0;
   cuda_check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
   impl->used_before = total_b - free_b;
@@ -740,7 +817,13 @@ std::unique_ptr<GpuWhisper> GpuWhisper::create_random(const GpuDims& dims, int m
   auto format_of = [&](const std::string&, int64_t, int64_t) { return std::pair<GpuWeights, int>{weights, group}; };
   upload_weights(*impl, format_of, fill_half, fill_float, fill_codes);
   impl->allocate_activations();
-  // A random mel in [-1, 1] so a benchmark has input without encode(mel).
+  // Random audio (uniform, ±0.1) for log_mel(nullptr, B), and a random mel in [-1, 1] so a benchmark has
+  // input without encode(mel) too.
+  const size_t audio_n = size_t(max_batch) * impl->window_samples();
+  std::vector<float> audio(audio_n);
+  std::uniform_real_distribution<float> ua(-0.1f, 0.1f);
+  for (auto& v : audio) v = ua(rng);
+  cuda_check(cudaMemcpy(impl->audio, audio.data(), audio_n * 4, cudaMemcpyHostToDevice), "upload audio");
   const size_t mel_n = size_t(max_batch) * dims.n_mels * 2 * dims.n_audio_ctx;
   std::vector<float> mel(mel_n);
   std::uniform_real_distribution<float> ud(-1.0f, 1.0f);
@@ -765,6 +848,21 @@ static void check_batch(const GpuWhisper::Impl& m, int batch) {
   if (batch < 1 || batch > m.max_batch) throw std::invalid_argument("GpuWhisper: batch out of range");
 }
 
+void GpuWhisper::log_mel(const float* samples, int batch) {
+  check_batch(*impl_, batch);
+  Impl& m = *impl_;
+  const size_t n = m.window_samples(), per_mel = size_t(m.d.n_mels) * 2 * m.d.n_audio_ctx;
+  if (samples) {
+    cuda_check(cudaMemcpyAsync(m.audio, samples, size_t(batch) * n * 4, cudaMemcpyHostToDevice, m.stream),
+               "upload audio");
+  }
+  for (int b = 0; b < batch; ++b) {
+    kcheck(m.mel_gpu.compute(m.audio + size_t(b) * n, int64_t(n), m.mel + size_t(b) * per_mel, m.stream, 0),
+           "DeviceLogMel::compute");
+  }
+  if (samples) synchronize();
+}
+
 void GpuWhisper::encode(const float* mel, int batch) {
   check_batch(*impl_, batch);
   if (mel) {
@@ -787,6 +885,9 @@ void GpuWhisper::reset(int batch) {
 
 void GpuWhisper::set_cuda_graphs(bool on) { impl_->use_graphs = on; }
 void GpuWhisper::set_gemv(bool on) { impl_->use_gemv = on; }
+void GpuWhisper::set_programmatic_launch(bool on) { kc::set_programmatic_launch(on); }
+void GpuWhisper::set_l2_prefetch(bool on) { impl_->use_prefetch = on; }
+void GpuWhisper::set_fused_norms(bool on) { impl_->fuse_norms = on; }
 
 std::vector<int> GpuWhisper::decode_step(const int* tokens, int batch, std::vector<float>* logprob) {
   check_batch(*impl_, batch);

@@ -77,6 +77,11 @@ class GpuWhisper {
   int max_batch() const;
   std::string device_name() const;
 
+  // The log-mel of `batch` 30 s windows on the GPU (cuFFT; kernels/cuda/log_mel.h) into the device mel buffer
+  // that encode(nullptr, batch) reads. samples: host fp32 [batch, 2·n_audio_ctx·160] at 16 kHz (null: the device
+  // audio buffer as it is, for benchmarks). No padding past the window (faster-whisper pads the whole file).
+  // Asynchronous unless samples are given.
+  void log_mel(const float* samples, int batch);
   // mel: host fp32 [batch, n_mels, 2·n_audio_ctx] (null: the device mel buffer as it is, for benchmarks).
   // Leaves the features [batch, n_audio_ctx, d] on the device. Asynchronous unless mel is given.
   void encode(const float* mel, int batch);
@@ -92,9 +97,20 @@ class GpuWhisper {
   int cache_length() const;
   // Decode steps replay one CUDA graph per batch size (default on; off: every kernel launched eagerly).
   void set_cuda_graphs(bool on);
-  // Linear layers of up to 8 rows (decode steps) use the hand-written GEMV kernels (default on; off: cuBLASLt,
-  // for comparison). Set before the first decode step.
+  // Linear layers of up to 8 rows (decode steps) use the hand-written GEMV kernels, with the pre-norms and
+  // residual adds fused into them (default on; off: cuBLASLt and separate norm kernels, for comparison). Set
+  // before the first decode step.
   void set_gemv(bool on);
+  // Programmatic dependent launch of the decode-step kernels (kernels/cuda/cuda_kernels.h; default on, sm_90+;
+  // process-wide). Set before the first decode step.
+  void set_programmatic_launch(bool on);
+  // Decode-step kernels request the next kernel's weights (or the window's cross K/V) into L2 while they run
+  // (kernels/cuda/cuda_kernels.h L2Prefetch). Default off: measured 2 % slower (docs/cuda.md). Set before the
+  // first decode step.
+  void set_l2_prefetch(bool on);
+  // The decoder's pre-norms inside the GEMVs that consume them (gemv.h RowNorm) instead of a layer_norm kernel
+  // before each. Default off: measured 18 % slower (docs/cuda.md). Set before the first decode step.
+  void set_fused_norms(bool on);
 
   // ---- Transcription form: the caller (runtime/gpu_network.cpp) decides which slot holds what. Every call
   // synchronises; token ids and lengths are checked and throw std::invalid_argument.
@@ -145,6 +161,9 @@ struct BenchOptions {
   int repeats = 5;
   bool cuda_graphs = true;
   bool gemv = true;
+  bool programmatic_launch = true;
+  bool l2_prefetch = false;
+  bool fused_norms = false;
   std::string weights = "fp16";   // random weights stored as fp16, int8 or int4
   int group = 64;                 // int4 group size
   std::string kv_cache = "fp16";  // kv_cache_from_name
