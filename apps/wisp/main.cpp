@@ -595,10 +595,8 @@ int main(int argc, char** argv) {
   bool bench_no_gemv = false;
   bn->add_flag("--no-gemv", bench_no_gemv, "decode-step linear layers through cuBLASLt instead of the GEMV kernels");
   bool bench_no_pdl = false;
-  bool bench_l2_prefetch = false;
   bool bench_fused_norms = false;
   bn->add_flag("--fused-norms", bench_fused_norms, "decode-step layer norms inside the GEMVs (measured slower)");
-  bn->add_flag("--l2-prefetch", bench_l2_prefetch, "decode-step kernels request the next kernel's weights into L2");
   bn->add_flag("--no-pdl", bench_no_pdl, "launch decode-step kernels without programmatic dependent launch");
   bn->add_option("--weights", bo.weights, "storage of the random weights' linear layers")
       ->check(CLI::IsMember({"fp16", "int8", "int4"}));
@@ -644,7 +642,6 @@ int main(int argc, char** argv) {
       bo.cuda_graphs = !bench_no_graphs;
       bo.gemv = !bench_no_gemv;
       bo.programmatic_launch = !bench_no_pdl;
-      bo.l2_prefetch = bench_l2_prefetch;
       bo.fused_norms = bench_fused_norms;
       std::printf("%s\n", wisp::runtime::run_bench(bo).c_str());
       return 0;

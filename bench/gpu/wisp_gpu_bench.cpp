@@ -35,8 +35,6 @@ int main(int argc, char** argv) {
       o.gemv = false;
     } else if (a == "--no-pdl") {
       o.programmatic_launch = false;
-    } else if (a == "--l2-prefetch") {
-      o.l2_prefetch = true;
     } else if (a == "--fused-norms") {
       o.fused_norms = true;
     } else if (a == "--weights") {
@@ -50,7 +48,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: wisp_gpu_bench [--random SIZE] [-m MODEL] --batch B --tokens N [--repeats R] [--no-graphs] "
-                   "[--no-gemv] [--no-pdl] [--l2-prefetch] [--fused-norms] [--weights fp16|int8|int4] [--group-size "
+                   "[--no-gemv] [--no-pdl] [--fused-norms] [--weights fp16|int8|int4] [--group-size "
                    "64|128] [--kv-cache fp16|int8|int8-dynamic|fp8] "
                    "[--json]\n");
       return 2;

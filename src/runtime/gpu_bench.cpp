@@ -62,7 +62,6 @@ std::string run_bench(const BenchOptions& o) {
   m->set_cuda_graphs(o.cuda_graphs);
   m->set_gemv(o.gemv);
   m->set_programmatic_launch(o.programmatic_launch);
-  m->set_l2_prefetch(o.l2_prefetch);
   m->set_fused_norms(o.fused_norms);
   std::vector<double> mel, enc, ckv, dec;
   for (int r = 0; r <= o.repeats; ++r) {  // run 0 warms up (cuBLASLt plans, clocks)
@@ -84,7 +83,6 @@ std::string run_bench(const BenchOptions& o) {
     << "\", \"batch\": " << B << ", \"tokens\": " << N << ", \"repeats\": " << o.repeats
     << ", \"cuda_graphs\": " << (o.cuda_graphs ? "true" : "false") << ", \"gemv\": " << (o.gemv ? "true" : "false")
     << ", \"programmatic_launch\": " << (o.programmatic_launch ? "true" : "false")
-    << ", \"l2_prefetch\": " << (o.l2_prefetch ? "true" : "false")
     << ", \"fused_norms\": " << (o.fused_norms ? "true" : "false") << ", \"kv_cache\": \"" << o.kv_cache << "\""
     << ", \"mel_ms\": " << l << ", \"encoder_ms\": " << e << ", \"cross_kv_ms\": " << c << ", \"decode_ms\": " << t
     << ", \"decode_ms_per_step\": " << t / N << ", \"total_ms\": " << total

@@ -38,7 +38,6 @@ int GpuWhisper::cache_length() const { return 0; }
 void GpuWhisper::set_cuda_graphs(bool) {}
 void GpuWhisper::set_gemv(bool) {}
 void GpuWhisper::set_programmatic_launch(bool) {}
-void GpuWhisper::set_l2_prefetch(bool) {}
 void GpuWhisper::log_mel(const float*, int) { no_cuda(); }
 void GpuWhisper::set_fused_norms(bool) {}
 int GpuWhisper::window_slots() const { return 0; }

@@ -82,12 +82,6 @@ struct DLinear {
   const __half* w16 = nullptr;  // fp16 [out, in] for cuBLASLt (view.data when fp16; null when quantised)
   __half* b = nullptr;          // [out] (zeros when the layer has no bias)
   int64_t out = 0, in = 0;
-
-  // view.data's bytes (the scales are small enough to leave to the kernel).
-  int64_t data_bytes() const {
-    const int64_t n = out * in;
-    return view.type == kc::WeightType::kF16 ? 2 * n : view.type == kc::WeightType::kI8 ? n : n / 2;
-  }
 };
 
 struct DNorm {
@@ -125,11 +119,9 @@ struct GpuWhisper::Impl {
   size_t max_dequant = 0;  // elements of the largest quantised weight
   __half* deq = nullptr;   // [max_dequant] a quantised weight dequantised for a GEMM (many rows)
   bool use_gemv = true;    // up to kc::kGemvMaxRows rows: the GEMV kernels instead of cuBLASLt
-  // Measured slower on an H200 (docs/cuda.md), so off unless asked for: decode-step kernels requesting the next
-  // one's constant operand into L2, and the pre-norms inside the GEMVs instead of layer_norm kernels.
-  bool use_prefetch = false;
+  // The pre-norms inside the GEMVs instead of layer_norm kernels: measured slower on an H200 (docs/cuda.md),
+  // so off unless asked for.
   bool fuse_norms = false;
-  int64_t l2_bytes = 0;  // the device's L2 size: a prefetch larger than half of it is not requested
   __half* enc_pos = nullptr;
   std::vector<DBlock> enc, dec;
   DNorm ln_post, dec_ln;
@@ -306,28 +298,19 @@ struct GpuWhisper::Impl {
   // (add_layer_norm) and writes the normed rows to dh for cuBLASLt.
   bool fused(int64_t m) const { return use_gemv && m <= kc::kGemvMaxRows; }
 
-  // The L2 prefetch of a decode-step kernel (cuda_kernels.h): the operand of the kernel after it, when the
-  // GEMV path runs and the operand fits half the L2 (the cross K/V of 32 windows does not).
-  kc::L2Prefetch prefetch(const void* data, int64_t bytes, int64_t m) const {
-    if (!use_prefetch || !fused(m) || bytes > l2_bytes / 2) return {};
-    return kc::L2Prefetch{data, bytes};
-  }
-  kc::L2Prefetch prefetch(const DLinear& l, int64_t m) const { return prefetch(l.view.data, l.data_bytes(), m); }
-
   // dx += a [m, in] · Wᵀ + b.
-  void residual_apply(const DLinear& l, const __half* a, int64_t m, kc::L2Prefetch next = {}) {
+  void residual_apply(const DLinear& l, const __half* a, int64_t m) {
     if (fused(m)) {
-      CK(kc::gemv(a, l.view, l.b, dx, dx, m, l.out, l.in, false, stream, {}, next));
+      CK(kc::gemv(a, l.view, l.b, dx, dx, m, l.out, l.in, false, stream));
     } else {
       apply(l, a, dy, m, false);
       residual_pending = true;
     }
   }
   // y [m, out] = act(ln(dx) · Wᵀ + b).
-  void norm_apply(const DNorm& ln, const DLinear& l, __half* y, int64_t m, bool gelu, kc::L2Prefetch next = {}) {
+  void norm_apply(const DNorm& ln, const DLinear& l, __half* y, int64_t m, bool gelu) {
     if (fused(m) && fuse_norms) {
-      CK(kc::gemv(dx, l.view, l.b, nullptr, y, m, l.out, l.in, gelu, stream, kc::RowNorm{ln.gamma, ln.beta, 1e-5f},
-                  next));
+      CK(kc::gemv(dx, l.view, l.b, nullptr, y, m, l.out, l.in, gelu, stream, kc::RowNorm{ln.gamma, ln.beta, 1e-5f}));
     } else {
       normalize(ln, m);
       apply(l, dh, y, m, gelu);
@@ -556,8 +539,6 @@ struct GpuWhisper::Impl {
     const int64_t dt = d.n_text_state, ctx = d.n_text_ctx, nc = d.n_audio_ctx, hd = dt / d.n_text_head;
     CK(kc::embed_tokens(tokens, pos, tok_emb, dec_pos, dx, B, dt, d.n_vocab, ctx, stream));
     residual_pending = false;
-    // Each kernel with a large constant operand of its own also requests the next one's into L2 (prefetch()).
-    const int64_t cross_bytes = (at.shared ? 1 : B) * nc * 2 * dt * kc::kv_element_bytes(kv_type);
     for (size_t l = 0; l < dec.size(); ++l) {
       const DBlock& b = dec[l];
       const kc::KvView cache = self_view(l, at.seq), cross = cross_view(l, at.window, at.shared);
@@ -565,15 +546,14 @@ struct GpuWhisper::Impl {
       norm_apply(b.attn_ln, b.qkv, dqkv, B, false);
       CK(kc::kv_append_quantized(dqkv + dt, 3 * dt, cache, pos, ctx, B, d.n_text_head, hd, stream));
       CK(kc::decoder_attention_quantized(dqkv, 3 * dt, 3 * dt, cache, len, ctx, da_, dt, dt, B, 1, d.n_text_head, hd,
-                                         true, attn_ws, attn_ws_bytes, stream, prefetch(b.attn_out, B)));
-      residual_apply(b.attn_out, da_, B, prefetch(b.cross_q, B));
+                                         true, attn_ws, attn_ws_bytes, stream));
+      residual_apply(b.attn_out, da_, B);
       // cross-attention over the window's audio K/V
-      norm_apply(b.cross_ln, b.cross_q, dy, B, false, prefetch(cross.data, cross_bytes, B));
+      norm_apply(b.cross_ln, b.cross_q, dy, B, false);
       CK(kc::decoder_attention_quantized(dy, dt, dt, cross, nullptr, nc, da_, dt, dt, B, 1, d.n_text_head, hd, false,
-                                         attn_ws, attn_ws_bytes, stream, prefetch(b.cross_out, B)));
-      residual_apply(b.cross_out, da_, B, prefetch(b.fc1, B));
-      norm_apply(b.mlp_ln, b.fc1, df, B, true, prefetch(b.fc2, B));
-      residual_apply(b.fc2, df, B, l + 1 < dec.size() ? prefetch(dec[l + 1].qkv, B) : kc::L2Prefetch{});
+                                         attn_ws, attn_ws_bytes, stream));
+      residual_apply(b.cross_out, da_, B);
+      feed_forward(b, B);
     }
     norm_logits(dlogits, B);
     CK(kc::argmax(dlogits, B, d.n_vocab, d.n_vocab, next, next_lp, stream));
@@ -655,9 +635,6 @@ std::unique_ptr<GpuWhisper::Impl> make_impl(const GpuDims& dims, GpuWhisper::Cap
   impl->sequences = cap.sequences;
   impl->rows = std::max(cap.sequences, dims.n_text_ctx);
   cuda_check(cudaGetDevice(&impl->device), "cudaGetDevice");
-  int l2 = 0;
-  cuda_check(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, impl->device), "cudaDeviceGetAttribute");
-  impl->l2_bytes = l2;
   size_t free_b = 0, total_b = 0;
   cuda_check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
   impl->used_before = total_b - free_b;
@@ -886,7 +863,6 @@ void GpuWhisper::reset(int batch) {
 void GpuWhisper::set_cuda_graphs(bool on) { impl_->use_graphs = on; }
 void GpuWhisper::set_gemv(bool on) { impl_->use_gemv = on; }
 void GpuWhisper::set_programmatic_launch(bool on) { kc::set_programmatic_launch(on); }
-void GpuWhisper::set_l2_prefetch(bool on) { impl_->use_prefetch = on; }
 void GpuWhisper::set_fused_norms(bool on) { impl_->fuse_norms = on; }
 
 std::vector<int> GpuWhisper::decode_step(const int* tokens, int batch, std::vector<float>* logprob) {

@@ -104,10 +104,6 @@ class GpuWhisper {
   // Programmatic dependent launch of the decode-step kernels (kernels/cuda/cuda_kernels.h; default on, sm_90+;
   // process-wide). Set before the first decode step.
   void set_programmatic_launch(bool on);
-  // Decode-step kernels request the next kernel's weights (or the window's cross K/V) into L2 while they run
-  // (kernels/cuda/cuda_kernels.h L2Prefetch). Default off: measured 2 % slower (docs/cuda.md). Set before the
-  // first decode step.
-  void set_l2_prefetch(bool on);
   // The decoder's pre-norms inside the GEMVs that consume them (gemv.h RowNorm) instead of a layer_norm kernel
   // before each. Default off: measured 18 % slower (docs/cuda.md). Set before the first decode step.
   void set_fused_norms(bool on);
@@ -162,7 +158,6 @@ struct BenchOptions {
   bool cuda_graphs = true;
   bool gemv = true;
   bool programmatic_launch = true;
-  bool l2_prefetch = false;
   bool fused_norms = false;
   std::string weights = "fp16";   // random weights stored as fp16, int8 or int4
   int group = 64;                 // int4 group size

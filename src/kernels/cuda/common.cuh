@@ -40,23 +40,6 @@ __device__ __forceinline__ void allow_next_kernel() {
 #endif
 }
 
-// The L2Prefetch (cuda_kernels.h) of a kernel: every 128-byte line of [data, data + bytes), one request per line,
-// spread over all threads of the grid.
-// Not inlined: in register-hungry kernels the loop's registers would otherwise cost spills. sm_80+ only (the
-// decode-step kernels that take a prefetch need sm_80 or later anyway).
-inline __device__ __noinline__ void prefetch_l2(const void* data, int64_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  if (!data || bytes <= 0) return;
-  const auto first = reinterpret_cast<uintptr_t>(data) & ~uintptr_t{127};
-  const int64_t lines = static_cast<int64_t>((reinterpret_cast<uintptr_t>(data) + bytes - first + 127) / 128);
-  const int64_t threads = static_cast<int64_t>(gridDim.x) * gridDim.y * gridDim.z * blockDim.x;
-  const int64_t block = (static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-  for (int64_t i = block * blockDim.x + threadIdx.x; i < lines; i += threads) {
-    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(first + static_cast<uintptr_t>(i) * 128));
-  }
-#endif
-}
-
 // Whether the current device runs programmatic dependent launches (compute capability 9.0+), cached per
 // device.
 inline bool device_chains_launches() {

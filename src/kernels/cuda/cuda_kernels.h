@@ -38,15 +38,6 @@ bool device_available();
 void set_programmatic_launch(bool on);
 bool programmatic_launch();
 
-// Bytes a decode-step kernel requests into L2 for a later kernel, before its own wait (the GEMVs and the
-// decoder attention take one): the next layer's weights or the window's cross-attention K/V are constants,
-// so fetching them while this kernel runs turns the next kernel's DRAM latency into L2 latency. The requests
-// are hints (prefetch.global.L2), one per 128-byte line, spread over the whole grid.
-struct L2Prefetch {
-  const void* data = nullptr;  // [bytes]
-  int64_t bytes = 0;
-};
-
 // ---------------------------------------------------------------------------------------------------------
 // Conversions and element-wise ops
 

@@ -113,11 +113,9 @@ struct DecoderParams {
   int n_kv, n_q, causal;
   int splits, split_len;
   float scale_log2;
-  float* part_o;         // [batch, n_head, splits, n_q, 64]  output sums relative to part_ml's max
-  float* part_ml;        // [batch, n_head, splits, n_q, 2]   (max in log2 units, sum)
-  unsigned* counters;    // [batch, n_head] blocks done; zero between calls
-  const void* prefetch;  // L2Prefetch for a later kernel
-  int64_t prefetch_bytes;
+  float* part_o;       // [batch, n_head, splits, n_q, 64]  output sums relative to part_ml's max
+  float* part_ml;      // [batch, n_head, splits, n_q, 2]   (max in log2 units, sum)
+  unsigned* counters;  // [batch, n_head] blocks done; zero between calls
 };
 
 template <KvType T, int MAXQ>
@@ -129,7 +127,6 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
   __shared__ float s_m[kGroups][MAXQ];
   __shared__ float s_l[kGroups][MAXQ];
   __shared__ float s_acc[kGroups][MAXQ][kHeadDim];
-  detail::prefetch_l2(p.prefetch, p.prefetch_bytes);
   detail::wait_prior_kernels();
   detail::allow_next_kernel();
 
@@ -428,7 +425,7 @@ Status decoder_attention_quantized(const __half* q, int64_t ldq, int64_t q_batch
                                    const int32_t* kv_len, int64_t n_kv, __half* out, int64_t ldo,
                                    int64_t out_batch_stride, int64_t batch, int64_t n_q, int64_t n_head,
                                    int64_t head_dim, bool causal, void* workspace, size_t workspace_bytes,
-                                   cudaStream_t stream, const L2Prefetch& prefetch) {
+                                   cudaStream_t stream) {
   if (n_head <= 0 || n_head > INT32_MAX) return Status::kInvalidArgument;
   const int64_t d = n_head * head_dim;
   if (kv.ld < 2 * d) return Status::kInvalidArgument;
@@ -450,8 +447,6 @@ Status decoder_attention_quantized(const __half* q, int64_t ldq, int64_t q_batch
     p.scale_ld = kv.scale_ld;
     p.scale_batch_stride = kv.scale_batch_stride;
   }
-  p.prefetch = prefetch.data;
-  p.prefetch_bytes = prefetch.data ? prefetch.bytes : 0;
   return run(kv.type, p, q, ldq, q_batch_stride, kv_len, n_kv, out, ldo, out_batch_stride, batch, n_q, n_head, head_dim,
              causal, workspace, workspace_bytes, stream);
 }

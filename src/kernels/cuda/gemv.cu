@@ -59,7 +59,6 @@ using detail::launch_chained;
 using detail::launch_status;
 using detail::normalize8;
 using detail::pack8;
-using detail::prefetch_l2;
 using detail::unpack8;
 using detail::wait_prior_kernels;
 using detail::warp_row_stats;
@@ -75,8 +74,6 @@ struct GemvParams {
   __half* y;
   float* y32;
   const float* ln_gamma;  // the fused row norm (RowNorm), or null
-  const void* prefetch;   // L2Prefetch for a later kernel
-  int64_t prefetch_bytes;
   const float* ln_beta;
   float ln_eps;
   int m, n, k;
@@ -282,7 +279,6 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
   // The first weights (constants) are requested before waiting for the kernels that write the activations,
   // so their latency overlaps the end of those kernels and the staging below.
   if (c0 < c1) load(c0);
-  prefetch_l2(p.prefetch, p.prefetch_bytes);
   wait_prior_kernels();
   allow_next_kernel();
 
@@ -587,7 +583,6 @@ __global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_
   // The first weights (constants) are requested before waiting for the kernels that write the activations,
   // so their latency overlaps the end of those kernels.
   load(t);
-  prefetch_l2(p.prefetch, p.prefetch_bytes);
 
   // The epilogue's constants for this thread's first output (e = t below), also before the wait.
   const int jt = min(j0 + t / M, p.n - 1), rt = t % M;
@@ -765,7 +760,7 @@ Status dispatch(const GemvParams& p, WeightType type, cudaStream_t stream) {
 }
 
 Status make_params(const __half* x, const WeightView& w, int64_t m, int64_t n, int64_t k, const RowNorm& norm,
-                   const L2Prefetch& prefetch, GemvParams& p) {
+                   GemvParams& p) {
   if (m < 1 || m > kGemvMaxRows || !x || !aligned16(x)) return Status::kInvalidArgument;
   const Status s = check_weight(w, n, k);
   if (s != Status::kOk) return s;
@@ -775,8 +770,6 @@ Status make_params(const __half* x, const WeightView& w, int64_t m, int64_t n, i
   p.ln_gamma = norm.gamma;
   p.ln_beta = norm.beta;
   p.ln_eps = norm.eps;
-  p.prefetch = prefetch.data;
-  p.prefetch_bytes = prefetch.data ? prefetch.bytes : 0;
   p.x = x;
   p.w = w.data;
   p.scales = w.scales;
@@ -831,9 +824,9 @@ int64_t weight_bytes(WeightType type, int64_t n, int64_t k, int group) {
 }
 
 Status gemv(const __half* x, const WeightView& w, const __half* bias, const __half* residual, __half* y, int64_t m,
-            int64_t n, int64_t k, bool gelu, cudaStream_t stream, const RowNorm& norm, const L2Prefetch& prefetch) {
+            int64_t n, int64_t k, bool gelu, cudaStream_t stream, const RowNorm& norm) {
   GemvParams p;
-  const Status s = make_params(x, w, m, n, k, norm, prefetch, p);
+  const Status s = make_params(x, w, m, n, k, norm, p);
   if (s != Status::kOk) return s;
   if (!y || y == x) return Status::kInvalidArgument;
   p.bias = bias;
@@ -844,9 +837,9 @@ Status gemv(const __half* x, const WeightView& w, const __half* bias, const __ha
 }
 
 Status gemv_f32_out(const __half* x, const WeightView& w, float* y, int64_t m, int64_t n, int64_t k,
-                    cudaStream_t stream, const RowNorm& norm, const L2Prefetch& prefetch) {
+                    cudaStream_t stream, const RowNorm& norm) {
   GemvParams p;
-  const Status s = make_params(x, w, m, n, k, norm, prefetch, p);
+  const Status s = make_params(x, w, m, n, k, norm, p);
   if (s != Status::kOk) return s;
   if (!y) return Status::kInvalidArgument;
   p.y32 = y;

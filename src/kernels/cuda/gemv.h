@@ -51,16 +51,15 @@ int64_t weight_bytes(WeightType type, int64_t n, int64_t k, int group);
 // and the epilogue are fp32, with one rounding to fp16 at the end. bias and residual may be null; y may alias
 // residual (the in-place residual add x += W·h), not x. x must be 16-byte aligned. k must be a multiple of 8
 // (kF16) or 16 (kI8); for kI4 a multiple of the group; with a norm at most kGemvMaxNormCols. kNotSupported
-// below sm_80 (the products run on the tensor cores). Launched chained (programmatic_launch()); `prefetch`
-// is requested into L2 for a later kernel.
+// below sm_80 (the products run on the tensor cores). Launched chained (programmatic_launch()).
 Status gemv(const __half* x /* [m, k] */, const WeightView& w, const __half* bias /* [n] or null */,
             const __half* residual /* [m, n] or null */, __half* y /* [m, n] */, int64_t m, int64_t n, int64_t k,
-            bool gelu, cudaStream_t stream, const RowNorm& norm = {}, const L2Prefetch& prefetch = {});
+            bool gelu, cudaStream_t stream, const RowNorm& norm = {});
 
 // y[r, j] = Σ_i x̂[r, i]·W[j, i] in fp32 (the logits: x̂ [m, d] · token_embedding [n_vocab, d]ᵀ). Same
 // requirements as gemv().
 Status gemv_f32_out(const __half* x /* [m, k] */, const WeightView& w, float* y /* [m, n] */, int64_t m, int64_t n,
-                    int64_t k, cudaStream_t stream, const RowNorm& norm = {}, const L2Prefetch& prefetch = {});
+                    int64_t k, cudaStream_t stream, const RowNorm& norm = {});
 
 // out[j, i] = half(float(q[j, i]) · scale): the fp32 product rounded to fp16 (for many rows: dequantise into a
 // scratch buffer, then linear()). A kF16 weight is copied. out must be 16-byte aligned.

@@ -71,7 +71,7 @@ Status decoder_attention_quantized(const __half* q /* [batch, n_q, ldq] */, int6
                                    __half* out /* [batch, n_q, ldo] */, int64_t ldo, int64_t out_batch_stride,
                                    int64_t batch, int64_t n_q, int64_t n_head, int64_t head_dim, bool causal,
                                    void* workspace /* decoder_attention_workspace_bytes, or null */,
-                                   size_t workspace_bytes, cudaStream_t stream, const L2Prefetch& prefetch = {});
+                                   size_t workspace_bytes, cudaStream_t stream);
 
 // Calibration: amax[h] = max(amax[h], max |K of head h|) and amax[n_head + h] likewise for V, over rows
 // r < len[b] of every sequence (all rows when len is null). amax must hold non-negative values before the call
