@@ -483,7 +483,9 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   if (gpu) {
     factory = [gpu_options](const model::WhisperModel& m) -> std::unique_ptr<model::DeviceBackend> {
       if (!runtime::gpu_available()) {
-        throw InvalidArgument("--device cuda: no CUDA GPU is usable (or this wisp was built without CUDA)");
+        throw InvalidArgument(
+            "--device cuda: no CUDA GPU of compute capability 8.0 or newer is visible (or this wisp was built "
+            "without CUDA)");
       }
       try {
         return runtime::make_gpu_backend(m, gpu_options);

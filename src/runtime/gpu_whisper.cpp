@@ -614,7 +614,16 @@ struct GpuWhisper::Impl {
   }
 };
 
-bool gpu_available() { return kc::device_available(); }
+bool gpu_available() {
+  if (!kc::device_available()) return false;
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return major >= 8;  // the tensor-core kernels' minimum (and the architectures CMake builds for)
+}
 
 GpuWhisper::GpuWhisper(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 GpuWhisper::~GpuWhisper() = default;
@@ -623,6 +632,7 @@ namespace {
 
 std::unique_ptr<GpuWhisper::Impl> make_impl(const GpuDims& dims, GpuWhisper::Capacity cap) {
   if (!kc::device_available()) throw std::runtime_error("no CUDA device");
+  if (!gpu_available()) throw std::runtime_error("the CUDA device is older than compute capability 8.0 (Ampere)");
   if (cap.windows < 1 || cap.sequences < 1) {
     throw std::invalid_argument("GpuWhisper: at least one window and one sequence slot are needed");
   }

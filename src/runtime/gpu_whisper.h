@@ -47,7 +47,8 @@ enum class GpuKvCache { kF16, kInt8, kInt8Dynamic, kFp8 };
 // "fp16", "int8", "int8-dynamic", "fp8" (throws std::invalid_argument otherwise).
 GpuKvCache kv_cache_from_name(const std::string& name);
 
-// True when a CUDA device is visible (false in CPU-only builds).
+// True when the current CUDA device has compute capability 8.0 or newer, the kernels' minimum (false without
+// one, and in CPU-only builds).
 bool gpu_available();
 
 class GpuWhisper {
