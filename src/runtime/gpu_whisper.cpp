@@ -132,7 +132,7 @@ struct GpuWhisper::Impl {
   // before it is quantised).
   float* audio = nullptr;      // [W, window_samples] 16 kHz samples of each window (log_mel's input)
   float* mel = nullptr;        // [W, n_mels, 2·n_audio_ctx]
-  kc::DeviceLogMel mel_gpu;    // the log-mel of one window (cuFFT plans and workspace)
+  kc::DeviceLogMel mel_gpu;    // the log-mel of one window (cuFFT plans, ~10 MB; made by the first log_mel)
   __half* big = nullptr;       // conv1 output [W, 2·n_ctx, d] / fc1 output [W, n_ctx, 4d]
   __half* mid = nullptr;       // im2col columns / qkv [W, n_ctx, 3d]
   __half* x = nullptr;         // residual stream [W, n_ctx, d]
@@ -415,9 +415,6 @@ struct GpuWhisper::Impl {
     CK(kc::decoder_attention_workspace_init(attn_ws, attn_ws_bytes, stream));
     cuda_check(cudaMemset(next, 0, R * 4), "cudaMemset");
     reset(std::min(windows, sequences));
-    // The log-mel of one window at a time: cuFFT plans and a workspace of their own (~10 MB).
-    const std::vector<float> filters = core::mel_filters(d.n_mels);  // [n_mels, 201]
-    kcheck(mel_gpu.init(d.n_mels, filters.data(), int64_t(window_samples()), 0), "DeviceLogMel::init");
   }
 
   void reset(int B) {
@@ -840,6 +837,10 @@ void GpuWhisper::log_mel(const float* samples, int batch) {
   check_batch(*impl_, batch);
   Impl& m = *impl_;
   const size_t n = m.window_samples(), per_mel = size_t(m.d.n_mels) * 2 * m.d.n_audio_ctx;
+  if (!m.mel_gpu.ready()) {  // only programs that use it pay for it (transcription computes the mel on the CPU)
+    const std::vector<float> filters = core::mel_filters(m.d.n_mels);  // [n_mels, 201]
+    kcheck(m.mel_gpu.init(m.d.n_mels, filters.data(), int64_t(n), 0), "DeviceLogMel::init");
+  }
   if (samples) {
     cuda_check(cudaMemcpyAsync(m.audio, samples, size_t(batch) * n * 4, cudaMemcpyHostToDevice, m.stream),
                "upload audio");

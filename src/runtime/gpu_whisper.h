@@ -81,7 +81,7 @@ class GpuWhisper {
   // The log-mel of `batch` 30 s windows on the GPU (cuFFT; kernels/cuda/log_mel.h) into the device mel buffer
   // that encode(nullptr, batch) reads. samples: host fp32 [batch, 2·n_audio_ctx·160] at 16 kHz (null: the device
   // audio buffer as it is, for benchmarks). No padding past the window (faster-whisper pads the whole file).
-  // Asynchronous unless samples are given.
+  // Asynchronous unless samples are given. The first call makes the cuFFT plans and workspace (~10 MB).
   void log_mel(const float* samples, int batch);
   // mel: host fp32 [batch, n_mels, 2·n_audio_ctx] (null: the device mel buffer as it is, for benchmarks).
   // Leaves the features [batch, n_audio_ctx, d] on the device. Asynchronous unless mel is given.
