@@ -4,7 +4,8 @@
 #   SIZE=large-v2 BATCHES="1 32" NTOK=100 WISP_BENCH=build-gpu/wisp_gpu_bench bench/torch_vs_wisp.sh
 # WISP_BENCH is `wisp_gpu_bench` (kernels-only builds) or "wisp bench" (full builds). MODES lists the wisp
 # variants, each "weights[:flag[:value]...]" (e.g. "fp16 fp16:--no-gemv int8 int4 int4:--group-size:128"); the
-# first one is the one the PyTorch ratios are taken against.
+# first one is the one the PyTorch ratios are taken against. TORCH=0 skips PyTorch (wisp variants only, e.g.
+# MODES="fp16 fp16:--no-pdl fp16:--fused-norms int8" for a quick A/B of the decode step).
 set -euo pipefail
 SIZE=${SIZE:-large-v2}
 BATCHES=${BATCHES:-"1 32"}
@@ -12,6 +13,7 @@ NTOK=${NTOK:-100}
 REPEATS=${REPEATS:-5}
 WISP_BENCH=${WISP_BENCH:-build-gpu/wisp_gpu_bench}
 MODES=${MODES:-fp16}
+TORCH=${TORCH:-1}
 OUT=${OUT:-.}
 here=$(cd "$(dirname "$0")" && pwd)
 jsonl=$OUT/torch_vs_wisp.jsonl
@@ -26,7 +28,9 @@ for b in $BATCHES; do
       | tee -a "$jsonl"
   done
 done
-if python3 -c "import torch, transformers" 2>/dev/null; then
+if [ "$TORCH" = 0 ]; then
+  echo "TORCH=0: PyTorch columns left empty" >&2
+elif python3 -c "import torch, transformers" 2>/dev/null; then
   SIZE=$SIZE NTOK=$NTOK REPEATS=$REPEATS BATCHES=$(echo $BATCHES | tr ' ' ',') python3 "$here/torch_baseline.py" \
     | grep '^{' | tee -a "$jsonl" || echo "torch baseline failed" >&2
 else
@@ -45,7 +49,7 @@ out = [f"# wisp vs PyTorch: {sys.argv[3]}, random weights, {sys.argv[4]} greedy 
        "", "| batch | metric | " + " | ".join(f"wisp {m}" for m in modes) + f" | PyTorch fp16 | PyTorch / wisp {modes[0]} |",
        "|---|---|" + "---|" * (len(modes) + 2)]
 for b in batches:
-    for k in ["encoder_ms", "decode_ms_per_step", "total_ms", "audio_s_per_s", "weights_gb", "peak_mem_gb"]:
+    for k in ["mel_ms", "encoder_ms", "decode_ms_per_step", "total_ms", "audio_s_per_s", "weights_gb", "peak_mem_gb"]:
         vals = [w.get((b, m), {}).get(k) for m in modes]
         tv = t.get(b, {}).get(k)
         ratio = ""
@@ -63,7 +67,7 @@ for b in batches:
         cells = [""] * len(modes) + [f"failed: {g['generate_error']}", ""]
         out.append("| " + " | ".join([str(b), "HF generate"] + cells) + " |")
 out += ["", "Ratios are speed-ups of wisp (PyTorch time / wisp time; for audio_s_per_s wisp / PyTorch; for memory PyTorch / wisp).",
-        "wisp total_ms = encoder + cross-K/V + N decode steps; PyTorch computes the cross-K/V inside its first step.",
+        "wisp total_ms = GPU log-mel + encoder + cross-K/V + N decode steps; PyTorch (no mel) computes the cross-K/V inside its first step.",
         "wisp peak_mem_gb is cudaMemGetInfo growth (weights + all buffers + cuBLAS workspace); PyTorch's is max_memory_allocated."]
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
