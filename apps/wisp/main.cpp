@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -290,9 +291,20 @@ int run_transcribe(const TranscribeArgs& a) {
       wisp::Model::load(resolve_model(a.model), wisp::LoadOptions{a.threads, a.device, a.kv_cache, false});
   int failures = 0;
   const bool tty = ::isatty(STDERR_FILENO);
-  for (const std::string& file : a.files) {
+  // The next file is decoded (FFmpeg, one thread) while the current one is transcribed, so that with many
+  // files the network (a GPU especially) does not wait for the decoder in between. A decoding error surfaces
+  // when its file's turn comes, as before.
+  auto decode = [](const std::string& path) {
+    return std::async(std::launch::async, [path] { return wisp::load_audio(path); });
+  };
+  std::future<std::vector<float>> next;
+  if (!a.files.empty()) next = decode(a.files.front());
+  for (size_t i = 0; i < a.files.size(); ++i) {
+    const std::string& file = a.files[i];
+    std::future<std::vector<float>> current = std::move(next);
+    if (i + 1 < a.files.size()) next = decode(a.files[i + 1]);
     try {
-      const std::vector<float> samples = wisp::load_audio(file);
+      const std::vector<float> samples = current.get();
       wisp::TranscribeOptions o = base;
       const double duration = static_cast<double>(samples.size()) / wisp::kSampleRate;
       if (duration > 30.0) {

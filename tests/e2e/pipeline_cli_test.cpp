@@ -195,6 +195,29 @@ TEST_F(Cli, TranscribesJfk) {
   EXPECT_EQ(r.err.find("error"), std::string::npos) << describe(r);
 }
 
+// Several files: each is decoded while the one before it is transcribed; a missing one in the middle gets
+// its one error line in its turn, and the others still get their transcripts and files, in order.
+TEST_F(Cli, SeveralFilesWithOneMissing) {
+  TempDir dir;
+  const fs::path first = dir.path / "first.wav", second = dir.path / "second.wav", third = dir.path / "third.wav";
+  fs::copy_file(jfk(), first);
+  fs::copy_file(jfk(), third);
+  const fs::path out = dir.path / "out";
+  fs::create_directory(out);
+  const Result r = run_wisp({"transcribe", first.string(), second.string(), third.string(), "-m", "tiny.en", "-t", "2",
+                             "-f", "txt", "-o", out.string()});
+  ASSERT_EQ(r.signal, 0) << describe(r);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(normalize(r.out), std::string(kJfkSentence) + " " + kJfkSentence) << describe(r);
+  const auto err = lines(r.err);
+  const auto errors = std::count_if(err.begin(), err.end(),
+                                    [](const std::string& l) { return l.find("wisp: error:") != std::string::npos; });
+  EXPECT_EQ(errors, 1) << describe(r);
+  EXPECT_NE(r.err.find("second.wav"), std::string::npos) << describe(r);
+  EXPECT_EQ(files_in(out), (std::vector<std::string>{"first.txt", "third.txt"}));
+  EXPECT_EQ(normalize(slurp(out / "third.txt")), kJfkSentence);
+}
+
 TEST_F(Cli, WritesEveryOutputFormat) {
   TempDir dir;
   const Result r = run_wisp({"transcribe", jfk(), "-m", "tiny.en", "-t", "2", "-f", "all", "-o", dir.path.string()});
