@@ -24,8 +24,13 @@ void top_k(const std::vector<float>& scores, int vocab, int count, std::vector<C
   auto better = [](const Candidate& a, const Candidate& b) { return a.score > b.score; };
   const size_t n = scores.size();
   for (size_t i = 0; i < n; ++i) {
+    // Once `count` candidates are held, jump to the next score above the weakest (a vectorised scan: the
+    // rows × vocabulary scores of every step are mostly below it).
+    if (static_cast<int>(out.size()) == count) {
+      i += static_cast<size_t>(ops::first_above(std::span<const float>(scores).subspan(i), out.back().score));
+      if (i >= n) break;
+    }
     const float s = scores[i];
-    if (static_cast<int>(out.size()) == count && !(s > out.back().score)) continue;
     const Candidate c{static_cast<int>(i % static_cast<size_t>(vocab)),
                       static_cast<int>(i / static_cast<size_t>(vocab)), s};
     // Insert after every entry with a score >= s: ties keep the lower flat index first.

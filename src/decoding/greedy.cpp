@@ -75,7 +75,7 @@ WindowResult decode_greedy(const model::WhisperModel& model, const model::CrossK
   for (int step = 0; step < max_new_tokens; ++step) {
     apply_filters(row, tokens, f, sp);
     ops::log_softmax_(row);
-    const int tok = static_cast<int>(std::max_element(row.begin(), row.end()) - row.begin());
+    const int tok = static_cast<int>(ops::argmax(row));
     sum += row[static_cast<size_t>(tok)];
     if (tok == sp.eot) break;
     tokens.push_back(tok);

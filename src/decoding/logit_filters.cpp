@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "ops/ops.h"
+
 namespace wisp::decoding {
 
 namespace {
@@ -20,15 +22,6 @@ void forbid(std::span<float> logits, const std::vector<int>& ids) {
   for (int id : ids) {
     if (id >= 0 && id < static_cast<int>(logits.size())) logits[static_cast<size_t>(id)] = kNegInf;
   }
-}
-
-double logsumexp(std::span<const float> v) {
-  float mx = kNegInf;
-  for (float x : v) mx = std::max(mx, x);
-  if (mx == kNegInf) return kNegInf;
-  double s = 0.0;
-  for (float x : v) s += std::exp(static_cast<double>(x - mx));
-  return mx + std::log(s);
 }
 
 }  // namespace
@@ -71,9 +64,9 @@ void apply_filters(std::span<float> logits, std::span<const int> sampled, const 
 
   // If the timestamps together are more likely than any single text token, force a timestamp.
   // (Both sides would be shifted by the same log-normaliser, so raw logits compare the same.)
-  const double ts_lse = logsumexp(logits.subspan(static_cast<size_t>(ts)));
-  float max_text = kNegInf;
-  for (int i = 0; i < ts; ++i) max_text = std::max(max_text, logits[static_cast<size_t>(i)]);
+  // (Vectorised helpers: this runs on every row of every step.)
+  const double ts_lse = ops::log_sum_exp(logits.subspan(static_cast<size_t>(ts)));
+  const float max_text = ops::max_value(logits.first(static_cast<size_t>(ts)));
   if (ts_lse > static_cast<double>(max_text)) forbid_range(logits, 0, ts);
 }
 

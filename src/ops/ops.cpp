@@ -208,6 +208,14 @@ void copy_rows(Columns src, int64_t width, Tensor& dst, int64_t row) {
 }
 
 void log_softmax_(std::span<float> row) { cpu::log_softmax(row.data(), static_cast<int64_t>(row.size())); }
+float max_value(std::span<const float> row) { return cpu::max_value(row.data(), static_cast<int64_t>(row.size())); }
+int64_t argmax(std::span<const float> row) { return cpu::argmax(row.data(), static_cast<int64_t>(row.size())); }
+int64_t first_above(std::span<const float> row, float threshold) {
+  return cpu::first_above(row.data(), static_cast<int64_t>(row.size()), threshold);
+}
+double log_sum_exp(std::span<const float> row) {
+  return cpu::log_sum_exp(row.data(), static_cast<int64_t>(row.size()));
+}
 
 Tensor to_f32(const Tensor& t) { return t.dtype() == DType::kF32 ? t : t.to_f32(); }
 

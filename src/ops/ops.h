@@ -73,6 +73,13 @@ void copy_rows(Columns src, int64_t width, Tensor& dst, int64_t row);
 
 // In place log-softmax of one host row of logits.
 void log_softmax_(std::span<float> row);
+// The largest value of a host row (−inf when empty), and its first index (std::max_element's; no NaN).
+float max_value(std::span<const float> row);
+int64_t argmax(std::span<const float> row);
+// The first index i with row[i] > threshold, or row.size().
+int64_t first_above(std::span<const float> row, float threshold);
+// log Σ exp(row[i]) (−inf when empty or all −inf).
+double log_sum_exp(std::span<const float> row);
 
 // Host f32 copy of any f32/f16/bf16 tensor (weights that kernels read as f32).
 Tensor to_f32(const Tensor& t);

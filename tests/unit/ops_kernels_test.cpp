@@ -8,11 +8,13 @@
 // that merely sums in another order stays well inside it.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -409,9 +411,48 @@ TEST(OpsMisc, CopyRowsFromColumnRange) {
   EXPECT_EQ(dst.data<float>()[8 * 10 + 9], src.data<float>()[4 * 30 + 9]);
 }
 
+// The vectorised row reductions of the decoding loop against plain loops, at lengths around the 8-lane vectors
+// and the vocabulary's; the maximum placed at every position of the first vectors and the tail.
+TEST(OpsMisc, RowReductions) {
+  std::mt19937 rng(15);
+  std::uniform_real_distribution<float> u(-20.0f, 20.0f);
+  for (int64_t n : {int64_t{1}, int64_t{5}, int64_t{8}, int64_t{13}, int64_t{51865}}) {
+    std::vector<float> row(static_cast<size_t>(n));
+    for (float& v : row) v = u(rng);
+    for (int64_t at : {int64_t{0}, n / 2, n - 1}) {
+      std::vector<float> r = row;
+      r[static_cast<size_t>(at)] = 30.0f;
+      if (n > 2) r[static_cast<size_t>(n - 1 - at / 2)] = 30.0f;  // a tie: the first index wins
+      const auto first = std::max_element(r.begin(), r.end()) - r.begin();
+      EXPECT_EQ(argmax(r), first) << n << " " << at;
+      EXPECT_EQ(max_value(r), 30.0f);
+      double mx = -INFINITY, sum = 0.0;
+      for (float v : r) mx = std::max(mx, static_cast<double>(v));
+      for (float v : r) sum += std::exp(static_cast<double>(v) - mx);
+      EXPECT_NEAR(log_sum_exp(r), mx + std::log(sum), 1e-6) << n;
+      // first_above: the first index over a threshold, scanning from anywhere; none above gives the length.
+      for (float t : {29.0f, 0.0f, 31.0f}) {
+        int64_t want = n;
+        for (int64_t i = 0; i < n; ++i) {
+          if (r[static_cast<size_t>(i)] > t) {
+            want = i;
+            break;
+          }
+        }
+        EXPECT_EQ(first_above(r, t), want) << n << " " << t;
+      }
+    }
+  }
+  const std::vector<float> none(9, -INFINITY);
+  EXPECT_EQ(log_sum_exp(none), -INFINITY);
+  EXPECT_EQ(max_value(std::span<const float>()), -INFINITY);
+  EXPECT_EQ(first_above(none, -1.0f), 9);
+}
+
 TEST(OpsMisc, LogSoftmax) {
   std::mt19937 rng(14);
-  for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{51865}}) {
+  // Lengths around the 8-lane vectors (a tail only, one vector, vector + tail) and the vocabulary's.
+  for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{9}, int64_t{51865}}) {
     Tensor x = random_f32({n}, rng, -20.0f, 20.0f);
     if (n > 3) x.data<float>()[2] = -INFINITY;  // a suppressed token
     std::vector<float> row(x.data<float>(), x.data<float>() + n);

@@ -62,6 +62,14 @@ void attention_decode(const float* q, int64_t ldq, const float* k, int64_t ldk, 
                       int64_t ldo, int64_t batch, int64_t kv_stride, int64_t n_kv, int64_t n_head, int64_t head_dim);
 
 // In place log-softmax of one row of n values.
-void log_softmax(float* x, int64_t n);
+void log_softmax(float* x /* [n] */, int64_t n);
+// max_i x[i]; −inf when n = 0.
+float max_value(const float* x /* [n] */, int64_t n);
+// The first index of the largest value (as std::max_element); 0 when n = 0. x holds no NaN.
+int64_t argmax(const float* x /* [n] */, int64_t n);
+// The first index i with x[i] > threshold, or n (NaNs never are).
+int64_t first_above(const float* x /* [n] */, int64_t n, float threshold);
+// log Σ_i exp(x[i]) (−inf when n = 0 or every x[i] is −inf): 8-lane exponentials (exp256), the sum in double.
+double log_sum_exp(const float* x /* [n] */, int64_t n);
 
 }  // namespace wisp::kernels::cpu
