@@ -11,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "decoding/logit_filters.h"
@@ -68,26 +69,19 @@ void BM_GreedyStep(benchmark::State& state) {
 }
 BENCHMARK(BM_GreedyStep)->Unit(benchmark::kMicrosecond);
 
-void BM_LogSoftmax(benchmark::State& state) {
+// The same logits row through `log_softmax` every iteration (the copy back in is part of the step).
+void run_log_softmax(benchmark::State& state, void (*log_softmax)(std::span<float>)) {
   const std::vector<float> src = logits_row(2);
   std::vector<float> row(kVocab);
   for (auto _ : state) {
     std::memcpy(row.data(), src.data(), sizeof(float) * kVocab);
-    wisp::ops::log_softmax_(row);
+    log_softmax(row);
     benchmark::DoNotOptimize(row.data());
   }
 }
+void BM_LogSoftmax(benchmark::State& state) { run_log_softmax(state, wisp::ops::log_softmax_); }
 BENCHMARK(BM_LogSoftmax)->Unit(benchmark::kMicrosecond);
-
-void BM_LogSoftmaxScalar(benchmark::State& state) {
-  const std::vector<float> src = logits_row(2);
-  std::vector<float> row(kVocab);
-  for (auto _ : state) {
-    std::memcpy(row.data(), src.data(), sizeof(float) * kVocab);
-    scalar_log_softmax(row);
-    benchmark::DoNotOptimize(row.data());
-  }
-}
+void BM_LogSoftmaxScalar(benchmark::State& state) { run_log_softmax(state, scalar_log_softmax); }
 BENCHMARK(BM_LogSoftmaxScalar)->Unit(benchmark::kMicrosecond);
 
 void BM_ArgmaxAndMax(benchmark::State& state) {
