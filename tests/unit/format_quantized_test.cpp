@@ -13,6 +13,7 @@
 #include "format/importers.h"
 #include "format/tensor_names.h"
 #include "ops/ops.h"
+#include "support/expect_error.h"
 #include "support/synthetic_model.h"
 #include "support/test_paths.h"
 #include "wisp/errors.h"
@@ -57,15 +58,7 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
   return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
-template <class E>
-void expect_error(const std::function<void()>& f, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "no error, expected one mentioning '" << fragment << "'";
-  } catch (const E& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
+using test::expect_error;
 
 // Every block matrix the converter quantises (docs/quantization.md), by engine-file name.
 std::vector<std::string> block_linear_weights(const ModelDims& d) {

@@ -12,6 +12,7 @@
 #include "format/importers.h"
 #include "kernels/cpu/quantize.h"
 #include "model/whisper.h"
+#include "support/expect_error.h"
 #include "support/synthetic_model.h"
 #include "wisp/errors.h"
 
@@ -25,15 +26,7 @@ using test::ScratchDir;
 
 const std::string kScale = "decoder.blocks.1.cross_attn.kv.weight_scale";  // any block matrix's scale
 
-template <class E>
-void expect_error(const std::function<void()>& f, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "no error, expected one mentioning '" << fragment << "'";
-  } catch (const E& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
+using test::expect_error;
 
 // Converts the synthetic f32 model at `src` to `weights` at `dst`.
 void convert(const std::string& src, const std::string& dst, format::WeightType weights, int group = 64) {
