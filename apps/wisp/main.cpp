@@ -5,16 +5,19 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/gpu_whisper.h"  // wisp bench (GPU runner; a stub in CPU-only builds)
@@ -269,6 +272,7 @@ struct TranscribeArgs {
   int threads = 0;
   std::string device = "auto";
   std::string kv_cache = "fp16";
+  int batch = 0;  // files at once; 0: up to 4 on a GPU, 1 on the CPU
   bool print_timestamps = false;
   bool no_timestamps = false;
   DecodeArgs decode;
@@ -287,35 +291,86 @@ int run_transcribe(const TranscribeArgs& a) {
   base.language = a.language;
   base.task = a.task;
   base.timestamps = !a.no_timestamps;
-  const auto model =
-      wisp::Model::load(resolve_model(a.model), wisp::LoadOptions{a.threads, a.device, a.kv_cache, false});
-  int failures = 0;
+  const size_t count = a.files.size();
+  wisp::LoadOptions load{a.threads, a.device, a.kv_cache, false};
+  load.concurrency = a.batch > 0 ? a.batch : static_cast<int>(std::clamp<size_t>(count, 1, 4));
+  const auto model = wisp::Model::load(resolve_model(a.model), load);
+  // Files transcribed at once. On a GPU their decode steps run as one batched step; on the CPU they would only
+  // share the cores, so one at a time there unless --batch asks otherwise.
+  const bool cpu = model->info().device == "cpu";
+  const size_t workers = std::min<size_t>(count, static_cast<size_t>(cpu && a.batch == 0 ? 1 : load.concurrency));
   const bool tty = ::isatty(STDERR_FILENO);
-  // The next file is decoded (FFmpeg, one thread) while the current one is transcribed, so that with many
-  // files the network (a GPU especially) does not wait for the decoder in between. A decoding error surfaces
-  // when its file's turn comes, as before.
-  auto decode = [](const std::string& path) {
-    return std::async(std::launch::async, [path] { return wisp::load_audio(path); });
+
+  struct Outcome {
+    bool done = false;
+    std::optional<wisp::Transcript> transcript;
+    std::string error;
   };
-  std::future<std::vector<float>> next;
-  if (!a.files.empty()) next = decode(a.files.front());
-  for (size_t i = 0; i < a.files.size(); ++i) {
-    const std::string& file = a.files[i];
-    std::future<std::vector<float>> current = std::move(next);
-    if (i + 1 < a.files.size()) next = decode(a.files[i + 1]);
-    try {
-      const std::vector<float> samples = current.get();
-      wisp::TranscribeOptions o = base;
-      const double duration = static_cast<double>(samples.size()) / wisp::kSampleRate;
-      if (duration > 30.0) {
-        o.on_progress = [&](double done, double total) {
-          std::fprintf(stderr, "%s[wisp] %s: %3.0f%% (%.1f / %.1f s)%s", tty ? "\r" : "", file.c_str(),
-                       100.0 * done / total, done, total, tty ? "" : "\n");
-          std::fflush(stderr);
-        };
+  std::vector<Outcome> outcomes(count);
+  // Audio decoding (FFmpeg, a thread per file) runs up to `workers` files ahead of the transcriptions.
+  std::vector<std::future<std::vector<float>>> audio(count);
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t next = 0;
+  const auto transcribe_files = [&] {
+    for (;;) {
+      size_t i = 0;
+      std::future<std::vector<float>> samples_of_i;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (next >= count) return;
+        i = next++;
+        for (size_t j = i; j < std::min(count, i + workers + 1); ++j) {
+          if (!audio[j].valid()) {
+            audio[j] = std::async(std::launch::async, [path = a.files[j]] { return wisp::load_audio(path); });
+          }
+        }
+        samples_of_i = std::move(audio[i]);
       }
-      const wisp::Transcript t = model->transcribe(samples, o);
-      if (duration > 30.0 && tty) std::fprintf(stderr, "\n");
+      Outcome out;
+      try {
+        const std::vector<float> samples = samples_of_i.get();
+        wisp::TranscribeOptions o = base;
+        const double duration = static_cast<double>(samples.size()) / wisp::kSampleRate;
+        if (duration > 30.0 && workers == 1) {
+          o.on_progress = [&, file = a.files[i]](double done, double total) {
+            std::fprintf(stderr, "%s[wisp] %s: %3.0f%% (%.1f / %.1f s)%s", tty ? "\r" : "", file.c_str(),
+                         100.0 * done / total, done, total, tty ? "" : "\n");
+            if (tty && done >= total) std::fprintf(stderr, "\n");
+            std::fflush(stderr);
+          };
+        }
+        out.transcript = model->transcribe(samples, o);
+      } catch (const std::exception& e) {
+        out.error = e.what();
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        out.done = true;
+        outcomes[i] = std::move(out);
+      }
+      cv.notify_all();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t w = 0; w < workers; ++w) threads.emplace_back(transcribe_files);
+
+  // Results in the order of the files, each as soon as it and the ones before it are done.
+  int failures = 0;
+  for (size_t i = 0; i < count; ++i) {
+    Outcome out;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return outcomes[i].done; });
+      out = std::move(outcomes[i]);
+    }
+    if (!out.transcript) {
+      std::fprintf(stderr, "wisp: error: %s\n", out.error.c_str());
+      ++failures;
+      continue;
+    }
+    try {
+      const wisp::Transcript& t = *out.transcript;
       for (const auto& s : t.segments) {
         std::string text = s.text;
         const auto b = text.find_first_not_of(' ');
@@ -327,7 +382,7 @@ int run_transcribe(const TranscribeArgs& a) {
         }
       }
       std::cout.flush();
-      const std::string stem = fs::path(file).stem().string();
+      const std::string stem = fs::path(a.files[i]).stem().string();
       for (const auto& f : formats) {
         wisp::write_file_atomic((fs::path(a.output_dir) / (stem + "." + f)).string(), wisp::render(t, f, a.writer));
       }
@@ -336,6 +391,7 @@ int run_transcribe(const TranscribeArgs& a) {
       ++failures;
     }
   }
+  for (auto& th : threads) th.join();
   return failures ? 1 : 0;
 }
 
@@ -539,6 +595,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   tr->add_option("--kv-cache", ta.kv_cache, "GPU K/V cache storage: fp16, int8 (calibrated), int8-dynamic, fp8")
       ->check(CLI::IsMember({"fp16", "int8", "int8-dynamic", "fp8"}));
+  tr->add_option("--batch", ta.batch,
+                 "files transcribed at once; on a GPU their decode steps run batched (default: up to 4 on a GPU, "
+                 "1 on the CPU)")
+      ->check(CLI::Range(1, 64));
   CLI::Option* tr_inc = add_decode_options(tr, ta.decode);
   tr->add_flag("--no-timestamps", ta.no_timestamps, "decode without timestamp tokens");
   tr->add_flag("--print-timestamps", ta.print_timestamps, "print [start --> end] before each segment");

@@ -98,6 +98,10 @@ struct LoadOptions {
   // CPU only, for accuracy studies: keep the CPU's fp32 caches but round every K/V row as `kv_cache` would
   // store it on the GPU (docs/quantization.md).
   bool round_kv_on_cpu = false;
+  // GPU only: transcriptions that may run at once on this model (Model::transcribe from that many threads).
+  // Each gets its own device slots (cross-attention K/V, caches); their decode steps and windows are run as
+  // batched calls, which is how several files transcribe faster than one after the other. 1 to 64.
+  int concurrency = 1;
 };
 
 class Model {
@@ -113,7 +117,8 @@ class Model {
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
-  // samples: 16 kHz mono in [-1, 1]. Throws InvalidArgument (bad options) or AudioError (no samples).
+  // samples: 16 kHz mono in [-1, 1]. Throws InvalidArgument (bad options) or AudioError (no samples). Safe to
+  // call from several threads at once (see LoadOptions::concurrency).
   Transcript transcribe(std::span<const float> samples, const TranscribeOptions& options = {}) const;
   // Decodes any audio file FFmpeg reads and transcribes it.
   Transcript transcribe_file(const std::string& path, const TranscribeOptions& options = {}) const;

@@ -110,6 +110,10 @@ std::shared_ptr<const WhisperModel> WhisperModel::load(const std::string& path, 
 
 std::string WhisperModel::device_name() const { return device_ ? device_->name() : "cpu"; }
 
+std::shared_ptr<void> WhisperModel::begin_transcription() const {
+  return device_ ? device_->begin_transcription() : nullptr;
+}
+
 Tensor WhisperModel::stored_tensor(const std::string& name) const { return file_.tensor(name); }
 
 bool WhisperModel::on_device(const CrossKV& cross, const DeviceState* cache) const {

@@ -110,6 +110,8 @@ class DeviceBackend {
   virtual void reorder_cache(BatchKVCache& cache, std::span<const int> origins) = 0;
   // The window's K/V as host tensors (for the passes the backend leaves to the CPU: word alignment).
   virtual CrossKV to_host(const CrossKV& cross) = 0;
+  // See WhisperModel::begin_transcription. Null: calls run one by one as they come.
+  virtual std::shared_ptr<void> begin_transcription() { return nullptr; }
 };
 
 // Creates the backend for a model that has just been loaded (its weights are mapped and checked).
@@ -123,6 +125,10 @@ class WhisperModel {
   static std::shared_ptr<const WhisperModel> load(const std::string& path, const DeviceFactory& device = nullptr);
   // "cpu", or the device backend's name.
   std::string device_name() const;
+  // A transcription starts on the calling thread and may run while others run on other threads: until the
+  // handle goes, a device backend may gather this thread's calls with theirs into batched calls (the GPU
+  // backend runs their decode steps as one step). Null on the CPU.
+  std::shared_ptr<void> begin_transcription() const;
   // The tensor of an engine-file name as stored (for a device backend uploading the weights).
   Tensor stored_tensor(const std::string& name) const;
 

@@ -198,6 +198,8 @@ struct Model::Impl {
     filters.max_initial_timestamp_index = py_round(o.max_initial_timestamp / kTimePrecision);
 
     const std::vector<float> mel_all = mel.compute(samples);
+    // From here on this thread's device calls may be batched with other transcriptions' (GPU backend).
+    const std::shared_ptr<void> concurrent = net->begin_transcription();
     const int n_frames = mel.n_frames(samples.size(), 160);
     const int content_frames = n_frames - 1;
     const double content_duration = content_frames * kTimePerFrame;
@@ -468,6 +470,10 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   } catch (const std::invalid_argument& e) {
     throw InvalidArgument(e.what());
   }
+  if (options.concurrency < 1 || options.concurrency > 64) {
+    throw InvalidArgument("concurrency must be between 1 and 64, got " + std::to_string(options.concurrency));
+  }
+  gpu_options.transcriptions = options.concurrency;
   if (options.threads > 0) ops::set_num_threads(options.threads);
   const bool gpu = device == "cuda" || (device == "auto" && runtime::gpu_available());
   model::DeviceFactory factory;

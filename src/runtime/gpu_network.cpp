@@ -1,6 +1,8 @@
 // GpuNetwork (gpu_network.h): model::DeviceBackend over GpuWhisper's slots. A CrossKV or cache created here
 // holds a Slot (its window or sequence slots); the slot returns to the pool when the last copy goes away.
-// Calls are serialised by one mutex: one transcription at a time per model on the device.
+// Device calls are serialised by one mutex. Decode steps and windows go through a CallGatherer, so that the
+// transcriptions running at once on other threads share one batched step (GpuWhisper::step_groups) and one
+// encoder batch; the other calls mark their thread busy for the gatherer while they run.
 #include "runtime/gpu_network.h"
 
 #include <algorithm>
@@ -10,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/call_gatherer.h"
 #include "runtime/gpu_whisper.h"
 #include "runtime/reorder_plan.h"
 #include "wisp/errors.h"
@@ -51,20 +54,41 @@ struct Slot final : model::DeviceState {
   }
 };
 
+// The gathered calls (CallGatherer kinds).
+enum Kind { kStep = 0, kEncode = 1 };
+
+// One decode step of a group of sequences: the beams of one window, or one sequence.
+struct StepRequest final : CallGatherer::Request {
+  GpuWhisper::StepGroup group;
+};
+// One window through the encoder into its slot.
+struct EncodeRequest final : CallGatherer::Request {
+  const float* mel = nullptr;  // [n_mels, 2·n_audio_ctx]
+  int window = 0;
+};
+
 class GpuNetwork final : public model::DeviceBackend {
  public:
-  GpuNetwork(const model::WhisperModel& m, const GpuNetworkOptions& o) : n_vocab_(m.dims().n_vocab) {
+  GpuNetwork(const model::WhisperModel& m, const GpuNetworkOptions& o)
+      : n_vocab_(m.dims().n_vocab),
+        gatherer_({[this](const std::vector<CallGatherer::Request*>& r) { run_steps(r); },
+                   [this](const std::vector<CallGatherer::Request*>& r) { run_encodes(r); }},
+                  o.patience) {
+    if (o.transcriptions < 1 || o.windows < 1 || o.sequences < 1) {
+      throw InvalidArgument("the GPU backend needs at least one transcription, window and sequence");
+    }
+    const int windows = o.windows * o.transcriptions, sequences = o.sequences * o.transcriptions;
     const auto& md = m.dims();
     dims_.n_mels = md.n_mels, dims_.n_vocab = md.n_vocab, dims_.n_audio_ctx = md.n_audio_ctx;
     dims_.n_audio_state = md.n_audio_state, dims_.n_audio_head = md.n_audio_head;
     dims_.n_audio_layer = md.n_audio_layer, dims_.n_text_ctx = md.n_text_ctx, dims_.n_text_state = md.n_text_state;
     dims_.n_text_head = md.n_text_head, dims_.n_text_layer = md.n_text_layer;
     gpu_ = GpuWhisper::create(
-        dims_, GpuWhisper::Capacity{o.windows, o.sequences},
+        dims_, GpuWhisper::Capacity{windows, sequences},
         [&m](const std::string& name) { return m.stored_tensor(name); }, o.kv_cache);
     pool_ = std::make_shared<SlotPool>();
-    pool_->windows.assign(size_t(o.windows), false);
-    pool_->sequences.assign(size_t(o.sequences), false);
+    pool_->windows.assign(size_t(windows), false);
+    pool_->sequences.assign(size_t(sequences), false);
     name_ = "cuda (" + gpu_->device_name() + ")";
   }
 
@@ -76,13 +100,17 @@ class GpuNetwork final : public model::DeviceBackend {
       throw InvalidArgument("encoder input must be f32 [" + std::to_string(dims_.n_mels) + ", " +
                             std::to_string(2 * dims_.n_audio_ctx) + "], got " + mel.describe());
     }
-    std::lock_guard<std::mutex> lock(mu_);
     model::CrossKV c;
     auto slot = take(true, 1);
-    gpu_->encode_window(mel.data<float>(), slot->first);
+    EncodeRequest r;
+    r.mel = mel.data<float>();
+    r.window = slot->first;
+    gatherer_.submit(kEncode, r);
     c.device = std::move(slot);
     return c;
   }
+
+  std::shared_ptr<void> begin_transcription() override { return gatherer_.join(); }
 
   model::KVCache new_cache() override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -99,18 +127,21 @@ class GpuNetwork final : public model::DeviceBackend {
       throw InvalidArgument("token sequence longer than the decoder context (" + std::to_string(dims_.n_text_ctx) +
                             ")");
     }
-    std::lock_guard<std::mutex> lock(mu_);
     const int window = slot_of(cross.device).first, seq = slot_of(cache.device).first;
     Tensor out = Tensor::empty({static_cast<int64_t>(rows.size()), n_vocab_}, DType::kF32);
     const int start = static_cast<int>(cache.length);
     if (n == 1) {
-      // One token: the graph-captured step (a greedy decoding step). Every requested row is that token's.
-      gpu_->step_window(window, seq, 1, tokens.data(), start, out.data<float>());
+      // One token: a (gathered, graph-captured) step. Every requested row is that token's.
+      StepRequest req;
+      req.group = GpuWhisper::StepGroup{window, seq, 1, start, tokens.data(), out.data<float>()};
+      gatherer_.submit(kStep, req);
       for (size_t r = 1; r < rows.size(); ++r) {
         std::memcpy(out.data<float>() + static_cast<int64_t>(r) * n_vocab_, out.data<float>(),
                     static_cast<size_t>(n_vocab_) * sizeof(float));
       }
     } else {
+      const auto busy = gatherer_.busy();
+      std::lock_guard<std::mutex> lock(mu_);
       std::vector<int> r(rows.begin(), rows.end());
       gpu_->prefill(window, seq, tokens.data(), n, start, r.data(), static_cast<int>(r.size()), out.data<float>());
     }
@@ -138,11 +169,12 @@ class GpuNetwork final : public model::DeviceBackend {
       throw InvalidArgument("token sequence longer than the decoder context (" + std::to_string(dims_.n_text_ctx) +
                             ")");
     }
-    std::lock_guard<std::mutex> lock(mu_);
     const int window = slot_of(cross.device).first, seq = slot_of(cache.device).first;
     Tensor out = Tensor::empty({n, n_vocab_}, DType::kF32);
-    gpu_->step_window(window, seq, static_cast<int>(n), tokens.data(), static_cast<int>(cache.length),
-                      out.data<float>());
+    StepRequest r;
+    r.group = GpuWhisper::StepGroup{
+        window, seq, static_cast<int>(n), static_cast<int>(cache.length), tokens.data(), out.data<float>()};
+    gatherer_.submit(kStep, r);
     cache.length += 1;
     return out;
   }
@@ -152,6 +184,7 @@ class GpuNetwork final : public model::DeviceBackend {
       throw InvalidArgument("broadcast_cache: batch of " + std::to_string(batch) + " for a cache of " +
                             std::to_string(cache.capacity));
     }
+    const auto busy = gatherer_.busy();
     std::lock_guard<std::mutex> lock(mu_);
     const int from = slot_of(prompt.device).first, first = slot_of(cache.device).first;
     std::vector<int> src(static_cast<size_t>(batch), from), dst(static_cast<size_t>(batch));
@@ -168,6 +201,7 @@ class GpuNetwork final : public model::DeviceBackend {
     for (int o : origins) {
       if (o < 0 || o >= cache.batch) throw InvalidArgument("reorder_cache: origin out of the batch");
     }
+    const auto busy = gatherer_.busy();
     std::lock_guard<std::mutex> lock(mu_);
     const int first = slot_of(cache.device).first, length = static_cast<int>(cache.length);
     const ReorderPlan plan = plan_reorder(origins, static_cast<int>(cache.batch));
@@ -191,6 +225,7 @@ class GpuNetwork final : public model::DeviceBackend {
   }
 
   model::CrossKV to_host(const model::CrossKV& cross) override {
+    const auto busy = gatherer_.busy();
     std::lock_guard<std::mutex> lock(mu_);
     model::CrossKV c;
     for (std::vector<float>& layer : gpu_->cross_kv_host(slot_of(cross.device).first)) {
@@ -202,6 +237,25 @@ class GpuNetwork final : public model::DeviceBackend {
   }
 
  private:
+  void run_steps(const std::vector<CallGatherer::Request*>& batch) {
+    std::vector<GpuWhisper::StepGroup> groups;
+    for (CallGatherer::Request* r : batch) groups.push_back(static_cast<StepRequest*>(r)->group);
+    std::lock_guard<std::mutex> lock(mu_);
+    gpu_->step_groups(groups.data(), static_cast<int>(groups.size()));
+  }
+  void run_encodes(const std::vector<CallGatherer::Request*>& batch) {
+    const size_t per = size_t(dims_.n_mels) * 2 * size_t(dims_.n_audio_ctx);
+    std::vector<float> mel(batch.size() * per);
+    std::vector<int> windows;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const auto* r = static_cast<EncodeRequest*>(batch[i]);
+      std::memcpy(mel.data() + i * per, r->mel, per * sizeof(float));
+      windows.push_back(r->window);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    gpu_->encode_windows(mel.data(), windows.data(), static_cast<int>(windows.size()));
+  }
+
   std::shared_ptr<Slot> take(bool window, int count) {
     std::lock_guard<std::mutex> lock(pool_->mu);
     const int first = SlotPool::take(window ? pool_->windows : pool_->sequences, count);
@@ -227,7 +281,8 @@ class GpuNetwork final : public model::DeviceBackend {
   int64_t n_vocab_ = 0;
   std::unique_ptr<GpuWhisper> gpu_;
   std::shared_ptr<SlotPool> pool_;
-  std::mutex mu_;
+  std::mutex mu_;  // one device call at a time
+  CallGatherer gatherer_;
   std::string name_;
 };
 

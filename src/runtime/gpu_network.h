@@ -3,6 +3,7 @@
 // src/model); the CUDA-less build's version throws "built without CUDA".
 #pragma once
 
+#include <chrono>
 #include <memory>
 
 #include "model/whisper.h"
@@ -10,13 +11,19 @@
 
 namespace wisp::runtime {
 
-// Slots the backend reserves on the device: cross-attention K/V of up to `windows` windows alive at once
-// (the transcriber holds the language-detection window and the current one) and `sequences` decoder caches
-// (a prompt, a language-detection pass, the beams or samples of a batch and as many spare ones for
-// reordering them).
+// Slots the backend reserves on the device, per transcription that may run at once: cross-attention K/V of
+// up to `windows` windows alive at once (the transcriber holds the language-detection window and the current
+// one) and `sequences` decoder caches (a prompt, a language-detection pass, the beams or samples of a batch
+// and as many spare ones for reordering them).
+//
+// Transcriptions on several threads at once (model::WhisperModel::begin_transcription) have their decode
+// steps and windows gathered into batched calls (runtime/call_gatherer.h); `patience` is how long a call
+// waits for a transcription that is busy elsewhere before running without it.
 struct GpuNetworkOptions {
   int windows = 3;
   int sequences = 20;
+  int transcriptions = 1;
+  std::chrono::microseconds patience{2000};
   GpuKvCache kv_cache = GpuKvCache::kF16;
 };
 

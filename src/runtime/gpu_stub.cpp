@@ -42,9 +42,9 @@ void GpuWhisper::log_mel(const float*, int) { no_cuda(); }
 void GpuWhisper::set_fused_norms(bool) {}
 int GpuWhisper::window_slots() const { return 0; }
 int GpuWhisper::sequence_slots() const { return 0; }
-void GpuWhisper::encode_window(const float*, int) { no_cuda(); }
+void GpuWhisper::encode_windows(const float*, const int*, int) { no_cuda(); }
 void GpuWhisper::prefill(int, int, const int*, int, int, const int*, int, float*) { no_cuda(); }
-void GpuWhisper::step_window(int, int, int, const int*, int, float*) { no_cuda(); }
+void GpuWhisper::step_groups(const StepGroup*, int) { no_cuda(); }
 void GpuWhisper::copy_sequences(const int*, const int*, int, int) { no_cuda(); }
 std::vector<std::vector<float>> GpuWhisper::cross_kv_host(int) const { no_cuda(); }
 std::vector<float> GpuWhisper::features(int) const { no_cuda(); }

@@ -93,14 +93,6 @@ struct DBlock {
   DLinear qkv, attn_out, cross_q, cross_kv, cross_out, fc1, fc2;
 };
 
-// Where a decode step's sequences and windows live: sequences [seq, seq + B) of the self-attention cache
-// slots; window slots [window, window + B), or the one slot `window` shared by every sequence (the beams or
-// samples of one window).
-struct StepPlace {
-  int seq = 0, window = 0;
-  bool shared = false;
-};
-
 }  // namespace
 
 struct GpuWhisper::Impl {
@@ -151,10 +143,14 @@ struct GpuWhisper::Impl {
   size_t kv_scale_pitch = 0;       // bytes from kv_scales[l] to kv_scales[l + 1] (int8 dynamic)
   std::vector<std::vector<float>> self_scale_init, cross_scale_init;  // static scales to upload, per layer
   // Decoder buffers ([R] = rows).
-  int32_t* step_in = nullptr;     // [3R] tokens, positions, cache lengths: one upload per step
+  // What a decode step reads per row, one upload: tokens, positions, cache lengths and where each row's
+  // caches live (KvView::slot), so that one captured step serves any placement of its rows.
+  int32_t* step_in = nullptr;     // [5R]
   int32_t* tokens = nullptr;      // [R]
   int32_t* pos = nullptr;         // [R] position of the next token (device: a captured step reads it)
   int32_t* len = nullptr;         // [R] cache length after the next token (pos + 1)
+  int32_t* seq_slot = nullptr;    // [R] self-attention cache slot of each row
+  int32_t* win_slot = nullptr;    // [R] cross-attention K/V (window) slot of each row
   __half* dx = nullptr;           // [R, d]
   __half* dh = nullptr;           // [R, d]
   __half* da_ = nullptr;          // [R, d] attention output
@@ -168,12 +164,11 @@ struct GpuWhisper::Impl {
   void* attn_ws = nullptr;
   size_t attn_ws_bytes = 0;
   int length = 0;
-  // CUDA graphs of one decode step, per (batch, first sequence slot, first window slot, shared window): the
-  // first step of a key runs eagerly (it creates the cuBLASLt plans), the second captures, later ones replay.
+  // CUDA graphs of one decode step, per batch size (the rows' slots are device data): the first step of a
+  // size runs eagerly (it creates the cuBLASLt plans), the second captures, later ones replay.
   bool use_graphs = true;
-  using StepKey = std::tuple<int, int, int, bool>;
-  std::map<StepKey, int> eager_steps;
-  std::map<StepKey, cudaGraphExec_t> graphs;
+  std::map<int, int> eager_steps;
+  std::map<int, cudaGraphExec_t> graphs;
 
   ~Impl() {
     for (auto& [key, g] : graphs) {
@@ -366,7 +361,7 @@ struct GpuWhisper::Impl {
                align_up(mid_n * 2) + 4 * align_up(W * nc * da * 2);
     n += size_t(d.n_text_layer) *
          (align_up(W * nc * 2 * dt * eb) + kv_layer_pitch + align_up(cross_scale_n * 4) + kv_scale_pitch);
-    n += align_up(3 * R * 4) + 4 * align_up(R * dt * 2) + align_up(R * 3 * dt * 2) + align_up(R * 4 * dt * 2) +
+    n += align_up(5 * R * 4) + 4 * align_up(R * dt * 2) + align_up(R * 3 * dt * 2) + align_up(R * 4 * dt * 2) +
          align_up(R * size_t(d.n_vocab) * 4) + 2 * align_up(R * 4);
     // n_q up to kDecoderMaxQueries: a prompt over quantised caches runs in chunks of that many queries
     attn_ws_bytes = kc::decoder_attention_workspace_bytes(std::max(windows, sequences), kc::kDecoderMaxQueries,
@@ -400,10 +395,12 @@ struct GpuWhisper::Impl {
         cuda_check(cudaMemcpy(ckv_scales[size_t(l)], c.data(), h2 * 4, cudaMemcpyHostToDevice), "upload K/V scales");
       }
     }
-    step_in = acts.take<int32_t>(3 * R);
+    step_in = acts.take<int32_t>(5 * R);
     tokens = step_in;
     pos = step_in + R;
     len = step_in + 2 * R;
+    seq_slot = step_in + 3 * R;
+    win_slot = step_in + 4 * R;
     dx = acts.take<__half>(R * dt);
     dh = acts.take<__half>(R * dt);
     da_ = acts.take<__half>(R * dt);
@@ -419,10 +416,14 @@ struct GpuWhisper::Impl {
     reset(std::min(windows, sequences));
   }
 
+  // The benchmark form: B empty sequences, sequence b in slot b over window b.
   void reset(int B) {
-    std::vector<int32_t> zero(size_t(B), 0), one(size_t(B), 1);
+    std::vector<int32_t> zero(size_t(B), 0), one(size_t(B), 1), own(size_t(B), 0);
+    for (int b = 0; b < B; ++b) own[size_t(b)] = b;
     cuda_check(cudaMemcpyAsync(pos, zero.data(), size_t(B) * 4, cudaMemcpyHostToDevice, stream), "reset");
     cuda_check(cudaMemcpyAsync(len, one.data(), size_t(B) * 4, cudaMemcpyHostToDevice, stream), "reset");
+    cuda_check(cudaMemcpyAsync(seq_slot, own.data(), size_t(B) * 4, cudaMemcpyHostToDevice, stream), "reset");
+    cuda_check(cudaMemcpyAsync(win_slot, own.data(), size_t(B) * 4, cudaMemcpyHostToDevice, stream), "reset");
     cuda_check(cudaStreamSynchronize(stream), "reset");
     length = 0;
   }
@@ -458,35 +459,36 @@ struct GpuWhisper::Impl {
     }
   }
 
-  // Cross-attention K/V of the B windows of `features` into window slots [window, window + B).
-  void cross(int B, int window = 0) {
+  // Cross-attention K/V of the B windows of `features` from window `first` on into window slots
+  // [window, window + B).
+  void cross(int B, int window = 0, int first = 0) {
     const int64_t rows = int64_t(B) * d.n_audio_ctx;
     const int64_t nc = d.n_audio_ctx, dt = d.n_text_state;
+    const __half* in = features + size_t(first) * size_t(nc) * size_t(d.n_audio_state);
     for (size_t l = 0; l < dec.size(); ++l) {
       const kc::KvView v = cross_view(l, window, false);
       if (kv_type == kc::KvType::kF16) {
-        apply(dec[l].cross_kv, features, static_cast<__half*>(v.data), rows, false);
+        apply(dec[l].cross_kv, in, static_cast<__half*>(v.data), rows, false);
       } else {  // the projection in fp16 (into `big`, free after the encoder), then quantised
-        apply(dec[l].cross_kv, features, big, rows, false);
+        apply(dec[l].cross_kv, in, big, rows, false);
         CK(kc::kv_quantize(big, 2 * dt, nc * 2 * dt, v, nc, B, d.n_text_head, dt / d.n_text_head, stream));
       }
     }
   }
 
   // One decoder step over `tokens` (device [B]): eager, captured or replayed (see `graphs`).
-  void step(int B, StepPlace at = StepPlace{}) {
-    const StepKey key{B, at.seq, at.window, at.shared};
-    int& eager = eager_steps[key];
+  void step(int B) {
+    int& eager = eager_steps[B];
     if (!use_graphs || eager == 0) {
-      step_body(B, at);
+      step_body(B);
       ++eager;
     } else {
-      cudaGraphExec_t& exec = graphs[key];
+      cudaGraphExec_t& exec = graphs[B];
       if (!exec) {
         cudaGraph_t g = nullptr;
         cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture");
         try {
-          step_body(B, at);
+          step_body(B);
         } catch (...) {
           cudaStreamEndCapture(stream, &g);
           if (g) cudaGraphDestroy(g);
@@ -535,13 +537,16 @@ struct GpuWhisper::Impl {
     return v;
   }
 
-  void step_body(int B, StepPlace at) {
+  // One decode step of B rows; row b's caches are sequence slot seq_slot[b] and window slot win_slot[b].
+  void step_body(int B) {
     const int64_t dt = d.n_text_state, ctx = d.n_text_ctx, nc = d.n_audio_ctx, hd = dt / d.n_text_head;
     CK(kc::embed_tokens(tokens, pos, tok_emb, dec_pos, dx, B, dt, d.n_vocab, ctx, stream));
     residual_pending = false;
     for (size_t l = 0; l < dec.size(); ++l) {
       const DBlock& b = dec[l];
-      const kc::KvView cache = self_view(l, at.seq), cross = cross_view(l, at.window, at.shared);
+      kc::KvView cache = self_view(l, 0), cross = cross_view(l, 0, false);
+      cache.slot = seq_slot;
+      cross.slot = win_slot;
       // causal self-attention: append K/V of the new token at row pos[b] of each sequence's cache
       norm_apply(b.attn_ln, b.qkv, dqkv, B, false);
       CK(kc::kv_append_quantized(dqkv + dt, 3 * dt, cache, pos, ctx, B, d.n_text_head, hd, stream));
@@ -929,13 +934,20 @@ void check_tokens(const int* tokens, int n, int n_vocab) {
 
 }  // namespace
 
-void GpuWhisper::encode_window(const float* mel, int window) {
+void GpuWhisper::encode_windows(const float* mel, const int* windows, int count) {
   Impl& m = *impl_;
-  check_slot(window, 1, m.windows, "window");
-  const size_t n = size_t(m.d.n_mels) * 2 * m.d.n_audio_ctx;
+  if (count < 1 || count > m.windows) throw std::invalid_argument("GpuWhisper: window count out of range");
+  for (int i = 0; i < count; ++i) check_slot(windows[i], 1, m.windows, "window");
+  const size_t n = size_t(count) * m.d.n_mels * 2 * m.d.n_audio_ctx;
   cuda_check(cudaMemcpyAsync(m.mel, mel, n * 4, cudaMemcpyHostToDevice, m.stream), "upload mel");
-  m.encode(1);
-  m.cross(1, window);
+  m.encode(count);
+  // The cross K/V of each run of consecutive slots in one projection.
+  for (int i = 0; i < count;) {
+    int run = 1;
+    while (i + run < count && windows[i + run] == windows[i] + run) ++run;
+    m.cross(run, windows[i], i);
+    i += run;
+  }
   synchronize();
 }
 
@@ -982,24 +994,45 @@ void GpuWhisper::prefill(int window, int seq, const int* tokens, int n, int star
   synchronize();
 }
 
-void GpuWhisper::step_window(int window, int seq, int batch, const int* tokens, int start, float* logits) {
+void GpuWhisper::step_groups(const StepGroup* groups, int count) {
   Impl& m = *impl_;
-  check_slot(window, 1, m.windows, "window");
-  check_slot(seq, batch, m.sequences, "sequence");
-  if (start < 0 || start + 1 > m.d.n_text_ctx) throw std::invalid_argument("GpuWhisper: decoder context is full");
-  check_tokens(tokens, batch, m.d.n_vocab);
-  // tokens [R], positions [R], lengths [R]: the first `batch` of each, in one upload
   const size_t R = size_t(m.rows);
-  std::vector<int32_t> in(3 * R, 0);
-  for (int b = 0; b < batch; ++b) {
-    in[size_t(b)] = tokens[b];
-    in[R + size_t(b)] = start;
-    in[2 * R + size_t(b)] = start + 1;
+  // tokens, positions, lengths, sequence slots, window slots [R] each: the first B of each, in one upload
+  std::vector<int32_t> in(5 * R, 0);
+  size_t B = 0;
+  for (int g = 0; g < count; ++g) {
+    const StepGroup& s = groups[g];
+    check_slot(s.window, 1, m.windows, "window");
+    check_slot(s.seq, s.batch, m.sequences, "sequence");
+    if (s.start < 0 || s.start + 1 > m.d.n_text_ctx) {
+      throw std::invalid_argument("GpuWhisper: decoder context is full");
+    }
+    check_tokens(s.tokens, s.batch, m.d.n_vocab);
+    if (B + size_t(s.batch) > size_t(m.sequences)) throw std::invalid_argument("GpuWhisper: too many rows in a step");
+    for (int b = 0; b < s.batch; ++b, ++B) {
+      in[B] = s.tokens[b];
+      in[R + B] = s.start;
+      in[2 * R + B] = s.start + 1;
+      in[3 * R + B] = s.seq + b;
+      in[4 * R + B] = s.window;
+    }
+  }
+  if (B == 0) throw std::invalid_argument("GpuWhisper: a step needs at least one row");
+  std::vector<int32_t> seqs(in.begin() + long(3 * R), in.begin() + long(3 * R + B));
+  std::sort(seqs.begin(), seqs.end());
+  if (std::adjacent_find(seqs.begin(), seqs.end()) != seqs.end()) {
+    throw std::invalid_argument("GpuWhisper: two rows of one step in the same sequence slot");
   }
   cuda_check(cudaMemcpyAsync(m.step_in, in.data(), in.size() * 4, cudaMemcpyHostToDevice, m.stream), "upload step");
-  m.step(batch, StepPlace{seq, window, true});
-  cuda_check(cudaMemcpyAsync(logits, m.dlogits, size_t(batch) * m.d.n_vocab * 4, cudaMemcpyDeviceToHost, m.stream),
-             "download logits");
+  m.step(int(B));
+  const size_t row_floats = size_t(m.d.n_vocab);
+  size_t row = 0;
+  for (int g = 0; g < count; ++g) {
+    const size_t n = size_t(groups[g].batch) * row_floats;
+    cuda_check(cudaMemcpyAsync(groups[g].logits, m.dlogits + row * row_floats, n * 4, cudaMemcpyDeviceToHost, m.stream),
+               "download logits");
+    row += size_t(groups[g].batch);
+  }
   synchronize();
 }
 

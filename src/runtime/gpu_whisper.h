@@ -113,16 +113,32 @@ class GpuWhisper {
   // synchronises; token ids and lengths are checked and throw std::invalid_argument.
   int window_slots() const;
   int sequence_slots() const;
-  // Encoder and cross-attention K/V of one window into slot `window`. mel: host fp32 [n_mels, 2·n_audio_ctx].
-  void encode_window(const float* mel, int window);
+  // Encoder and cross-attention K/V of `count` windows in one encoder batch: mel, host fp32
+  // [count, n_mels, 2·n_audio_ctx]; window i goes to slot windows[i] (count <= window_slots()).
+  void encode_windows(const float* mel, const int* windows, int count);
+  void encode_window(const float* mel, int window) { encode_windows(mel, &window, 1); }
   // A prompt in one pass: tokens [n] of sequence slot `seq` at positions [start, start + n), over window
   // `window` (the slot's cache rows [0, start) hold the sequence's earlier tokens). Writes the fp32 logits of
   // positions start + rows[i] to logits [n_rows, n_vocab].
   void prefill(int window, int seq, const int* tokens, int n, int start, const int* rows, int n_rows, float* logits);
-  // One step of the `batch` sequences in slots [seq, seq + batch), each `start` tokens long, all over window
-  // `window` (beams or samples of one window): appends tokens[b] to sequence b and writes the fp32 logits
-  // [batch, n_vocab]. Replays one CUDA graph per (batch, seq, window) after the first two steps.
-  void step_window(int window, int seq, int batch, const int* tokens, int start, float* logits);
+  // Sequences of one decode step that share a window and a length: the beams or samples of one window, or
+  // one file's sequence when several files decode together.
+  struct StepGroup {
+    int window = 0;  // window slot
+    int seq = 0;     // the group's sequences are in slots [seq, seq + batch)
+    int batch = 1;
+    int start = 0;                // tokens in each sequence before this step
+    const int* tokens = nullptr;  // [batch] the token appended to each sequence
+    float* logits = nullptr;      // [batch, n_vocab] host, fp32: the logits after it
+  };
+  // One decode step of every group's sequences together (at most sequence_slots() rows, no sequence slot
+  // twice). Replays one CUDA graph per total row count after the first two steps of that count: where the
+  // rows' caches live is device data of the step.
+  void step_groups(const StepGroup* groups, int count);
+  void step_window(int window, int seq, int batch, const int* tokens, int start, float* logits) {
+    const StepGroup g{window, seq, batch, start, tokens, logits};
+    step_groups(&g, 1);
+  }
   // Rows [0, length) of sequence slot src[i] into slot dst[i], every layer. No slot may be both a source and
   // a destination.
   void copy_sequences(const int* src, const int* dst, int count, int length);

@@ -218,6 +218,29 @@ TEST_F(Cli, SeveralFilesWithOneMissing) {
   EXPECT_EQ(normalize(slurp(out / "third.txt")), kJfkSentence);
 }
 
+// --batch: files transcribed at once (worker threads; on a GPU their decode steps are batched) print and write
+// exactly what one at a time does, in the order of the files, a missing file included.
+TEST_F(Cli, BatchOfFilesMatchesOneAtATime) {
+  TempDir dir;
+  const std::vector<std::string> files = {eval_dir() + "/en/wenet__librispeech-1995-1837-0001.wav", jfk(),
+                                          (dir.path / "missing.wav").string(),
+                                          eval_dir() + "/en/lhotse__LJ002-0020.wav"};
+  std::vector<std::string> one = {"transcribe"}, many;
+  one.insert(one.end(), files.begin(), files.end());
+  for (const char* a : {"-m", "tiny.en", "-t", "2", "--print-timestamps", "--device", "cpu"}) one.push_back(a);
+  many = one;
+  for (const char* a : {"--batch", "3"}) many.push_back(a);
+  const Result r1 = run_wisp(one), r3 = run_wisp(many);
+  ASSERT_EQ(r1.signal, 0) << describe(r1);
+  ASSERT_EQ(r3.signal, 0) << describe(r3);
+  EXPECT_EQ(r1.status, 1) << describe(r1);
+  EXPECT_EQ(r3.status, 1) << describe(r3);
+  EXPECT_EQ(r3.out, r1.out);
+  EXPECT_NE(r1.out.find("ask what you can do for your country"), std::string::npos) << describe(r1);
+  EXPECT_EQ(r3.err, r1.err);
+  EXPECT_NE(r3.err.find("missing.wav"), std::string::npos) << describe(r3);
+}
+
 TEST_F(Cli, WritesEveryOutputFormat) {
   TempDir dir;
   const Result r = run_wisp({"transcribe", jfk(), "-m", "tiny.en", "-t", "2", "-f", "all", "-o", dir.path.string()});

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gpu/gpu_transcript_modes.h"
@@ -144,5 +146,70 @@ TEST(GpuTranscripts, MatchCpuTranscripts) {
     fs::create_directories(out);
     std::ofstream(fs::path(out) / "gpu_transcripts.json")
         << json{{"device", device}, {"summary", summary}, {"results", results}}.dump(1);
+  }
+}
+
+// Many clips at once (LoadOptions::concurrency, a thread per clip in flight): their decode steps and windows
+// run as batched GPU calls (runtime/call_gatherer.h). The transcripts must match the CPU's as well as one clip
+// at a time does (same rule as above), and the wall time of both ways is reported.
+TEST(GpuTranscripts, ConcurrentClipsMatchCpuTranscripts) {
+  const char* kit_env = std::getenv("WISP_GPU_KIT");
+  if (!kit_env) GTEST_SKIP() << "WISP_GPU_KIT not set (no transcript kit)";
+  if (!wisp::runtime::gpu_available()) GTEST_SKIP() << "no CUDA device";
+  const fs::path kit = kit_env;
+  std::ifstream in(kit / "expected.json");
+  ASSERT_TRUE(in) << "missing " << (kit / "expected.json");
+  const json expected = json::parse(in);
+  const std::string model_path = (kit / "model.wisp").string();
+  std::vector<std::vector<float>> clips;
+  for (const json& clip : expected["clips"]) clips.push_back(read_samples(kit / clip["samples"].get<std::string>()));
+  const size_t n = clips.size();
+  constexpr int kConcurrency = 8;
+
+  json summary = json::array();
+  std::printf(
+      "\n| mode | at once | English identical | clips identical | wall s | clips/s |\n|---|---|---|---|---|---|\n");
+  for (const auto& mode : wisp::test::transcript_modes()) {
+    if (mode.options.word_timestamps) continue;  // the alignment runs on the CPU: nothing batched to check
+    for (int at_once : {1, kConcurrency}) {
+      wisp::LoadOptions lo{0, "cuda", "fp16"};
+      lo.concurrency = at_once;
+      const auto gpu = wisp::Model::load(model_path, lo);
+      std::vector<std::vector<std::vector<int>>> windows(n);
+      std::atomic<size_t> next{0};
+      const auto worker = [&] {
+        for (size_t i; (i = next++) < n;) {
+          wisp::TranscribeOptions o = mode.options;
+          o.on_window = [&windows, i](const wisp::WindowTrace& w) { windows[i].push_back(w.tokens); };
+          gpu->transcribe(clips[i], o);
+        }
+      };
+      const auto t0 = std::chrono::steady_clock::now();
+      std::vector<std::thread> threads;
+      for (int w = 0; w < at_once; ++w) threads.emplace_back(worker);
+      for (auto& t : threads) t.join();
+      const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      int identical = 0, en = 0, en_identical = 0;
+      for (size_t i = 0; i < n; ++i) {
+        const json& clip = expected["clips"][i];
+        const bool same = windows[i] == clip[mode.name]["windows"].get<std::vector<std::vector<int>>>();
+        const bool is_en = clip["language"] == "en";
+        identical += same, en += is_en, en_identical += is_en && same;
+      }
+      std::printf("| %s | %d | %d/%d | %d/%zu | %.2f | %.1f |\n", mode.name.c_str(), at_once, en_identical, en,
+                  identical, n, wall, double(n) / wall);
+      summary.push_back({{"mode", mode.name},
+                         {"at_once", at_once},
+                         {"en_identical", en_identical},
+                         {"en_clips", en},
+                         {"identical", identical},
+                         {"clips", n},
+                         {"wall_s", wall}});
+      EXPECT_GE(en_identical * 10, en * 9) << mode.name << ", " << at_once << " at once";
+    }
+  }
+  if (const char* out = std::getenv("WISP_GPU_KIT_OUT")) {
+    fs::create_directories(out);
+    std::ofstream(fs::path(out) / "gpu_concurrent.json") << json{{"summary", summary}}.dump(1);
   }
 }

@@ -441,6 +441,124 @@ TEST_F(CudaKvQuant, AbsmaxCombinesAndHonoursLengths) {
   EXPECT_EQ(want[static_cast<size_t>(heads + 1)], 9.5f);
 }
 
+// Slot indirection (KvView::slot): a call over sequences that live in scattered slots of a pool of caches must
+// give, row for row and bit for bit, what the same call gives over a view of that one slot alone. Attention
+// runs in one block per (sequence, head) here, whose order of sums does not depend on the batch.
+TEST_F(CudaKvQuant, SlotsSelectSequencesOfAPool) {
+  std::mt19937 gen(151);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  const int64_t heads = 6, d = heads * kHd, ld = 2 * d, slots = 7, n_kv = 300;
+  const std::vector<int32_t> slot_of = {5, 0, 3, 3, 6};  // sequence b -> pool slot (3 twice: shared reads)
+  const std::vector<int32_t> lens = {300, 1, 77, 150, 299};
+  const int64_t batch = static_cast<int64_t>(slot_of.size());
+  std::vector<float> kv(static_cast<size_t>(slots * n_kv * ld)), q(static_cast<size_t>(batch * d));
+  for (size_t i = 0; i < kv.size(); ++i) kv[i] = r16(unit(gen) * (0.5f + static_cast<float>(i / kHd % 3)));
+  for (auto& x : q) x = r16(2.0f * unit(gen));
+  auto dkv = upload_half(kv);
+  auto dq = upload_half(q);
+  auto dslot = upload(slot_of);
+  auto dlen = upload(lens);
+  Dev<float> damax(static_cast<size_t>(2 * heads));
+  damax.zero();
+  EXPECT_STATUS_OK(cuda::kv_absmax(dkv->get(), ld, n_kv * ld, nullptr, n_kv, slots, heads, kHd, damax.get(), nullptr));
+  sync_ok();
+  const auto amax = download(damax.get(), damax.size());
+  Dev<__half> out(static_cast<size_t>(batch * d)), one(static_cast<size_t>(d));
+  for (KvType t : {KvType::kF16, KvType::kI8Static, KvType::kI8Dynamic, KvType::kFp8}) {
+    const std::string what = std::string("slots 5/0/3/3/6 of 7, ") + kv_type_name(t);
+    DevCache cache(t, slots, n_kv, heads, static_scales(t, amax));
+    EXPECT_STATUS_OK(cuda::kv_quantize(dkv->get(), ld, n_kv * ld, cache.view(), n_kv, slots, heads, kHd, nullptr));
+    // The view of slot s alone (batch 1).
+    const auto slot_view = [&](int32_t s) {
+      cuda::KvView v = cache.view();
+      v.data = static_cast<char*>(v.data) + s * n_kv * ld * cuda::kv_element_bytes(t);
+      if (t == KvType::kI8Dynamic) v.scales += s * v.scale_batch_stride;
+      return v;
+    };
+    cuda::KvView pooled = cache.view();
+    pooled.slot = dslot->get();
+    out.poison();
+    EXPECT_STATUS_OK(cuda::decoder_attention_quantized(dq->get(), d, d, pooled, dlen->get(), n_kv, out.get(), d, d,
+                                                       batch, 1, heads, kHd, true, nullptr, 0, nullptr));
+    sync_ok();
+    const auto got = download_half(out.get(), out.size());
+    size_t differ = 0;
+    for (int64_t b = 0; b < batch; ++b) {
+      one.poison();
+      EXPECT_STATUS_OK(cuda::decoder_attention_quantized(dq->get() + b * d, d, d, slot_view(slot_of[size_t(b)]),
+                                                         dlen->get() + b, n_kv, one.get(), d, d, 1, 1, heads, kHd, true,
+                                                         nullptr, 0, nullptr));
+      sync_ok();
+      const auto want = download_half(one.get(), one.size());
+      for (int64_t c = 0; c < d; ++c) differ += !(got[size_t(b * d + c)] == want[size_t(c)]);
+    }
+    EXPECT_EQ(differ, 0u) << what << ": attention through slots differs from the slot alone";
+
+    // Appends through slots 2 and 6 (rows 10 and 299; the sources are rows 0 and 1 of slot 0) land in exactly
+    // those rows of those slots.
+    const std::vector<int32_t> append_slots = {2, 6}, rows = {10, 299};
+    auto das = upload(append_slots);
+    auto drows = upload(rows);
+    DevCache fresh(t, slots, n_kv, heads, static_scales(t, amax));
+    cuda::KvView target = fresh.view();
+    target.slot = das->get();
+    EXPECT_STATUS_OK(cuda::kv_append_quantized(dkv->get(), ld, target, drows->get(), n_kv, 2, heads, kHd, nullptr));
+    sync_ok();
+    std::vector<float> x(kv.size(), 0.0f);  // what the pool should hold, as [slots, n_kv, ld]
+    for (size_t i = 0; i < 2; ++i) {
+      std::copy_n(kv.begin() + static_cast<long>(i) * ld, ld,
+                  x.begin() + (append_slots[i] * n_kv + rows[i]) * static_cast<long>(ld));
+    }
+    const auto written = [&](int64_t b, int64_t r) {
+      return (b == append_slots[0] && r == rows[0]) || (b == append_slots[1] && r == rows[1]);
+    };
+    check_codes(fresh, x, ld, static_scales(t, amax), written, what + ", append");
+    const auto raw = download(fresh.data->get(), fresh.data->size());
+    const size_t row_bytes = static_cast<size_t>(ld * cuda::kv_element_bytes(t));
+    size_t touched = 0;
+    for (int64_t b = 0; b < slots; ++b)
+      for (int64_t r = 0; r < n_kv; ++r) {
+        if (written(b, r)) continue;
+        const uint8_t* p = raw.data() + static_cast<size_t>(b * n_kv + r) * row_bytes;
+        touched += static_cast<size_t>(std::count_if(p, p + row_bytes, [](uint8_t v) { return v != 0xff; }));
+      }
+    EXPECT_EQ(touched, 0u) << what << ": bytes written outside the two appended rows";
+  }
+}
+
+// One workspace serves calls of any batch size in any order: a small call (many key splits, partial sums
+// spread far) followed by a large one must not leave the large one stale counters. Each call is checked
+// against the same call without a workspace (one block per sequence and head, nothing shared).
+TEST_F(CudaKvQuant, WorkspaceServesCallsOfAnyBatch) {
+  std::mt19937 gen(161);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  const int64_t heads = 6, d = heads * kHd, ld = 2 * d, n_kv = 1500, max_batch = 24;
+  std::vector<float> kv(static_cast<size_t>(max_batch * n_kv * ld)), q(static_cast<size_t>(max_batch * d));
+  for (auto& x : kv) x = r16(unit(gen));
+  for (auto& x : q) x = r16(2.0f * unit(gen));
+  auto dkv = upload_half(kv);
+  auto dq = upload_half(q);
+  const size_t ws_bytes = cuda::decoder_attention_workspace_bytes(max_batch, cuda::kDecoderMaxQueries, heads, n_kv);
+  Dev<char> ws(ws_bytes);
+  EXPECT_STATUS_OK(cuda::decoder_attention_workspace_init(ws.get(), ws_bytes, nullptr));
+  Dev<__half> out(static_cast<size_t>(max_batch * d)), alone(out.size());
+  for (int64_t batch : {1, 24, 3, 24, 12, 1, 24}) {
+    for (bool with_ws : {true, false}) {
+      Dev<__half>& o = with_ws ? out : alone;
+      o.poison();
+      EXPECT_STATUS_OK(cuda::decoder_attention(dq->get(), d, d, dkv->get(), ld, n_kv * ld, dkv->get() + d, ld,
+                                               n_kv * ld, nullptr, n_kv, o.get(), d, d, batch, 1, heads, kHd, false,
+                                               with_ws ? ws.get() : nullptr, with_ws ? ws_bytes : 0, nullptr));
+    }
+    sync_ok();
+    const auto a = download_half(out.get(), static_cast<size_t>(batch * d));
+    const auto b = download_half(alone.get(), static_cast<size_t>(batch * d));
+    double worst = 0;
+    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(double(a[i]) - b[i]));
+    EXPECT_LE(worst, 2e-3) << "batch " << batch << " after the calls before it";  // fp16 outputs, |v| <= 1
+  }
+}
+
 TEST_F(CudaKvQuant, RejectsInvalidArguments) {
   using S = cuda::Status;
   const int64_t heads = 6, d = heads * kHd, rows = 16;

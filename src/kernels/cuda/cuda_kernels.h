@@ -113,8 +113,9 @@ Status attention(const __half* q /* [batch, n_q, ldq] */, int64_t ldq, int64_t q
 // The keys are split over several blocks when batch · n_head alone cannot fill the GPU ("flash decoding");
 // the partial results go to `workspace` and the last block of each (sequence, head) merges them, so a call
 // is one launch. The workspace (decoder_attention_workspace_bytes for the largest batch, n_q and n_kv it
-// will serve) must be zeroed once after allocation (decoder_attention_workspace_init); every call leaves it
-// zeroed again. One workspace per stream: concurrent calls must not share it. With no workspace (null or too
+// will serve) must be zeroed once after allocation (decoder_attention_workspace_init); every call leaves its
+// counters zeroed again, so calls of any batch size can follow each other. One workspace per stream:
+// concurrent calls must not share it. With no workspace (null or too
 // small) every (sequence, head) runs in one block: correct, slower at batch 1.
 // head_dim must be 64; ld*, batch strides multiples of 8; pointers 16-byte aligned.
 inline constexpr int64_t kDecoderMaxQueries = 8;

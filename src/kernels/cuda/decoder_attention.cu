@@ -109,6 +109,7 @@ struct DecoderParams {
   const float* k_scale;  // per head: [n_head]; per token: [batch, n_kv, scale_ld] at column h; else null
   const float* v_scale;
   int64_t scale_ld, scale_batch_stride;
+  const int32_t* kv_slot;  // [batch]: the K/V (and scales) of sequence b; null: b
   const int32_t* kv_len;
   int n_kv, n_q, causal;
   int splits, split_len;
@@ -136,9 +137,10 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
   const int k_begin = split * p.split_len;
   const int k_end = min(len, k_begin + p.split_len);
   const int64_t col = static_cast<int64_t>(h) * kHeadDim + sub * 8;
-  const char* k = p.k + (b * p.sk + col) * kElemBytes;
-  const char* v = p.v + (b * p.sv + col) * kElemBytes;
-  const int64_t scale0 = b * p.scale_batch_stride + h;  // per-token scales of key 0
+  const int64_t kb = p.kv_slot ? p.kv_slot[b] : b;
+  const char* k = p.k + (kb * p.sk + col) * kElemBytes;
+  const char* v = p.v + (kb * p.sv + col) * kElemBytes;
+  const int64_t scale0 = kb * p.scale_batch_stride + h;  // per-token scales of key 0
   const float q_mul = E::kScales == Scales::kPerHead ? p.scale_log2 * p.k_scale[h] : p.scale_log2;
   const float o_mul = E::kScales == Scales::kPerHead ? p.v_scale[h] : 1.0f;
 
@@ -297,13 +299,19 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
 
 int64_t max_splits(int64_t n_kv) { return std::min<int64_t>(kMaxSplits, (n_kv + kKeysPerStep - 1) / kKeysPerStep); }
 
-// The counters first (256-byte aligned block), then the partial outputs and (max, sum) pairs.
-size_t counter_bytes(int64_t batch, int64_t n_head) {
-  return (static_cast<size_t>(batch * n_head) * sizeof(unsigned) + 255) / 256 * 256;
-}
+// Workspace layout: the counters, then the partial outputs and (max, sum) pairs. The counters' block has a
+// size that depends on the workspace's alone (1/128 of it, 256-byte aligned down), so that calls of every
+// batch size find the counter of (sequence b, head h) at the same place: a call only zeroes the counters it
+// used, and a smaller call's partial sums must never land where a larger call expects zeroed counters.
+size_t counter_region(size_t workspace_bytes) { return workspace_bytes / 128 / 256 * 256; }
+size_t counter_bytes(int64_t batch, int64_t n_head) { return static_cast<size_t>(batch * n_head) * sizeof(unsigned); }
 size_t partial_bytes(int64_t batch, int64_t n_q, int64_t n_head, int64_t splits) {
-  return counter_bytes(batch, n_head) +
-         static_cast<size_t>(batch * n_head * splits * n_q) * (kHeadDim + 2) * sizeof(float);
+  return static_cast<size_t>(batch * n_head * splits * n_q) * (kHeadDim + 2) * sizeof(float);
+}
+bool fits(size_t workspace_bytes, int64_t batch, int64_t n_q, int64_t n_head, int64_t splits) {
+  const size_t counters = counter_region(workspace_bytes);
+  return counter_bytes(batch, n_head) <= counters &&
+         counters + partial_bytes(batch, n_q, n_head, splits) <= workspace_bytes;
 }
 
 int sm_count() {
@@ -355,7 +363,7 @@ Status run(KvType type, DecoderParams p, const __half* q, int64_t ldq, int64_t q
   if (workspace) {
     const int64_t base = batch * n_head;
     splits = std::min<int64_t>((2 * sm_count() + base - 1) / base, max_splits(n_kv));
-    while (splits > 1 && partial_bytes(batch, n_q, n_head, splits) > workspace_bytes) --splits;
+    while (splits > 1 && !fits(workspace_bytes, batch, n_q, n_head, splits)) --splits;
   }
   const int64_t step = kv_element_bytes(type) == 1 ? 2 * kKeysPerStep : kKeysPerStep;  // the longest block step
   int64_t split_len = (n_kv + splits - 1) / splits;
@@ -377,7 +385,7 @@ Status run(KvType type, DecoderParams p, const __half* q, int64_t ldq, int64_t q
   p.scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(head_dim));
   p.counters = static_cast<unsigned*>(workspace);
   p.part_o =
-      splits > 1 ? reinterpret_cast<float*>(static_cast<char*>(workspace) + counter_bytes(batch, n_head)) : nullptr;
+      splits > 1 ? reinterpret_cast<float*>(static_cast<char*>(workspace) + counter_region(workspace_bytes)) : nullptr;
   p.part_ml = splits > 1 ? p.part_o + batch * n_head * splits * n_q * kHeadDim : nullptr;
 
   switch (type) {
@@ -397,7 +405,12 @@ Status run(KvType type, DecoderParams p, const __half* q, int64_t ldq, int64_t q
 
 size_t decoder_attention_workspace_bytes(int64_t batch, int64_t n_q, int64_t n_head, int64_t n_kv) {
   if (batch <= 0 || n_q <= 0 || n_head <= 0 || n_kv <= 0) return 0;
-  return partial_bytes(batch, n_q, n_head, max_splits(n_kv));
+  const int64_t splits = max_splits(n_kv);
+  // The smallest multiple of 256 bytes whose counter region and partials hold this call.
+  const size_t need = counter_bytes(batch, n_head), partials = partial_bytes(batch, n_q, n_head, splits);
+  size_t bytes = std::max((need + 256) * 128, partials + partials / 127 + 256 * 128) / 256 * 256;
+  while (!fits(bytes, batch, n_q, n_head, splits)) bytes += 256;
+  return bytes;
 }
 
 Status decoder_attention_workspace_init(void* workspace, size_t workspace_bytes, cudaStream_t stream) {
@@ -436,6 +449,7 @@ Status decoder_attention_quantized(const __half* q, int64_t ldq, int64_t q_batch
   }
   p.ldk = p.ldv = kv.ld;
   p.sk = p.sv = kv.batch_stride;
+  p.kv_slot = kv.slot;
   if (kv.type == KvType::kI8Static || kv.type == KvType::kFp8) {
     if (!kv.scales) return Status::kInvalidArgument;
     p.k_scale = kv.scales;

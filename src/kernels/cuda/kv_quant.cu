@@ -59,6 +59,7 @@ struct QuantizeParams {
   int64_t ldc, cache_batch_stride;
   float* scales;  // per head: [2·n_head]; per token: [batch, n_rows, scale_ld]
   int64_t scale_ld, scale_batch_stride;
+  const int32_t* slot;  // [batch]: cache (and scales) of source sequence b; null: b
   int64_t n_head;
   int64_t units;  // batch · rows · 2 · n_head
 };
@@ -78,6 +79,7 @@ __global__ void __launch_bounds__(kThreads) kv_quantize_kernel(const QuantizePar
     const int64_t b = seq_row / p.rows, r = seq_row % p.rows;
     const int64_t dst_row = p.row ? p.row[b] : r;
     if (dst_row < 0 || dst_row >= p.n_rows) continue;  // the same for the whole group
+    const int64_t cb = p.slot ? p.slot[b] : b;         // destination cache
     const int64_t col = (kv * p.n_head + h) * kHeadDim + lane * 8;
     float x[8];
     unpack8(*reinterpret_cast<const uint4*>(p.src + b * p.src_batch_stride + r * p.lds + col), x);
@@ -92,10 +94,10 @@ __global__ void __launch_bounds__(kThreads) kv_quantize_kernel(const QuantizePar
       for (int o = 1; o < kLanes; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(group_mask, amax, o));
       scale = amax / 127.0f;
       if (lane == 0) {
-        p.scales[b * p.scale_batch_stride + dst_row * p.scale_ld + kv * p.n_head + h] = scale;
+        p.scales[cb * p.scale_batch_stride + dst_row * p.scale_ld + kv * p.n_head + h] = scale;
       }
     }
-    store8<T>(p.cache + (b * p.cache_batch_stride + dst_row * p.ldc + col) * kv_element_bytes(T), x, scale);
+    store8<T>(p.cache + (cb * p.cache_batch_stride + dst_row * p.ldc + col) * kv_element_bytes(T), x, scale);
   }
 }
 
@@ -142,6 +144,7 @@ Status launch_quantize(const KvView& c, QuantizeParams p, cudaStream_t stream) {
   p.scales = c.scales;
   p.scale_ld = c.scale_ld;
   p.scale_batch_stride = c.scale_batch_stride;
+  p.slot = c.slot;
   const dim3 grid(detail::grid_for(p.units * kLanes, kThreads)), block(kThreads);
   switch (c.type) {
     case KvType::kF16:

@@ -39,6 +39,11 @@ __host__ __device__ constexpr int64_t kv_element_bytes(KvType type) { return typ
 // (kFp8) elements. ld and the batch strides are in elements, multiples of 8; data 8-byte aligned (16-byte for
 // kF16). A batch stride of 0 shares one K/V (and, for kI8Dynamic, its scales) between the sequences (reads
 // only). Scales of one row: K heads first, then V heads.
+//
+// `slot` lets the sequences of one call live anywhere in a pool of caches: sequence b reads and writes cache
+// slot[b] (batch_stride and scale_batch_stride apart) instead of cache b. A decode step that batches the
+// beams of several windows, or several files, passes each row's sequence slot and window slot this way; the
+// indices are device memory, so a captured step replays over whatever slots the next step uploads.
 struct KvView {
   KvType type = KvType::kF16;
   void* data = nullptr;            // [batch, n_rows, ld]: K in columns [0, d), V in [d, 2d)
@@ -47,6 +52,7 @@ struct KvView {
   float* scales = nullptr;         // kI8Static, kFp8: [2·n_head]; kI8Dynamic: [batch, n_rows, scale_ld]; kF16: unused
   int64_t scale_ld = 0;            // kI8Dynamic: ≥ 2·n_head
   int64_t scale_batch_stride = 0;  // kI8Dynamic
+  const int32_t* slot = nullptr;   // [batch] device: the cache of sequence b is slot[b]; null: b
 };
 
 // Quantises whole rows into the cache: cache row r of sequence b ← src[b, r, 0 : 2d) for r < rows (the

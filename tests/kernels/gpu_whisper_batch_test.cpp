@@ -1,0 +1,134 @@
+// GpuWhisper's batched decode step (step_groups) against the same rows stepped one at a time, with random
+// tiny-size weights: groups of sequences in scattered slots over different windows, in a shuffled order, at
+// 8 rows (the GEMV path) and 24 rows (cuBLASLt), for fp16 and int8-dynamic caches. Each row's logits must be
+// those of its sequence alone: a row that read another row's cache, window or token would be off by the size
+// of the logits themselves, while the two paths' rounding differs by far less (bound below). Skips with "no
+// CUDA device" without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "runtime/gpu_whisper.h"
+
+namespace wisp::runtime {
+namespace {
+
+constexpr int kWindows = 4, kSequences = 24, kPrompt = 3;
+// sequence s reads window s / 6
+int window_of(int s) { return s / (kSequences / kWindows); }
+
+struct Group {
+  int seq, batch;  // sequences [seq, seq + batch), all over window_of(seq)
+};
+
+void check_groups(GpuWhisper& gpu, const std::vector<Group>& groups, const std::vector<int>& token,
+                  const std::vector<std::vector<float>>& alone, const char* what) {
+  const int n_vocab = gpu.dims().n_vocab;
+  std::vector<std::vector<float>> logits(groups.size());
+  std::vector<std::vector<int>> tokens(groups.size());
+  std::vector<GpuWhisper::StepGroup> steps;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    logits[g].assign(size_t(groups[g].batch) * size_t(n_vocab), NAN);
+    for (int b = 0; b < groups[g].batch; ++b) tokens[g].push_back(token[size_t(groups[g].seq + b)]);
+    steps.push_back(
+        {window_of(groups[g].seq), groups[g].seq, groups[g].batch, kPrompt, tokens[g].data(), logits[g].data()});
+  }
+  gpu.step_groups(steps.data(), int(steps.size()));
+  double worst = 0, scale = 0;
+  size_t not_finite = 0;
+  std::string row_errors;  // per sequence, in the order of the groups
+  for (size_t g = 0; g < groups.size(); ++g) {
+    for (int b = 0; b < groups[g].batch; ++b) {
+      const std::vector<float>& want = alone[size_t(groups[g].seq + b)];
+      double row = 0;
+      for (int v = 0; v < n_vocab; ++v) {
+        const float got = logits[g][size_t(b) * size_t(n_vocab) + size_t(v)];
+        not_finite += !std::isfinite(got);
+        row = std::max(row, double(std::fabs(got - want[size_t(v)])));
+        scale = std::max(scale, double(std::fabs(want[size_t(v)])));
+      }
+      worst = std::max(worst, row);
+      char buf[48];
+      std::snprintf(buf, sizeof buf, " %d:%.2g", groups[g].seq + b, row);
+      row_errors += buf;
+    }
+  }
+  // fp16 activations between the layers: the paths' different orders of sums change a logit by a few fp16
+  // ulps of the largest; 2 % of the largest logit leaves room for that and none for a wrong row.
+  const double bound = 0.02 * scale;
+  std::printf("  %-48s max |batched - alone| %.3g (largest logit %.3g, bound %.3g)\n", what, worst, scale, bound);
+  EXPECT_EQ(not_finite, 0u) << what;
+  EXPECT_LE(worst, bound) << what << "; sequence:error" << row_errors;
+}
+
+TEST(GpuWhisperBatch, GroupsMatchSequencesAlone) {
+  if (!gpu_available()) GTEST_SKIP() << "no CUDA device";
+  const GpuDims dims = dims_for_size("tiny");
+  for (GpuKvCache kv : {GpuKvCache::kF16, GpuKvCache::kInt8Dynamic}) {
+    auto gpu = GpuWhisper::create_random(dims, kSequences, 7, GpuWeights::kF16, 64, kv);
+    ASSERT_GE(gpu->window_slots(), kWindows);
+    ASSERT_GE(gpu->sequence_slots(), kSequences);
+    std::mt19937 gen(11);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::uniform_int_distribution<int> any_token(0, dims.n_vocab - 1);
+    const size_t per = size_t(dims.n_mels) * 2 * size_t(dims.n_audio_ctx);
+    std::vector<float> mel(kWindows * per);
+    for (auto& x : mel) x = normal(gen);
+    // Windows encoded one at a time, then all four in one encoder batch into scattered slots: the same K/V
+    // (cuBLASLt's order of sums does not depend on the row count here, so the bound is loose).
+    std::vector<std::vector<std::vector<float>>> one_by_one;
+    for (int w = 0; w < kWindows; ++w) {
+      gpu->encode_window(mel.data() + size_t(w) * per, w);
+      one_by_one.push_back(gpu->cross_kv_host(w));
+    }
+    const std::vector<int> scattered = {2, 0, 3, 1};  // window w goes to slot scattered[w] first
+    gpu->encode_windows(mel.data(), scattered.data(), kWindows);
+    double cross_diff = 0, cross_max = 0;
+    for (int w = 0; w < kWindows; ++w) {
+      const auto got = gpu->cross_kv_host(scattered[size_t(w)]);
+      for (size_t l = 0; l < got.size(); ++l) {
+        for (size_t i = 0; i < got[l].size(); ++i) {
+          cross_diff = std::max(cross_diff, double(std::fabs(got[l][i] - one_by_one[size_t(w)][l][i])));
+          cross_max = std::max(cross_max, double(std::fabs(one_by_one[size_t(w)][l][i])));
+        }
+      }
+    }
+    std::printf("  encoder batch of 4 into slots 2/0/3/1: max |batched - alone| %.3g of %.3g\n", cross_diff, cross_max);
+    EXPECT_LE(cross_diff, 0.02 * cross_max);
+    const std::vector<int> windows = {0, 1, 2, 3};
+    gpu->encode_windows(mel.data(), windows.data(), kWindows);
+
+    // Every sequence gets its own prompt, then its step alone (the reference).
+    std::vector<int> token(kSequences);
+    std::vector<std::vector<float>> alone(kSequences, std::vector<float>(size_t(dims.n_vocab)));
+    std::vector<float> prompt_logits(size_t(dims.n_vocab));
+    for (int s = 0; s < kSequences; ++s) {
+      std::vector<int> prompt(kPrompt);
+      for (int& t : prompt) t = any_token(gen);
+      const int last = kPrompt - 1;
+      gpu->prefill(window_of(s), s, prompt.data(), kPrompt, 0, &last, 1, prompt_logits.data());
+      token[size_t(s)] = any_token(gen);
+      gpu->step_window(window_of(s), s, 1, &token[size_t(s)], kPrompt, alone[size_t(s)].data());
+    }
+    // The same steps again (each rewrites its own row kPrompt) in groups: 8 rows, then all 24.
+    const char* name = kv == GpuKvCache::kF16 ? "fp16" : "int8 dynamic";
+    check_groups(*gpu, {{13, 3}, {0, 1}, {6, 2}, {20, 2}}, token, alone,
+                 (std::string(name) + ", 8 rows in 4 groups").c_str());
+    // A row count's first step runs eagerly, its second is captured into a CUDA graph, later ones replay it
+    // (with other slots: where rows live is data of the step).
+    check_groups(*gpu, {{18, 6}, {0, 5}, {12, 6}, {5, 1}, {9, 3}, {6, 3}}, token, alone,
+                 (std::string(name) + ", 24 rows in 6 groups (eager)").c_str());
+    check_groups(*gpu, {{0, 6}, {6, 6}, {12, 6}, {18, 6}}, token, alone,
+                 (std::string(name) + ", 24 rows in 4 groups (captured)").c_str());
+    check_groups(*gpu, {{12, 4}, {18, 6}, {0, 2}, {16, 2}, {2, 4}, {6, 6}}, token, alone,
+                 (std::string(name) + ", 24 rows in 6 groups (replayed)").c_str());
+  }
+}
+
+}  // namespace
+}  // namespace wisp::runtime
