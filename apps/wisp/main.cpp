@@ -280,6 +280,74 @@ struct TranscribeArgs {
   wisp::WriterOptions writer;
 };
 
+// Decodes audio files (FFmpeg, a thread per file) up to `ahead` files past the one asked for, so that the
+// transcriptions do not wait for the decoder in between. A decoding error surfaces from get().
+class AudioPrefetch {
+ public:
+  AudioPrefetch(std::vector<std::string> files, size_t ahead) : files_(std::move(files)), ahead_(ahead) {
+    audio_.resize(files_.size());
+  }
+  std::vector<float> get(size_t i) {
+    std::future<std::vector<float>> mine;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (size_t j = i; j < std::min(files_.size(), i + ahead_ + 1); ++j) {
+        if (!audio_[j].valid()) {
+          audio_[j] = std::async(std::launch::async, [path = files_[j]] { return wisp::load_audio(path); });
+        }
+      }
+      mine = std::move(audio_[i]);
+    }
+    return mine.get();
+  }
+
+ private:
+  const std::vector<std::string> files_;
+  const size_t ahead_;
+  std::mutex mu_;
+  std::vector<std::future<std::vector<float>>> audio_;
+};
+
+// Runs work(i) for every i < count on `workers` threads and hands each result to emit(i, result) on the
+// calling thread, in the order of i, as soon as it and the ones before it are done.
+template <class Result>
+void run_in_order(size_t count, size_t workers, const std::function<Result(size_t)>& work,
+                  const std::function<void(size_t, Result&)>& emit) {
+  std::vector<std::optional<Result>> results(count);
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t next = 0;
+  const auto worker = [&] {
+    for (;;) {
+      size_t i = 0;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (next >= count) return;
+        i = next++;
+      }
+      Result r = work(i);
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        results[i] = std::move(r);
+      }
+      cv.notify_all();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t w = 0; w < std::max<size_t>(1, std::min(workers, count)); ++w) threads.emplace_back(worker);
+  for (size_t i = 0; i < count; ++i) {
+    Result r;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return results[i].has_value(); });
+      r = std::move(*results[i]);
+      results[i].reset();
+    }
+    emit(i, r);
+  }
+  for (auto& t : threads) t.join();
+}
+
 int run_transcribe(const TranscribeArgs& a) {
   const std::vector<std::string> formats = parse_formats(a.output_format);
   if (!formats.empty()) {
@@ -299,99 +367,66 @@ int run_transcribe(const TranscribeArgs& a) {
   // share the cores, so one at a time there unless --batch asks otherwise.
   const bool cpu = model->info().device == "cpu";
   const size_t workers = std::min<size_t>(count, static_cast<size_t>(cpu && a.batch == 0 ? 1 : load.concurrency));
+  // Fewer files than --batch: long ones are cut into parts transcribed at once (TranscribeOptions::parts).
+  if (a.batch > 0 && base.clip_timestamps.empty()) base.parts = std::max(1, a.batch / static_cast<int>(workers));
   const bool tty = ::isatty(STDERR_FILENO);
 
   struct Outcome {
-    bool done = false;
     std::optional<wisp::Transcript> transcript;
     std::string error;
   };
-  std::vector<Outcome> outcomes(count);
-  // Audio decoding (FFmpeg, a thread per file) runs up to `workers` files ahead of the transcriptions.
-  std::vector<std::future<std::vector<float>>> audio(count);
-  std::mutex mu;
-  std::condition_variable cv;
-  size_t next = 0;
-  const auto transcribe_files = [&] {
-    for (;;) {
-      size_t i = 0;
-      std::future<std::vector<float>> samples_of_i;
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        if (next >= count) return;
-        i = next++;
-        for (size_t j = i; j < std::min(count, i + workers + 1); ++j) {
-          if (!audio[j].valid()) {
-            audio[j] = std::async(std::launch::async, [path = a.files[j]] { return wisp::load_audio(path); });
-          }
-        }
-        samples_of_i = std::move(audio[i]);
-      }
-      Outcome out;
-      try {
-        const std::vector<float> samples = samples_of_i.get();
-        wisp::TranscribeOptions o = base;
-        const double duration = static_cast<double>(samples.size()) / wisp::kSampleRate;
-        if (duration > 30.0 && workers == 1) {
-          o.on_progress = [&, file = a.files[i]](double done, double total) {
-            std::fprintf(stderr, "%s[wisp] %s: %3.0f%% (%.1f / %.1f s)%s", tty ? "\r" : "", file.c_str(),
-                         100.0 * done / total, done, total, tty ? "" : "\n");
-            if (tty && done >= total) std::fprintf(stderr, "\n");
-            std::fflush(stderr);
-          };
-        }
-        out.transcript = model->transcribe(samples, o);
-      } catch (const std::exception& e) {
-        out.error = e.what();
-      }
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        out.done = true;
-        outcomes[i] = std::move(out);
-      }
-      cv.notify_all();
-    }
-  };
-  std::vector<std::thread> threads;
-  for (size_t w = 0; w < workers; ++w) threads.emplace_back(transcribe_files);
-
-  // Results in the order of the files, each as soon as it and the ones before it are done.
+  AudioPrefetch audio(a.files, workers);
   int failures = 0;
-  for (size_t i = 0; i < count; ++i) {
-    Outcome out;
-    {
-      std::unique_lock<std::mutex> lock(mu);
-      cv.wait(lock, [&] { return outcomes[i].done; });
-      out = std::move(outcomes[i]);
-    }
-    if (!out.transcript) {
-      std::fprintf(stderr, "wisp: error: %s\n", out.error.c_str());
-      ++failures;
-      continue;
-    }
-    try {
-      const wisp::Transcript& t = *out.transcript;
-      for (const auto& s : t.segments) {
-        std::string text = s.text;
-        const auto b = text.find_first_not_of(' ');
-        text = b == std::string::npos ? "" : text.substr(b);
-        if (a.print_timestamps) {
-          std::cout << "[" << format_time(s.start) << " --> " << format_time(s.end) << "]  " << text << "\n";
-        } else {
-          std::cout << text << "\n";
+  run_in_order<Outcome>(
+      count, workers,
+      [&](size_t i) {
+        Outcome out;
+        try {
+          const std::vector<float> samples = audio.get(i);
+          wisp::TranscribeOptions o = base;
+          const double duration = static_cast<double>(samples.size()) / wisp::kSampleRate;
+          if (duration > 30.0 && workers == 1) {
+            o.on_progress = [&, file = a.files[i]](double done, double total) {
+              std::fprintf(stderr, "%s[wisp] %s: %3.0f%% (%.1f / %.1f s)%s", tty ? "\r" : "", file.c_str(),
+                           100.0 * done / total, done, total, tty ? "" : "\n");
+              if (tty && done >= total) std::fprintf(stderr, "\n");
+              std::fflush(stderr);
+            };
+          }
+          out.transcript = model->transcribe(samples, o);
+        } catch (const std::exception& e) {
+          out.error = e.what();
         }
-      }
-      std::cout.flush();
-      const std::string stem = fs::path(a.files[i]).stem().string();
-      for (const auto& f : formats) {
-        wisp::write_file_atomic((fs::path(a.output_dir) / (stem + "." + f)).string(), wisp::render(t, f, a.writer));
-      }
-    } catch (const wisp::Error& e) {
-      std::fprintf(stderr, "wisp: error: %s\n", e.what());
-      ++failures;
-    }
-  }
-  for (auto& th : threads) th.join();
+        return out;
+      },
+      [&](size_t i, Outcome& out) {
+        if (!out.transcript) {
+          std::fprintf(stderr, "wisp: error: %s\n", out.error.c_str());
+          ++failures;
+          return;
+        }
+        try {
+          const wisp::Transcript& t = *out.transcript;
+          for (const auto& s : t.segments) {
+            std::string text = s.text;
+            const auto b = text.find_first_not_of(' ');
+            text = b == std::string::npos ? "" : text.substr(b);
+            if (a.print_timestamps) {
+              std::cout << "[" << format_time(s.start) << " --> " << format_time(s.end) << "]  " << text << "\n";
+            } else {
+              std::cout << text << "\n";
+            }
+          }
+          std::cout.flush();
+          const std::string stem = fs::path(a.files[i]).stem().string();
+          for (const auto& f : formats) {
+            wisp::write_file_atomic((fs::path(a.output_dir) / (stem + "." + f)).string(), wisp::render(t, f, a.writer));
+          }
+        } catch (const wisp::Error& e) {
+          std::fprintf(stderr, "wisp: error: %s\n", e.what());
+          ++failures;
+        }
+      });
   return failures ? 1 : 0;
 }
 
@@ -403,6 +438,7 @@ struct EvalArgs {
   std::string kv_cache = "fp16";
   bool round_kv_on_cpu = false;
   int limit = 0;
+  int batch = 0;  // files at once (0: one)
   bool json_out = false;
   bool language_from_manifest = false;
   std::string save;
@@ -467,9 +503,11 @@ int run_eval(const EvalArgs& a) {
   }
   const wisp::TranscribeOptions base = decode_options(a.decode, a.increment_given);
   std::unique_ptr<wisp::Model> model;
-  if (a.hyp_json.empty())
-    model = wisp::Model::load(resolve_model(a.model),
-                              wisp::LoadOptions{a.threads, a.device, a.kv_cache, a.round_kv_on_cpu});
+  if (a.hyp_json.empty()) {
+    wisp::LoadOptions load{a.threads, a.device, a.kv_cache, a.round_kv_on_cpu};
+    load.concurrency = std::max(1, a.batch);
+    model = wisp::Model::load(resolve_model(a.model), load);
+  }
 
   struct Agg {
     long errors = 0, units = 0;
@@ -479,59 +517,82 @@ int run_eval(const EvalArgs& a) {
   std::map<std::string, Agg> per_lang;
   Agg words, chars, total;
   json items = json::array();
-  for (const Row& r : rows) {
-    json item = {{"file", r.file}, {"language", r.language}};
+  // Files transcribed at once (--batch; on a GPU their decode steps run batched). Each file's wall time then
+  // overlaps the others'; the whole run's is `elapsed_s`.
+  struct Item {
+    json item;
     std::string hyp;
     double audio_s = 0, wall_s = 0;
-    try {
-      // Wall time covers decoding the audio file and transcribing it, as a user waits for both.
-      const auto t0 = std::chrono::steady_clock::now();
-      const std::vector<float> samples = wisp::load_audio(r.file);
-      audio_s = static_cast<double>(samples.size()) / wisp::kSampleRate;
-      if (model) {
-        wisp::TranscribeOptions o = base;
-        if (a.language_from_manifest && model->info().multilingual && r.language != "none") o.language = r.language;
-        const wisp::Transcript t = model->transcribe(samples, o);
-        wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        hyp = t.text();
-        item["detected_language"] = t.language;
-        json toks = json::array();
-        for (const auto& s : t.segments) toks.push_back(s.tokens);
-        item["tokens"] = toks;
-      } else {
-        const auto key = fs::path(r.file).lexically_normal().string();
-        const auto it = external.find(key);
-        if (it == external.end()) throw wisp::InvalidArgument("no hypothesis for " + r.file);
-        hyp = it->second;
-      }
-    } catch (const wisp::Error& e) {
-      std::fprintf(stderr, "wisp: error: %s\n", e.what());
-      item["error"] = e.what();
-    }
-    item["hypothesis"] = hyp;
-    // Rows without a reference (no-speech controls) are transcribed and listed, but not scored.
-    if (r.reference.empty()) {
-      items.push_back(item);
-      continue;
-    }
-    const wisp::Score s = scorer.score(r.language, r.reference, hyp);
-    item["errors"] = s.errors;
-    item["units"] = s.units;
-    item["wall_s"] = wall_s;
-    item["audio_s"] = audio_s;
-    items.push_back(item);
-    for (Agg* g : {&per_lang[r.language], s.by_char ? &chars : &words, &total}) {
-      g->errors += s.errors;
-      g->units += s.units;
-      g->files += 1;
-      g->audio_s += audio_s;
-      g->wall_s += wall_s;
-    }
-    if (!a.json_out) {
-      std::fprintf(stderr, "%-60s %s %3ld/%-3ld %.2fs\n", fs::path(r.file).filename().c_str(), r.language.c_str(),
-                   s.errors, s.units, wall_s);
-    }
-  }
+  };
+  std::vector<std::string> files;
+  for (const Row& r : rows) files.push_back(r.file);
+  const size_t workers = static_cast<size_t>(std::max(1, a.batch));
+  AudioPrefetch audio(model ? files : std::vector<std::string>(), workers);
+  const auto started = std::chrono::steady_clock::now();
+  run_in_order<Item>(
+      rows.size(), model ? workers : 1,
+      [&](size_t i) {
+        const Row& r = rows[i];
+        Item it;
+        it.item = {{"file", r.file}, {"language", r.language}};
+        try {
+          if (model) {
+            // Wall time covers decoding the audio file and transcribing it, as a user waits for both.
+            const auto t0 = std::chrono::steady_clock::now();
+            const std::vector<float> samples = audio.get(i);
+            it.audio_s = static_cast<double>(samples.size()) / wisp::kSampleRate;
+            wisp::TranscribeOptions o = base;
+            if (a.language_from_manifest && model->info().multilingual && r.language != "none") {
+              o.language = r.language;
+            }
+            const wisp::Transcript t = model->transcribe(samples, o);
+            it.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            it.hyp = t.text();
+            it.item["detected_language"] = t.language;
+            json toks = json::array();
+            for (const auto& s : t.segments) toks.push_back(s.tokens);
+            it.item["tokens"] = toks;
+          } else {
+            it.audio_s = static_cast<double>(wisp::load_audio(r.file).size()) / wisp::kSampleRate;
+            const auto key = fs::path(r.file).lexically_normal().string();
+            const auto found = external.find(key);
+            if (found == external.end()) throw wisp::InvalidArgument("no hypothesis for " + r.file);
+            it.hyp = found->second;
+          }
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "wisp: error: %s\n", e.what());
+          it.item["error"] = e.what();
+        }
+        return it;
+      },
+      [&](size_t i, Item& it) {
+        const Row& r = rows[i];
+        json& item = it.item;
+        item["hypothesis"] = it.hyp;
+        // Rows without a reference (no-speech controls) are transcribed and listed, but not scored.
+        if (r.reference.empty()) {
+          items.push_back(item);
+          return;
+        }
+        const wisp::Score s = scorer.score(r.language, r.reference, it.hyp);
+        item["errors"] = s.errors;
+        item["units"] = s.units;
+        item["wall_s"] = it.wall_s;
+        item["audio_s"] = it.audio_s;
+        items.push_back(item);
+        for (Agg* g : {&per_lang[r.language], s.by_char ? &chars : &words, &total}) {
+          g->errors += s.errors;
+          g->units += s.units;
+          g->files += 1;
+          g->audio_s += it.audio_s;
+          g->wall_s += it.wall_s;
+        }
+        if (!a.json_out) {
+          std::fprintf(stderr, "%-60s %s %3ld/%-3ld %.2fs\n", fs::path(r.file).filename().c_str(), r.language.c_str(),
+                       s.errors, s.units, it.wall_s);
+        }
+      });
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   auto rate = [](const Agg& g) { return g.units ? static_cast<double>(g.errors) / static_cast<double>(g.units) : 0.0; };
   json langs = json::object();
   for (const auto& [lang, g] : per_lang) {
@@ -552,7 +613,9 @@ int run_eval(const EvalArgs& a) {
               {"cer", rate(chars)},
               {"audio_s", total.audio_s},
               {"wall_s", total.wall_s},
-              {"rtf", total.audio_s > 0 ? total.wall_s / total.audio_s : 0.0},
+              {"elapsed_s", elapsed},
+              {"batch", workers},
+              {"rtf", total.audio_s > 0 ? (workers > 1 ? elapsed : total.wall_s) / total.audio_s : 0.0},
               {"languages", langs}};
   if (!a.save.empty()) {
     json full = out;
@@ -567,8 +630,7 @@ int run_eval(const EvalArgs& a) {
       std::printf("%-8s %6d %8.4f %8ld %9.1f %9.1f\n", lang.c_str(), g.files, rate(g), g.errors, g.audio_s, g.wall_s);
     }
     std::printf("overall: WER %.4f  CER %.4f  files %d  audio %.1f s  wall %.1f s  RTF %.3f  (%s)\n", rate(words),
-                rate(chars), total.files, total.audio_s, total.wall_s,
-                total.audio_s > 0 ? total.wall_s / total.audio_s : 0.0,
+                rate(chars), total.files, total.audio_s, workers > 1 ? elapsed : total.wall_s, out["rtf"].get<double>(),
                 model ? model->info().device.c_str() : "external transcripts");
   }
   return 0;
@@ -597,7 +659,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fp16", "int8", "int8-dynamic", "fp8"}));
   tr->add_option("--batch", ta.batch,
                  "files transcribed at once; on a GPU their decode steps run batched (default: up to 4 on a GPU, "
-                 "1 on the CPU)")
+                 "1 on the CPU). With fewer files, long ones are cut into parts of at least 60 s at quiet points "
+                 "and the parts are transcribed at once (the text may then differ from one pass near the cuts)")
       ->check(CLI::Range(1, 64));
   CLI::Option* tr_inc = add_decode_options(tr, ta.decode);
   tr->add_flag("--no-timestamps", ta.no_timestamps, "decode without timestamp tokens");
@@ -648,6 +711,10 @@ int main(int argc, char** argv) {
   ev->add_flag("--round-kv-on-cpu", ea.round_kv_on_cpu,
                "with --device cpu: round the K/V rows as --kv-cache would store them on the GPU (accuracy studies)");
   ev->add_option("--limit", ea.limit, "only the first N rows");
+  ev->add_option("--batch", ea.batch,
+                 "files transcribed at once; on a GPU their decode steps run batched (default 1: per-file wall "
+                 "times that do not overlap)")
+      ->check(CLI::Range(1, 64));
   ev->add_flag("--json", ea.json_out, "print one JSON object");
   ev->add_flag("--language-from-manifest", ea.language_from_manifest, "force each row's language");
   ev->add_option("--save", ea.save, "write per-file results (with tokens) to this JSON file");

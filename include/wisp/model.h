@@ -65,6 +65,12 @@ struct TranscribeOptions {
   // Only transcribe these clips: start,end,start,end,... in seconds; an odd count runs the last clip to the
   // end of the audio. Empty = all of it.
   std::vector<double> clip_timestamps;
+  // Long audio: transcribe it as up to this many parts at once, cut at the quietest 0.1 s near equal divisions
+  // (every part at least 60 s), each part its own seek loop on its own thread; on a GPU their decode steps
+  // share batched calls. At most LoadOptions::concurrency parts are used. The text before a cut is not the
+  // prompt after it, so the transcript may differ from one pass around the cuts. 1: one pass, the reference's
+  // way. Not with clip_timestamps.
+  int parts = 1;
 
   // Word timestamps (cross-attention alignment).
   bool word_timestamps = false;

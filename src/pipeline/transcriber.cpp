@@ -8,7 +8,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <mutex>
 #include <optional>
+#include <thread>
 
 #include "audio/mel.h"
 #include "decoding/beam_search.h"
@@ -82,6 +85,35 @@ void validate(const TranscribeOptions& o) {
   if (o.hallucination_silence_threshold && !(*o.hallucination_silence_threshold >= 0)) {
     throw InvalidArgument("the hallucination silence threshold must be >= 0 seconds");
   }
+  if (o.parts < 1) throw InvalidArgument("parts must be at least 1");
+  if (o.parts > 1 && !o.clip_timestamps.empty()) {
+    throw InvalidArgument("parts and clip timestamps cannot be combined (the parts are clips themselves)");
+  }
+}
+
+// Where to cut audio of `samples` into up to `parts` parts (TranscribeOptions::parts): near each equal
+// division, the quietest 0.1 s (lowest energy, in steps of 10 ms) within 15 s of it, so that a cut rarely
+// falls inside a word. Every part lasts at least kMinPartSeconds; empty when the audio is too short for two.
+std::vector<double> part_cuts(std::span<const float> samples, int parts) {
+  constexpr double kMinPartSeconds = 60.0, kSearchSeconds = 15.0;
+  constexpr int kFrame = kSampleRate / 10, kHop = kSampleRate / 100;
+  const double duration = static_cast<double>(samples.size()) / kSampleRate;
+  const int n = std::min(parts, static_cast<int>(duration / kMinPartSeconds));
+  std::vector<double> cuts;
+  for (int k = 1; k < n; ++k) {
+    const double target = duration * k / n;
+    const double lo = std::max(target - kSearchSeconds, (cuts.empty() ? 0.0 : cuts.back()) + kMinPartSeconds / 2);
+    const double hi = std::min(target + kSearchSeconds, duration - kMinPartSeconds / 2);
+    double best_energy = -1.0, best = target;
+    for (size_t at = static_cast<size_t>(lo * kSampleRate); at + kFrame <= static_cast<size_t>(hi * kSampleRate);
+         at += kHop) {
+      double energy = 0.0;
+      for (size_t i = at; i < at + kFrame; ++i) energy += static_cast<double>(samples[i]) * samples[i];
+      if (best_energy < 0 || energy < best_energy) best_energy = energy, best = (at + kFrame / 2.0) / kSampleRate;
+    }
+    cuts.push_back(std::round(best * 100.0) / 100.0);  // on a mel frame
+  }
+  return cuts;
 }
 
 }  // namespace
@@ -90,6 +122,7 @@ struct Model::Impl {
   std::shared_ptr<const model::WhisperModel> net;
   tokenizer::Tokenizer tok;
   LogMel mel;
+  int concurrency = 1;  // LoadOptions::concurrency: transcriptions (or parts of one) that may run at once
 
   Impl(std::shared_ptr<const model::WhisperModel> m)
       : net(std::move(m)),
@@ -173,9 +206,101 @@ struct Model::Impl {
     return ids;
   }
 
+  // The language of the window at `seek` (`size` frames of content) and its encoder output.
+  struct Detection {
+    model::CrossKV window;
+    int token = -1;
+    double probability = 0.0;
+  };
+  Detection detect(const std::vector<float>& mel_all, int n_frames, int seek, int size) const {
+    Detection d;
+    d.window = net->encode_window(window(mel_all, n_frames, seek, size));
+    const auto probs = decoding::detect_language(*net, d.window, tok.special(), net->metadata().lang_ids);
+    d.token = probs.front().first;
+    d.probability = probs.front().second;
+    return d;
+  }
+
   Transcript run(std::span<const float> samples, const TranscribeOptions& o) const {
     if (samples.empty()) throw AudioError("the audio contains no samples");
     validate(o);
+    const std::vector<float> mel_all = mel.compute(samples);
+    const int parts = std::min(o.parts, concurrency);
+    if (parts > 1) {
+      const std::vector<double> cuts = part_cuts(samples, parts);
+      if (!cuts.empty()) return run_parts(samples, mel_all, cuts, o);
+    }
+    return run_window_loop(samples, mel_all, o);
+  }
+
+  // Long audio as parts transcribed at once (TranscribeOptions::parts), each its own seek loop over the clip
+  // between two cuts (seconds), on its own thread; the language is detected once, on the first window.
+  Transcript run_parts(std::span<const float> samples, const std::vector<float>& mel_all,
+                       const std::vector<double>& cuts, const TranscribeOptions& o) const {
+    TranscribeOptions base = o;
+    base.parts = 1;
+    double language_probability = 1.0;
+    if (tok.multilingual() && o.language == "auto") {
+      const int n_frames = mel.n_frames(samples.size(), 160);
+      const Detection d = detect(mel_all, n_frames, 0, std::min(n_frames - 1, kFramesPerWindow));
+      base.language = tok.language_code(d.token);
+      language_probability = d.probability;
+    }
+    // The caller's callbacks are called from one thread at a time; progress is the sum over the parts.
+    std::mutex callback_mu;
+    std::vector<double> done(cuts.size() + 1, 0.0);
+    const double total = static_cast<double>(samples.size()) / kSampleRate;
+    std::vector<Transcript> results(cuts.size() + 1);
+    std::vector<std::exception_ptr> errors(results.size());
+    const auto run_part = [&](size_t k) {
+      try {
+        TranscribeOptions p = base;
+        const double start = k == 0 ? 0.0 : cuts[k - 1];
+        p.clip_timestamps = {start};
+        if (k < cuts.size()) p.clip_timestamps.push_back(cuts[k]);
+        if (k > 0) {
+          p.prefix.clear();  // forced on the first window of the audio only
+          if (!p.carry_initial_prompt) p.initial_prompt.clear();
+        }
+        if (o.on_window) {
+          p.on_window = [&](const WindowTrace& w) {
+            std::lock_guard<std::mutex> lock(callback_mu);
+            o.on_window(w);
+          };
+        }
+        if (o.on_progress) {
+          p.on_progress = [&, k, start](double at, double) {
+            std::lock_guard<std::mutex> lock(callback_mu);
+            done[k] = at - start;
+            double sum = 0;
+            for (double d : done) sum += d;
+            o.on_progress(std::min(sum, total), total);
+          };
+        }
+        results[k] = run_window_loop(samples, mel_all, p);
+      } catch (...) {
+        errors[k] = std::current_exception();
+      }
+    };
+    std::vector<std::thread> threads;
+    for (size_t k = 1; k < results.size(); ++k) threads.emplace_back(run_part, k);
+    run_part(0);
+    for (auto& t : threads) t.join();
+    for (const auto& e : errors) {
+      if (e) std::rethrow_exception(e);
+    }
+    Transcript merged = std::move(results[0]);
+    merged.language_probability = language_probability;
+    for (size_t k = 1; k < results.size(); ++k) {
+      for (Segment& s : results[k].segments) merged.segments.push_back(std::move(s));
+    }
+    for (size_t i = 0; i < merged.segments.size(); ++i) merged.segments[i].id = static_cast<int>(i) + 1;
+    return merged;
+  }
+
+  // The reference's seek loop over the whole audio (or its clips).
+  Transcript run_window_loop(std::span<const float> samples, const std::vector<float>& mel_all,
+                             const TranscribeOptions& o) const {
     const auto& sp = tok.special();
     const auto& dims = net->dims();
     if (!tok.multilingual()) {
@@ -197,7 +322,6 @@ struct Model::Impl {
     filters.timestamps = o.timestamps;
     filters.max_initial_timestamp_index = py_round(o.max_initial_timestamp / kTimePrecision);
 
-    const std::vector<float> mel_all = mel.compute(samples);
     // From here on this thread's device calls may be batched with other transcriptions' (GPU backend).
     const std::shared_ptr<void> concurrent = net->begin_transcription();
     const int n_frames = mel.n_frames(samples.size(), 160);
@@ -223,12 +347,12 @@ struct Model::Impl {
       const double start = o.clip_timestamps.empty() ? 0.0 : o.clip_timestamps.front();
       const int det_seek = start * kFramesPerSecond < content_frames ? static_cast<int>(start * kFramesPerSecond) : 0;
       const int det_size = std::min(content_frames - det_seek, kFramesPerWindow);
-      first_window = net->encode_window(window(mel_all, n_frames, det_seek, det_size));
+      Detection d = detect(mel_all, n_frames, det_seek, det_size);
+      first_window = std::move(d.window);
       first_window_seek = det_seek;
       first_window_size = det_size;
-      const auto probs = decoding::detect_language(*net, *first_window, sp, net->metadata().lang_ids);
-      language_token = probs.front().first;
-      result.language_probability = probs.front().second;
+      language_token = d.token;
+      result.language_probability = d.probability;
     } else {
       result.language_probability = 1.0;
     }
@@ -502,7 +626,9 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
       }
     };
   }
-  return std::unique_ptr<Model>(new Model(std::make_unique<Impl>(model::WhisperModel::load(path, factory))));
+  auto impl = std::make_unique<Impl>(model::WhisperModel::load(path, factory));
+  impl->concurrency = options.concurrency;
+  return std::unique_ptr<Model>(new Model(std::move(impl)));
 }
 
 Transcript Model::transcribe(std::span<const float> samples, const TranscribeOptions& options) const {

