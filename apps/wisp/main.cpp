@@ -366,9 +366,11 @@ int run_transcribe(const TranscribeArgs& a) {
   // Files transcribed at once. On a GPU their decode steps run as one batched step; on the CPU they would only
   // share the cores, so one at a time there unless --batch asks otherwise.
   const bool cpu = model->info().device == "cpu";
-  const size_t workers = std::min<size_t>(count, static_cast<size_t>(cpu && a.batch == 0 ? 1 : load.concurrency));
+  // (On a GPU whose free memory holds fewer transcriptions' state, the model keeps fewer: info().concurrency.)
+  const int at_once = model->info().concurrency;
+  const size_t workers = std::min<size_t>(count, static_cast<size_t>(cpu && a.batch == 0 ? 1 : at_once));
   // Fewer files than --batch: long ones are cut into parts transcribed at once (TranscribeOptions::parts).
-  if (a.batch > 0 && base.clip_timestamps.empty()) base.parts = std::max(1, a.batch / static_cast<int>(workers));
+  if (a.batch > 0 && base.clip_timestamps.empty()) base.parts = std::max(1, at_once / static_cast<int>(workers));
   const bool tty = ::isatty(STDERR_FILENO);
 
   struct Outcome {
@@ -526,7 +528,7 @@ int run_eval(const EvalArgs& a) {
   };
   std::vector<std::string> files;
   for (const Row& r : rows) files.push_back(r.file);
-  const size_t workers = static_cast<size_t>(std::max(1, a.batch));
+  const size_t workers = static_cast<size_t>(model ? model->info().concurrency : 1);
   AudioPrefetch audio(model ? files : std::vector<std::string>(), workers);
   const auto started = std::chrono::steady_clock::now();
   run_in_order<Item>(

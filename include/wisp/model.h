@@ -91,6 +91,9 @@ struct ModelInfo {
   bool multilingual = false;
   int n_mels = 0, n_vocab = 0, n_audio_layer = 0, n_text_layer = 0, n_state = 0, n_head = 0;
   std::string device;  // "cpu", or "cuda (<GPU name>)"
+  // Transcriptions (or parts) that may run at once: LoadOptions::concurrency, or fewer when the GPU's memory
+  // holds the device state of fewer.
+  int concurrency = 1;
 };
 
 struct LoadOptions {
@@ -104,9 +107,10 @@ struct LoadOptions {
   // CPU only, for accuracy studies: keep the CPU's fp32 caches but round every K/V row as `kv_cache` would
   // store it on the GPU (docs/quantization.md).
   bool round_kv_on_cpu = false;
-  // GPU only: transcriptions that may run at once on this model (Model::transcribe from that many threads).
-  // Each gets its own device slots (cross-attention K/V, caches); their decode steps and windows are run as
-  // batched calls, which is how several files transcribe faster than one after the other. 1 to 64.
+  // Transcriptions that may run at once on this model (Model::transcribe from that many threads). On a GPU
+  // each gets its own device slots (cross-attention K/V, caches; fewer transcriptions are kept when the free
+  // device memory cannot hold them all, see ModelInfo::concurrency) and their decode steps and windows are run
+  // as batched calls, which is how several files transcribe faster than one after the other. 1 to 64.
   int concurrency = 1;
 };
 

@@ -114,6 +114,8 @@ std::shared_ptr<void> WhisperModel::begin_transcription() const {
   return device_ ? device_->begin_transcription() : nullptr;
 }
 
+int WhisperModel::device_concurrency() const { return device_ ? device_->concurrency() : 0; }
+
 Tensor WhisperModel::stored_tensor(const std::string& name) const { return file_.tensor(name); }
 
 bool WhisperModel::on_device(const CrossKV& cross, const DeviceState* cache) const {

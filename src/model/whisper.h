@@ -112,6 +112,8 @@ class DeviceBackend {
   virtual CrossKV to_host(const CrossKV& cross) = 0;
   // See WhisperModel::begin_transcription. Null: calls run one by one as they come.
   virtual std::shared_ptr<void> begin_transcription() { return nullptr; }
+  // Transcriptions that can run at once (each needs device state of its own).
+  virtual int concurrency() const { return 1; }
 };
 
 // Creates the backend for a model that has just been loaded (its weights are mapped and checked).
@@ -129,6 +131,8 @@ class WhisperModel {
   // handle goes, a device backend may gather this thread's calls with theirs into batched calls (the GPU
   // backend runs their decode steps as one step). Null on the CPU.
   std::shared_ptr<void> begin_transcription() const;
+  // Transcriptions that can run at once on the device backend (0 on the CPU: no limit of its own).
+  int device_concurrency() const;
   // The tensor of an engine-file name as stored (for a device backend uploading the weights).
   Tensor stored_tensor(const std::string& name) const;
 

@@ -627,7 +627,8 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     };
   }
   auto impl = std::make_unique<Impl>(model::WhisperModel::load(path, factory));
-  impl->concurrency = options.concurrency;
+  const int device_limit = impl->net->device_concurrency();
+  impl->concurrency = device_limit > 0 ? std::min(options.concurrency, device_limit) : options.concurrency;
   return std::unique_ptr<Model>(new Model(std::move(impl)));
 }
 
@@ -648,6 +649,7 @@ ModelInfo Model::info() const {
   i.n_state = d.n_audio_state;
   i.n_head = d.n_audio_head;
   i.device = impl_->net->device_name();
+  i.concurrency = impl_->concurrency;
   return i;
 }
 

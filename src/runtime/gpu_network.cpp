@@ -77,15 +77,24 @@ class GpuNetwork final : public model::DeviceBackend {
     if (o.transcriptions < 1 || o.windows < 1 || o.sequences < 1) {
       throw InvalidArgument("the GPU backend needs at least one transcription, window and sequence");
     }
-    const int windows = o.windows * o.transcriptions, sequences = o.sequences * o.transcriptions;
+
     const auto& md = m.dims();
     dims_.n_mels = md.n_mels, dims_.n_vocab = md.n_vocab, dims_.n_audio_ctx = md.n_audio_ctx;
     dims_.n_audio_state = md.n_audio_state, dims_.n_audio_head = md.n_audio_head;
     dims_.n_audio_layer = md.n_audio_layer, dims_.n_text_ctx = md.n_text_ctx, dims_.n_text_state = md.n_text_state;
     dims_.n_text_head = md.n_text_head, dims_.n_text_layer = md.n_text_layer;
-    gpu_ = GpuWhisper::create(
-        dims_, GpuWhisper::Capacity{windows, sequences},
-        [&m](const std::string& name) { return m.stored_tensor(name); }, o.kv_cache);
+    const auto source = [&m](const std::string& name) { return m.stored_tensor(name); };
+    for (transcriptions_ = o.transcriptions;; transcriptions_ = std::max(1, transcriptions_ / 2)) {
+      try {
+        gpu_ =
+            GpuWhisper::create(dims_, GpuWhisper::Capacity{o.windows * transcriptions_, o.sequences * transcriptions_},
+                               source, o.kv_cache);
+        break;
+      } catch (const GpuOutOfMemory&) {
+        if (transcriptions_ == 1) throw;
+      }
+    }
+    const int windows = o.windows * transcriptions_, sequences = o.sequences * transcriptions_;
     pool_ = std::make_shared<SlotPool>();
     pool_->windows.assign(size_t(windows), false);
     pool_->sequences.assign(size_t(sequences), false);
@@ -111,6 +120,7 @@ class GpuNetwork final : public model::DeviceBackend {
   }
 
   std::shared_ptr<void> begin_transcription() override { return gatherer_.join(); }
+  int concurrency() const override { return transcriptions_; }
 
   model::KVCache new_cache() override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -280,6 +290,7 @@ class GpuNetwork final : public model::DeviceBackend {
   GpuDims dims_;
   int64_t n_vocab_ = 0;
   std::unique_ptr<GpuWhisper> gpu_;
+  int transcriptions_ = 1;  // transcriptions with slots of their own
   std::shared_ptr<SlotPool> pool_;
   std::mutex mu_;  // one device call at a time
   CallGatherer gatherer_;

@@ -27,8 +27,10 @@ struct GpuNetworkOptions {
   GpuKvCache kv_cache = GpuKvCache::kF16;
 };
 
-// Uploads `model`'s weights to the current CUDA device. Throws std::runtime_error (no device, CUDA errors,
-// a build without CUDA) or std::invalid_argument (dimensions the kernels do not take).
+// Uploads `model`'s weights to the current CUDA device. When the slots of `transcriptions` do not fit the free
+// device memory, it halves `transcriptions` until they do (DeviceBackend::concurrency says how many it kept). Throws
+// std::runtime_error (no device, CUDA errors, a build without CUDA) or std::invalid_argument (dimensions the kernels do
+// not take).
 std::unique_ptr<model::DeviceBackend> make_gpu_backend(const model::WhisperModel& model,
                                                        const GpuNetworkOptions& options = {});
 

@@ -61,7 +61,12 @@ struct Arena {
     used = 0;
     size = bytes;
     void* p = nullptr;
-    cuda_check(cudaMalloc(&p, bytes), "cudaMalloc (arena)");
+    const cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();  // not sticky: clear it, so that the next launch check does not see it
+      throw GpuOutOfMemory("GpuWhisper: " + std::to_string(bytes >> 20) + " MiB of device memory are not free");
+    }
+    cuda_check(e, "cudaMalloc (arena)");
     base = static_cast<char*>(p);
   }
   template <class T>

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,11 @@ enum class GpuWeights { kF16, kInt8, kInt4 };
 enum class GpuKvCache { kF16, kInt8, kInt8Dynamic, kFp8 };
 // "fp16", "int8", "int8-dynamic", "fp8" (throws std::invalid_argument otherwise).
 GpuKvCache kv_cache_from_name(const std::string& name);
+
+// The device has not the memory GpuWhisper::create needs (nothing stays allocated).
+struct GpuOutOfMemory : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 // True when the current CUDA device has compute capability 8.0 or newer, the kernels' minimum (false without
 // one, and in CPU-only builds).

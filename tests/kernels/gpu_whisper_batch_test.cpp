@@ -130,5 +130,19 @@ TEST(GpuWhisperBatch, GroupsMatchSequencesAlone) {
   }
 }
 
+// Slots that cannot fit the device: a typed error (the GPU backend halves its transcriptions on it), nothing
+// left allocated, and no error left behind for the next runner's launches.
+TEST(GpuWhisperBatch, OutOfMemoryIsTypedAndLeavesNothingBehind) {
+  if (!gpu_available()) GTEST_SKIP() << "no CUDA device";
+  EXPECT_THROW(GpuWhisper::create_random(dims_for_size("tiny"), 1000000), GpuOutOfMemory);  // ~20 TB of slots
+  auto gpu = GpuWhisper::create_random(dims_for_size("tiny"), 2);
+  const std::vector<float> mel(size_t(gpu->dims().n_mels) * 2 * size_t(gpu->dims().n_audio_ctx), 0.5f);
+  gpu->encode_window(mel.data(), 1);
+  std::vector<float> logits(size_t(gpu->dims().n_vocab));
+  const int token = 50257 % gpu->dims().n_vocab;
+  gpu->step_window(1, 1, 1, &token, 0, logits.data());
+  EXPECT_TRUE(std::all_of(logits.begin(), logits.end(), [](float v) { return std::isfinite(v); }));
+}
+
 }  // namespace
 }  // namespace wisp::runtime
