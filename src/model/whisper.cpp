@@ -116,6 +116,10 @@ std::shared_ptr<void> WhisperModel::begin_transcription() const {
 
 int WhisperModel::device_concurrency() const { return device_ ? device_->concurrency() : 0; }
 
+std::vector<float> WhisperModel::device_log_mel(std::span<const float> samples) const {
+  return device_ ? device_->log_mel(samples) : std::vector<float>();
+}
+
 Tensor WhisperModel::stored_tensor(const std::string& name) const { return file_.tensor(name); }
 
 bool WhisperModel::on_device(const CrossKV& cross, const DeviceState* cache) const {

@@ -114,6 +114,12 @@ class DeviceBackend {
   virtual std::shared_ptr<void> begin_transcription() { return nullptr; }
   // Transcriptions that can run at once (each needs device state of its own).
   virtual int concurrency() const { return 1; }
+  // The log-mel of a whole recording, as audio::LogMel::compute (16 kHz samples → [n_mels, frames]), computed
+  // on the device; empty when the backend has none.
+  virtual std::vector<float> log_mel(std::span<const float> samples) {
+    (void)samples;
+    return {};
+  }
 };
 
 // Creates the backend for a model that has just been loaded (its weights are mapped and checked).
@@ -133,6 +139,8 @@ class WhisperModel {
   std::shared_ptr<void> begin_transcription() const;
   // Transcriptions that can run at once on the device backend (0 on the CPU: no limit of its own).
   int device_concurrency() const;
+  // DeviceBackend::log_mel of the device backend; empty on the CPU (the pipeline computes it there).
+  std::vector<float> device_log_mel(std::span<const float> samples) const;
   // The tensor of an engine-file name as stored (for a device backend uploading the weights).
   Tensor stored_tensor(const std::string& name) const;
 

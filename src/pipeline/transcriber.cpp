@@ -224,7 +224,9 @@ struct Model::Impl {
   Transcript run(std::span<const float> samples, const TranscribeOptions& o) const {
     if (samples.empty()) throw AudioError("the audio contains no samples");
     validate(o);
-    const std::vector<float> mel_all = mel.compute(samples);
+    // The whole recording's log-mel on the GPU when the model runs there (the CPU's FFTW path otherwise).
+    std::vector<float> mel_all = net->device_log_mel(samples);
+    if (mel_all.empty()) mel_all = mel.compute(samples);
     const int parts = std::min(o.parts, concurrency);
     if (parts > 1) {
       const std::vector<double> cuts = part_cuts(samples, parts);

@@ -122,6 +122,12 @@ class GpuNetwork final : public model::DeviceBackend {
   std::shared_ptr<void> begin_transcription() override { return gatherer_.join(); }
   int concurrency() const override { return transcriptions_; }
 
+  std::vector<float> log_mel(std::span<const float> samples) override {
+    const auto busy = gatherer_.busy();
+    std::lock_guard<std::mutex> lock(mu_);
+    return gpu_->log_mel_host(samples.data(), static_cast<int64_t>(samples.size()));
+  }
+
   model::KVCache new_cache() override {
     std::lock_guard<std::mutex> lock(mu_);
     model::KVCache c;

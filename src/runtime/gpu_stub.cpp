@@ -39,6 +39,7 @@ void GpuWhisper::set_cuda_graphs(bool) {}
 void GpuWhisper::set_gemv(bool) {}
 void GpuWhisper::set_programmatic_launch(bool) {}
 void GpuWhisper::log_mel(const float*, int) { no_cuda(); }
+std::vector<float> GpuWhisper::log_mel_host(const float*, int64_t) { no_cuda(); }
 void GpuWhisper::set_fused_norms(bool) {}
 int GpuWhisper::window_slots() const { return 0; }
 int GpuWhisper::sequence_slots() const { return 0; }

@@ -351,6 +351,14 @@ struct GpuWhisper::Impl {
 
   // Samples of one 30 s window: a hop per mel frame.
   size_t window_samples() const { return size_t(2 * d.n_audio_ctx) * kc::kLogMelHop; }
+  // The cuFFT plans and buffers of the log-mel, for inputs of one window (and padding up to a hop); made by
+  // the first log-mel, so that programs without one do not pay for them.
+  void init_log_mel() {
+    if (mel_gpu.ready()) return;
+    const std::vector<float> filters = core::mel_filters(d.n_mels);  // [n_mels, 201]
+    kcheck(mel_gpu.init(d.n_mels, filters.data(), int64_t(window_samples()), kc::kLogMelDefaultPad),
+           "DeviceLogMel::init");
+  }
 
   void allocate_activations() {
     const size_t W = size_t(windows), S = size_t(sequences), R = size_t(rows), nc = size_t(d.n_audio_ctx);
@@ -849,10 +857,7 @@ void GpuWhisper::log_mel(const float* samples, int batch) {
   check_batch(*impl_, batch);
   Impl& m = *impl_;
   const size_t n = m.window_samples(), per_mel = size_t(m.d.n_mels) * 2 * m.d.n_audio_ctx;
-  if (!m.mel_gpu.ready()) {  // only programs that use it pay for it (transcription computes the mel on the CPU)
-    const std::vector<float> filters = core::mel_filters(m.d.n_mels);  // [n_mels, 201]
-    kcheck(m.mel_gpu.init(m.d.n_mels, filters.data(), int64_t(n), 0), "DeviceLogMel::init");
-  }
+  m.init_log_mel();
   if (samples) {
     cuda_check(cudaMemcpyAsync(m.audio, samples, size_t(batch) * n * 4, cudaMemcpyHostToDevice, m.stream),
                "upload audio");
@@ -862,6 +867,16 @@ void GpuWhisper::log_mel(const float* samples, int batch) {
            "DeviceLogMel::compute");
   }
   if (samples) synchronize();
+}
+
+std::vector<float> GpuWhisper::log_mel_host(const float* samples, int64_t n) {
+  Impl& m = *impl_;
+  m.init_log_mel();
+  const int64_t frames = kc::DeviceLogMel::n_frames(n, kc::kLogMelDefaultPad);
+  if (n <= 0 || frames <= 0) throw std::invalid_argument("GpuWhisper: no audio for a log-mel");
+  std::vector<float> out(size_t(m.d.n_mels) * size_t(frames));
+  kcheck(m.mel_gpu.compute_host(samples, n, out.data(), m.stream, kc::kLogMelDefaultPad), "DeviceLogMel::compute_host");
+  return out;
 }
 
 void GpuWhisper::encode(const float* mel, int batch) {

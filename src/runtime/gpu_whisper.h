@@ -89,6 +89,10 @@ class GpuWhisper {
   // audio buffer as it is, for benchmarks). No padding past the window (faster-whisper pads the whole file).
   // Asynchronous unless samples are given. The first call makes the cuFFT plans and workspace (~10 MB).
   void log_mel(const float* samples, int batch);
+  // The log-mel of a whole recording (transcription): samples host fp32 [n] at 16 kHz, padded by 160 zeros as
+  // LogMel::compute pads them; returns host fp32 [n_mels, (n + 160) / 160], LogMel::compute's values within fp32
+  // FFT rounding. Runs in chunks of 30 s through the same cuFFT plans as log_mel(). Synchronises.
+  std::vector<float> log_mel_host(const float* samples, int64_t n);
   // mel: host fp32 [batch, n_mels, 2·n_audio_ctx] (null: the device mel buffer as it is, for benchmarks).
   // Leaves the features [batch, n_audio_ctx, d] on the device. Asynchronous unless mel is given.
   void encode(const float* mel, int batch);

@@ -162,6 +162,35 @@ TEST_F(CudaLogMel, ShortInputsMatchReference) {
   }
 }
 
+// compute_host: a recording longer than init's input, in chunks (the floor from the maximum of all of them),
+// against the fp64 reference, and against compute() of the whole signal on an object sized for it. The loud
+// part sits in a late chunk, so an early chunk's own maximum would give a wrong floor.
+TEST_F(CudaLogMel, LongInputInChunksMatchesReference) {
+  constexpr size_t kN = 16000 * 47 + 123;  // 47 s and a bit: 5 chunks of 10 s and a short one
+  constexpr int kPad = 160;
+  std::vector<float> x = ref_test_signal(kN, 21, 16000, 16000 * 9);
+  for (size_t i = 16000 * 40; i < 16000 * 41; ++i) x[i] *= 8.0f;  // the loudest second, in chunk 4
+  const int frames = ref_log_mel_frames(kN, kPad);
+  for (int n_mels : {80, 128}) {
+    const std::vector<double> ref = ref_log_mel(x, kPad, ref_mel_filters(n_mels), n_mels);
+    DeviceLogMel chunked = make(n_mels, 16000 * 10);
+    std::vector<float> got(static_cast<size_t>(n_mels) * static_cast<size_t>(frames), NAN);
+    EXPECT_STATUS_OK(chunked.compute_host(x.data(), static_cast<int64_t>(kN), got.data(), stream_, kPad));
+    expect_near_reference(got, ref, n_mels, frames, "47 s in chunks of 10 s (compute_host)");
+    DeviceLogMel whole = make(n_mels, static_cast<int64_t>(kN));
+    const std::vector<float> one_pass = run(whole, x, kPad);
+    float diff = 0;
+    for (size_t i = 0; i < got.size(); ++i) diff = std::max(diff, std::fabs(got[i] - one_pass[i]));
+    std::printf("  chunks vs one pass: max difference %.3g\n", diff);
+    EXPECT_LE(diff, kRefLogMelTolerance);
+  }
+  DeviceLogMel mel = make(80, 16000);
+  std::vector<float> out(80 * 200);
+  EXPECT_EQ(mel.compute_host(nullptr, 16000, out.data(), stream_), Status::kInvalidArgument);
+  EXPECT_EQ(mel.compute_host(x.data(), 0, out.data(), stream_), Status::kInvalidArgument);
+  EXPECT_EQ(mel.compute_host(x.data(), 100, out.data(), stream_, 0), Status::kInvalidArgument);  // no frame
+}
+
 // All zeros: every mel is log10(1e-10) = −10, the maximum is −10, the floor −18, so every value is exactly
 // (−10 + 4) / 4 = −1.5, as on the CPU.
 TEST_F(CudaLogMel, SilenceIsExactlyConstant) {

@@ -44,19 +44,21 @@ __device__ __forceinline__ int64_t reflect_index(int64_t i, int64_t length) {
   return r >= length ? period - r : r;
 }
 
-// frames[t, i] = padded[t·160 + i] · window[i], padded being `samples` [n] + zeros up to `length`, reflected
-// 200 samples out on both sides.
-__global__ void frame_window_kernel(const float* __restrict__ samples /* [n] */, int64_t n, int64_t length,
-                                    const float* __restrict__ window /* [400] */,
-                                    float* __restrict__ frames /* [n_frames, 400] */, int64_t n_frames) {
+// frames[t, i] = padded[(frame0 + t)·160 + i] · window[i], padded being the signal [n] + zeros up to `length`,
+// reflected 200 samples out on both sides. `samples` holds the signal's samples [first, first + count) (all of
+// them, or the ones a chunk of frames reads).
+__global__ void frame_window_kernel(const float* __restrict__ samples /* [count] */, int64_t first, int64_t n,
+                                    int64_t length, const float* __restrict__ window /* [400] */,
+                                    float* __restrict__ frames /* [n_frames, 400] */, int64_t frame0,
+                                    int64_t n_frames) {
   const int64_t total = n_frames * kLogMelNFft;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t t = e / kLogMelNFft;
     const int i = static_cast<int>(e - t * kLogMelNFft);
-    int64_t j = t * kLogMelHop + i - kLogMelNFft / 2;  // index into the zero-padded signal
+    int64_t j = (frame0 + t) * kLogMelHop + i - kLogMelNFft / 2;  // index into the zero-padded signal
     if (j < 0 || j >= length) j = length == 1 ? 0 : reflect_index(j, length);
-    const float x = j < n ? samples[j] : 0.0f;
+    const float x = j < n ? samples[j - first] : 0.0f;
     frames[e] = x * window[i];
   }
 }
@@ -142,6 +144,8 @@ struct DeviceLogMel::Impl {
   float* frames = nullptr;     // [max_frames, 400] windowed frames (cuFFT input)
   float2* spectrum = nullptr;  // [max_frames, 201] (cuFFT output)
   float* block_max = nullptr;  // [ceil(max_frames / 16)] per mel_log block
+  float* staging = nullptr;    // [max_frames·160 + 401] compute_host: the samples of one chunk of frames
+  float* chunk_out = nullptr;  // [n_mels, max_frames] compute_host: the log-mel of one chunk
   void* fft_work = nullptr;    // cuFFT work area, shared by the plans (one call at a time)
   // (batch, plan), batches decreasing from max_frames by halves down to ≤ kSmallestPlan.
   std::vector<std::pair<int64_t, cufftHandle>> plans;
@@ -151,11 +155,25 @@ struct DeviceLogMel::Impl {
   Impl& operator=(const Impl&) = delete;
   ~Impl() {
     for (auto& p : plans) cufftDestroy(p.second);
-    for (void* q :
-         {static_cast<void*>(window), static_cast<void*>(bands), static_cast<void*>(packed), static_cast<void*>(frames),
-          static_cast<void*>(spectrum), static_cast<void*>(block_max), fft_work}) {
+    for (void* q : {static_cast<void*>(window), static_cast<void*>(bands), static_cast<void*>(packed),
+                    static_cast<void*>(frames), static_cast<void*>(spectrum), static_cast<void*>(block_max),
+                    static_cast<void*>(staging), static_cast<void*>(chunk_out), fft_work}) {
       if (q) cudaFree(q);
     }
+  }
+
+  // spectrum ← R2C FFT of the first `count` frames, on the smallest planned batch that covers them (the last
+  // plan with batch ≥ count; the first always does).
+  Status transform(int64_t count, cudaStream_t stream) {
+    size_t pick = 0;
+    while (pick + 1 < plans.size() && plans[pick + 1].first >= count) ++pick;
+    const cufftHandle plan = plans[pick].second;
+    if (cufftSetStream(plan, stream) != CUFFT_SUCCESS) return Status::kCudaError;
+    if (cufftExecR2C(plan, reinterpret_cast<cufftReal*>(frames), reinterpret_cast<cufftComplex*>(spectrum)) !=
+        CUFFT_SUCCESS) {
+      return Status::kCudaError;
+    }
+    return Status::kOk;
   }
 
   template <class T>
@@ -226,6 +244,8 @@ Status DeviceLogMel::init(int n_mels, const float* filters /* host [n_mels, 201]
   if ((s = impl->alloc(&impl->frames, frames_n * kLogMelNFft)) != Status::kOk) return s;
   if ((s = impl->alloc(&impl->spectrum, frames_n * kLogMelBins)) != Status::kOk) return s;
   if ((s = impl->alloc(&impl->block_max, n_blocks)) != Status::kOk) return s;
+  if ((s = impl->alloc(&impl->staging, frames_n * kLogMelHop + kLogMelNFft + 1)) != Status::kOk) return s;
+  if ((s = impl->alloc(&impl->chunk_out, frames_n * static_cast<size_t>(n_mels))) != Status::kOk) return s;
   if ((s = cuda_status(cudaMemcpy(impl->window, window.data(), window.size() * sizeof(float),
                                   cudaMemcpyHostToDevice))) != Status::kOk) {
     return s;
@@ -286,19 +306,10 @@ Status DeviceLogMel::compute(const float* samples /* [n_samples] device */, int6
   if (frames <= 0) return Status::kInvalidArgument;
   const int64_t length = n_samples + pad_samples;
 
-  frame_window_kernel<<<grid_for(frames * kLogMelNFft, kThreads), kThreads, 0, stream>>>(samples, n_samples, length,
-                                                                                         im.window, im.frames, frames);
+  frame_window_kernel<<<grid_for(frames * kLogMelNFft, kThreads), kThreads, 0, stream>>>(
+      samples, 0, n_samples, length, im.window, im.frames, 0, frames);
   if (const Status s = launch_status(); s != Status::kOk) return s;
-
-  // The smallest plan whose batch covers the frames (the last one with batch ≥ frames; the first always does).
-  size_t pick = 0;
-  while (pick + 1 < im.plans.size() && im.plans[pick + 1].first >= frames) ++pick;
-  const cufftHandle plan = im.plans[pick].second;
-  if (cufftSetStream(plan, stream) != CUFFT_SUCCESS) return Status::kCudaError;
-  if (cufftExecR2C(plan, reinterpret_cast<cufftReal*>(im.frames), reinterpret_cast<cufftComplex*>(im.spectrum)) !=
-      CUFFT_SUCCESS) {
-    return Status::kCudaError;
-  }
+  if (const Status s = im.transform(frames, stream); s != Status::kOk) return s;
 
   const int n_blocks = static_cast<int>((frames + kTileFrames - 1) / kTileFrames);
   mel_log_kernel<<<n_blocks, kThreads, 0, stream>>>(im.spectrum, static_cast<int>(frames), im.bands, im.packed,
@@ -309,6 +320,58 @@ Status DeviceLogMel::compute(const float* samples /* [n_samples] device */, int6
   normalise_kernel<<<grid_for(total, kThreads, kNormaliseMaxBlocks), kThreads, 0, stream>>>(out, total, im.block_max,
                                                                                             n_blocks);
   return launch_status();
+}
+
+Status DeviceLogMel::compute_host(const float* samples /* host [n_samples] */, int64_t n_samples,
+                                  float* out /* host [n_mels, n_frames] */, cudaStream_t stream, int pad_samples) {
+  if (!impl_ || !samples || !out) return Status::kInvalidArgument;
+  Impl& im = *impl_;
+  if (n_samples <= 0 || n_samples > kLogMelMaxFrames * kLogMelHop || pad_samples < 0 || pad_samples > im.max_pad) {
+    return Status::kInvalidArgument;
+  }
+  const int64_t total = n_frames(n_samples, pad_samples);
+  if (total <= 0 || total > kLogMelMaxFrames) return Status::kInvalidArgument;
+  const int64_t length = n_samples + pad_samples;
+  // Chunks of frames as long as init's input: their samples (with the 200 on each side that the frames
+  // reach) go to `staging`, their log-mel to `chunk_out` and then to the host; the floor needs the maximum
+  // of all of them, so it is applied on the host at the end.
+  const int64_t chunk = im.max_frames;
+  float global_max = -INFINITY;
+  std::vector<float> block_max_host;
+  for (int64_t f0 = 0; f0 < total; f0 += chunk) {
+    const int64_t frames = std::min(chunk, total - f0);
+    // The samples the chunk's frames read: 200 before its first frame's centre to 200 after its last one's.
+    // Reflected indices land within 200 samples of an end of the signal, so inside the first or the last
+    // chunk's own range (a signal short enough for the reflection to bounce has a single chunk: all of it).
+    const int64_t lo = std::max<int64_t>(0, f0 * kLogMelHop - kLogMelNFft / 2);
+    const int64_t hi = std::max(lo, std::min(n_samples, (f0 + frames - 1) * kLogMelHop + kLogMelNFft / 2 + 1));
+    Status s = cuda_status(
+        cudaMemcpyAsync(im.staging, samples + lo, size_t(hi - lo) * sizeof(float), cudaMemcpyHostToDevice, stream));
+    if (s != Status::kOk) return s;
+    frame_window_kernel<<<grid_for(frames * kLogMelNFft, kThreads), kThreads, 0, stream>>>(
+        im.staging, lo, n_samples, length, im.window, im.frames, f0, frames);
+    if ((s = launch_status()) != Status::kOk) return s;
+    if ((s = im.transform(frames, stream)) != Status::kOk) return s;
+    const int n_blocks = static_cast<int>((frames + kTileFrames - 1) / kTileFrames);
+    mel_log_kernel<<<n_blocks, kThreads, 0, stream>>>(im.spectrum, static_cast<int>(frames), im.bands, im.packed,
+                                                      im.n_mels, im.chunk_out, im.block_max);
+    if ((s = launch_status()) != Status::kOk) return s;
+    // chunk_out [n_mels, frames] → out[:, f0 : f0 + frames] (row pitch: all frames)
+    s = cuda_status(cudaMemcpy2DAsync(out + f0, size_t(total) * sizeof(float), im.chunk_out,
+                                      size_t(frames) * sizeof(float), size_t(frames) * sizeof(float), size_t(im.n_mels),
+                                      cudaMemcpyDeviceToHost, stream));
+    if (s != Status::kOk) return s;
+    block_max_host.resize(size_t(n_blocks));
+    s = cuda_status(cudaMemcpyAsync(block_max_host.data(), im.block_max, size_t(n_blocks) * sizeof(float),
+                                    cudaMemcpyDeviceToHost, stream));
+    if (s != Status::kOk) return s;
+    if ((s = cuda_status(cudaStreamSynchronize(stream))) != Status::kOk) return s;
+    for (float m : block_max_host) global_max = std::max(global_max, m);
+  }
+  // The floor and scale of normalise_kernel, in the same float operations.
+  const float floor_log = global_max - 8.0f;
+  for (int64_t e = 0; e < total * im.n_mels; ++e) out[e] = (std::max(out[e], floor_log) + 4.0f) / 4.0f;
+  return Status::kOk;
 }
 
 }  // namespace wisp::kernels::cuda

@@ -51,7 +51,8 @@ class DeviceLogMel {
   // n_mels in [1, kLogMelMaxMels]; filters: the filterbank on the host, as LogMel::filters(n_mels) returns it.
   // compute() will take up to max_samples samples (≥ 1) with up to max_pad_samples (≥ 0) of padding;
   // (max_samples + max_pad_samples) / 160 must lie in [1, kLogMelMaxFrames]. Allocates the device buffers
-  // (3.2 KB per frame of the largest input for the frames and spectra, plus cuFFT's work area) and plans
+  // (3.2 KB per frame of the largest input for the frames and spectra, 0.64 KB + 4·n_mels bytes for
+  // compute_host's chunks, plus cuFFT's work area) and plans
   // cuFFT (a ladder of batch sizes, halving from the largest input's frames until 64 or fewer).
   // kInvalidArgument for a bad argument, kOutOfMemory, or kCudaError (a CUDA or cuFFT call failed). A failed
   // init leaves the object not ready; init() on a ready object releases its old resources first.
@@ -75,6 +76,15 @@ class DeviceLogMel {
   // samples.
   Status compute(const float* samples /* [n_samples] device, 16 kHz */, int64_t n_samples,
                  float* out /* [n_mels, n_frames] device */, cudaStream_t stream, int pad_samples = kLogMelDefaultPad);
+
+  // The log-mel of a whole recording from the host to the host: as compute() (the same values), for any
+  // n_samples up to kLogMelMaxFrames·160, in chunks of as many frames as init's largest input (each chunk's
+  // samples uploaded, its log-mel downloaded, the floor applied on the host once the global maximum is known),
+  // so the device memory stays what init() allocated. Synchronises with `stream`. kInvalidArgument when not
+  // ready, for null pointers, n_samples ≤ 0, a bad pad_samples or no complete frame; kCudaError otherwise.
+  Status compute_host(const float* samples /* host [n_samples], 16 kHz */, int64_t n_samples,
+                      float* out /* host [n_mels, n_frames] */, cudaStream_t stream,
+                      int pad_samples = kLogMelDefaultPad);
 
   struct Impl;
 
