@@ -277,7 +277,9 @@ class GpuNetwork final : public model::DeviceBackend {
     const int first = SlotPool::take(window ? pool_->windows : pool_->sequences, count);
     if (first < 0) {
       throw InvalidArgument(std::string("the GPU backend has no ") + std::to_string(count) + " free " +
-                            (window ? "window" : "sequence") + " slot(s) left (beam size or best-of too large?)");
+                            (window ? "window" : "sequence") +
+                            " slot(s) left (more transcriptions at once than the model was loaded for, see "
+                            "LoadOptions::concurrency, or a beam size or best-of too large?)");
     }
     auto s = std::make_shared<Slot>();
     s->backend = this;

@@ -1,9 +1,11 @@
 // Writes the GPU transcript kit: the eval clips decoded to 16 kHz samples and the CPU transcripts of every
 // mode in gpu_transcript_modes.h, for tests/gpu/gpu_transcripts_test.cpp to repeat on a GPU machine that has
 // no FFmpeg (docs/cuda.md, "End to end on the GPU machine").
-//   gpu_kit_make MANIFEST.tsv MODEL.wisp OUT_DIR
-// OUT_DIR/clips/N.f32 (raw little-endian f32 samples) and OUT_DIR/expected.json.
+//   [WISP_GPU_KIT_MODES=greedy,...] gpu_kit_make MANIFEST.tsv MODEL.wisp OUT_DIR
+// OUT_DIR/clips/N.f32 (raw little-endian f32 samples) and OUT_DIR/expected.json. WISP_GPU_KIT_MODES lists the
+// modes to record (all by default): a larger model's kit in a few minutes of CPU.
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -51,6 +53,9 @@ int main(int argc, char** argv) {
           .write(reinterpret_cast<const char*>(samples.data()), static_cast<std::streamsize>(samples.size() * 4));
       json clip = {{"file", file}, {"language", language}, {"samples", raw}};
       for (const auto& mode : wisp::test::transcript_modes()) {
+        if (const char* only = std::getenv("WISP_GPU_KIT_MODES")) {
+          if (("," + std::string(only) + ",").find("," + mode.name + ",") == std::string::npos) continue;
+        }
         std::vector<std::vector<int>> windows;
         wisp::TranscribeOptions o = mode.options;
         o.on_window = [&](const wisp::WindowTrace& w) { windows.push_back(w.tokens); };
