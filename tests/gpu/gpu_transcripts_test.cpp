@@ -44,17 +44,31 @@ struct ModeTally {
   double gpu_s = 0.0, cpu_s = 0.0;
 };
 
+// Opens the kit that $WISP_GPU_KIT names: its CPU transcripts (expected.json) and model (model.wisp). Skips
+// without a kit or a device; a broken kit fails.
+class GpuTranscripts : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* dir = std::getenv("WISP_GPU_KIT");
+    if (!dir) GTEST_SKIP() << "WISP_GPU_KIT not set (no transcript kit)";
+    if (!wisp::runtime::gpu_available()) GTEST_SKIP() << "no CUDA device";
+    kit_ = dir;
+    std::ifstream in(kit_ / "expected.json");
+    ASSERT_TRUE(in) << "missing " << (kit_ / "expected.json");
+    expected_ = json::parse(in);
+    model_path_ = (kit_ / "model.wisp").string();
+  }
+  fs::path kit_;
+  json expected_;
+  std::string model_path_;
+};
+
 }  // namespace
 
-TEST(GpuTranscripts, MatchCpuTranscripts) {
-  const char* kit_env = std::getenv("WISP_GPU_KIT");
-  if (!kit_env) GTEST_SKIP() << "WISP_GPU_KIT not set (no transcript kit)";
-  if (!wisp::runtime::gpu_available()) GTEST_SKIP() << "no CUDA device";
-  const fs::path kit = kit_env;
-  std::ifstream in(kit / "expected.json");
-  ASSERT_TRUE(in) << "missing " << (kit / "expected.json");
-  const json expected = json::parse(in);
-  const std::string model_path = (kit / "model.wisp").string();
+TEST_F(GpuTranscripts, MatchCpuTranscripts) {
+  const fs::path& kit = kit_;
+  const json& expected = expected_;
+  const std::string& model_path = model_path_;
   const auto cpu = wisp::Model::load(model_path, 0, "cpu");
   std::string device;
 
@@ -157,15 +171,10 @@ TEST(GpuTranscripts, MatchCpuTranscripts) {
 // Many clips at once (LoadOptions::concurrency, a thread per clip in flight): their decode steps and windows
 // run as batched GPU calls (runtime/call_gatherer.h). The transcripts must match the CPU's as well as one clip
 // at a time does (same rule as above), and the wall time of both ways is reported.
-TEST(GpuTranscripts, ConcurrentClipsMatchCpuTranscripts) {
-  const char* kit_env = std::getenv("WISP_GPU_KIT");
-  if (!kit_env) GTEST_SKIP() << "WISP_GPU_KIT not set (no transcript kit)";
-  if (!wisp::runtime::gpu_available()) GTEST_SKIP() << "no CUDA device";
-  const fs::path kit = kit_env;
-  std::ifstream in(kit / "expected.json");
-  ASSERT_TRUE(in) << "missing " << (kit / "expected.json");
-  const json expected = json::parse(in);
-  const std::string model_path = (kit / "model.wisp").string();
+TEST_F(GpuTranscripts, ConcurrentClipsMatchCpuTranscripts) {
+  const fs::path& kit = kit_;
+  const json& expected = expected_;
+  const std::string& model_path = model_path_;
   std::vector<std::vector<float>> clips;
   for (const json& clip : expected["clips"]) clips.push_back(read_samples(kit / clip["samples"].get<std::string>()));
   const size_t n = clips.size();
