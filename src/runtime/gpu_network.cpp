@@ -144,7 +144,7 @@ class GpuNetwork final : public model::DeviceBackend {
                             ")");
     }
     const int window = slot_of(cross.device).first, seq = slot_of(cache.device).first;
-    Tensor out = Tensor::empty({static_cast<int64_t>(rows.size()), n_vocab_}, DType::kF32);
+    Tensor out = logits_tensor(static_cast<int64_t>(rows.size()));
     const int start = static_cast<int>(cache.length);
     if (n == 1) {
       // One token: a (gathered, graph-captured) step. Every requested row is that token's.
@@ -186,7 +186,7 @@ class GpuNetwork final : public model::DeviceBackend {
                             ")");
     }
     const int window = slot_of(cross.device).first, seq = slot_of(cache.device).first;
-    Tensor out = Tensor::empty({n, n_vocab_}, DType::kF32);
+    Tensor out = logits_tensor(n);
     StepRequest r;
     r.group = GpuWhisper::StepGroup{
         window, seq, static_cast<int>(n), static_cast<int>(cache.length), tokens.data(), out.data<float>()};
@@ -253,6 +253,13 @@ class GpuNetwork final : public model::DeviceBackend {
   }
 
  private:
+  // [rows, n_vocab] f32 in page-locked memory (the step's logits are copied straight into it).
+  Tensor logits_tensor(int64_t rows) {
+    std::shared_ptr<float> buffer = pinned_.take(static_cast<size_t>(rows * n_vocab_));
+    float* data = buffer.get();
+    return Tensor::wrap(std::move(buffer), data, {rows, n_vocab_}, DType::kF32);
+  }
+
   void run_steps(const std::vector<CallGatherer::Request*>& batch) {
     std::vector<GpuWhisper::StepGroup> groups;
     for (CallGatherer::Request* r : batch) groups.push_back(static_cast<StepRequest*>(r)->group);
@@ -302,6 +309,7 @@ class GpuNetwork final : public model::DeviceBackend {
   std::shared_ptr<SlotPool> pool_;
   std::mutex mu_;  // one device call at a time
   CallGatherer gatherer_;
+  PinnedBuffers pinned_;
   std::string name_;
 };
 

@@ -1,5 +1,6 @@
 // CPU-only builds (WISP_CUDA off): the GPU runner's entry points exist and report that CUDA is missing.
 // No GpuWhisper can be created, so the member functions below are never reached.
+#include <memory>
 #include <stdexcept>
 
 #include "runtime/gpu_whisper.h"
@@ -39,6 +40,12 @@ void GpuWhisper::set_cuda_graphs(bool) {}
 void GpuWhisper::set_gemv(bool) {}
 void GpuWhisper::set_programmatic_launch(bool) {}
 void GpuWhisper::log_mel(const float*, int) { no_cuda(); }
+
+struct PinnedBuffers::Pool {};
+PinnedBuffers::PinnedBuffers() = default;
+std::shared_ptr<float> PinnedBuffers::take(size_t floats) {
+  return std::shared_ptr<float>(new float[floats], std::default_delete<float[]>());
+}
 std::vector<float> GpuWhisper::log_mel_host(const float*, int64_t) { no_cuda(); }
 void GpuWhisper::set_fused_norms(bool) {}
 int GpuWhisper::window_slots() const { return 0; }

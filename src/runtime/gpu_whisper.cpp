@@ -11,6 +11,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <random>
 #include <stdexcept>
 #include <tuple>
@@ -630,6 +631,43 @@ struct GpuWhisper::Impl {
     normalize(dec_ln, n);
   }
 };
+
+struct PinnedBuffers::Pool {
+  std::mutex mu;
+  std::multimap<size_t, float*> free;  // by size in floats
+  ~Pool() {
+    for (auto& [size, p] : free) cudaFreeHost(p);
+  }
+};
+
+PinnedBuffers::PinnedBuffers() : pool_(std::make_shared<Pool>()) {}
+
+std::shared_ptr<float> PinnedBuffers::take(size_t floats) {
+  size_t size = 1;
+  while (size < floats) size *= 2;
+  float* p = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(pool_->mu);
+    const auto it = pool_->free.lower_bound(size);
+    if (it != pool_->free.end()) {
+      size = it->first;
+      p = it->second;
+      pool_->free.erase(it);
+    }
+  }
+  if (!p) {
+    void* raw = nullptr;
+    if (cudaMallocHost(&raw, size * sizeof(float)) != cudaSuccess) {
+      cudaGetLastError();  // not sticky; ordinary memory will do
+      return std::shared_ptr<float>(new float[floats], std::default_delete<float[]>());
+    }
+    p = static_cast<float*>(raw);
+  }
+  return std::shared_ptr<float>(p, [pool = pool_, size](float* q) {
+    std::lock_guard<std::mutex> lock(pool->mu);
+    pool->free.emplace(size, q);
+  });
+}
 
 bool gpu_available() {
   if (!kc::device_available()) return false;

@@ -174,6 +174,23 @@ class GpuWhisper {
   std::unique_ptr<Impl> impl_;
 };
 
+// Page-locked host buffers for the logits that decode steps copy back (GpuNetwork): a device-to-host copy
+// into them runs at the link's full speed, with no staging copy by the driver, and needs no allocation per
+// step. A buffer returns to the pool when its last user lets go and serves later requests of up to its size
+// (sizes are rounded up to powers of two). Without CUDA (or when page-locking fails) the buffers are
+// ordinary memory.
+class PinnedBuffers {
+ public:
+  PinnedBuffers();
+  // `floats` floats, alive while the pointer (or a copy of it) is, even after the pool object is gone.
+  std::shared_ptr<float> take(size_t floats);
+
+  struct Pool;
+
+ private:
+  std::shared_ptr<Pool> pool_;
+};
+
 // `wisp bench`: runs the benchmark and returns its JSON (see docs/cuda.md). model_path empty → random
 // weights of `size`. Throws on errors (and in CPU-only builds).
 struct BenchOptions {

@@ -4,6 +4,7 @@
 // those of its sequence alone: a row that read another row's cache, window or token would be off by the size
 // of the logits themselves, while the two paths' rounding differs by far less (bound below). Skips with "no
 // CUDA device" without a GPU.
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -142,6 +143,30 @@ TEST(GpuWhisperBatch, OutOfMemoryIsTypedAndLeavesNothingBehind) {
   const int token = 50257 % gpu->dims().n_vocab;
   gpu->step_window(1, 1, 1, &token, 0, logits.data());
   EXPECT_TRUE(std::all_of(logits.begin(), logits.end(), [](float v) { return std::isfinite(v); }));
+}
+
+// The logits buffers: page-locked, reused for requests up to their (power-of-two) size, alive past the pool.
+TEST(GpuWhisperBatch, PinnedBuffersArePageLockedAndReused) {
+  if (!gpu_available()) GTEST_SKIP() << "no CUDA device";
+  std::shared_ptr<float> kept;
+  {
+    PinnedBuffers pool;
+    float* first = nullptr;
+    {
+      const std::shared_ptr<float> a = pool.take(51865 * 5);
+      first = a.get();
+      cudaPointerAttributes attr{};
+      ASSERT_EQ(cudaPointerGetAttributes(&attr, a.get()), cudaSuccess);
+      EXPECT_EQ(attr.type, cudaMemoryTypeHost);  // page-locked host memory
+      a.get()[51865 * 5 - 1] = 1.0f;             // all of it usable
+    }
+    const std::shared_ptr<float> b = pool.take(51865 * 3);  // fits the returned block
+    EXPECT_EQ(b.get(), first);
+    kept = pool.take(51865 * 5);  // the first is in use: a new one
+    EXPECT_NE(kept.get(), first);
+  }
+  kept.get()[0] = 2.0f;  // outlives the pool object
+  EXPECT_EQ(kept.get()[0], 2.0f);
 }
 
 }  // namespace
