@@ -51,7 +51,8 @@ std::vector<fs::path> model_dirs() {
 // -m accepts a path to an engine file or the name of an installed model ("base", "tiny.en").
 std::string resolve_model(const std::string& arg) {
   if (!arg.empty() && fs::exists(arg)) return arg;
-  const std::string name = arg.empty() ? (std::getenv("WISP_MODEL") ? std::getenv("WISP_MODEL") : "base") : arg;
+  const char* env = std::getenv("WISP_MODEL");
+  const std::string name = arg.empty() ? (env && *env ? env : "base") : arg;
   if (fs::exists(name)) return name;
   for (const auto& d : model_dirs()) {
     for (const auto& candidate : {d / (name + ".wisp"), d / name}) {
