@@ -74,6 +74,8 @@ Tensor matrix_f32(const Tensor& w, const char* op) {
 }  // namespace
 
 void set_num_threads(int n) { cpu::set_num_threads(n); }
+int num_threads() { return cpu::num_threads(); }
+void set_num_threads_of_this_thread(int n) { cpu::set_num_threads_of_this_thread(n); }
 
 void linear_into(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
   linear_checked(x, w, Tensor(), bias, y);

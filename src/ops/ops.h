@@ -11,6 +11,8 @@ namespace wisp::ops {
 using core::Tensor;
 
 void set_num_threads(int n);
+int num_threads();                           // of the calling thread
+void set_num_threads_of_this_thread(int n);  // see kernels::cpu::set_num_threads_of_this_thread
 
 // x [m, k] · w [n, k]ᵀ + bias [n] → y [m, n]. w is f32 or f16; x, bias and y are f32.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);

@@ -123,6 +123,8 @@ struct Model::Impl {
   tokenizer::Tokenizer tok;
   LogMel mel;
   int concurrency = 1;  // LoadOptions::concurrency: transcriptions (or parts of one) that may run at once
+  int cpu_threads = 0;  // LoadOptions::threads (all cores when not given), shared by the concurrent transcriptions;
+                        // 0: leave the calling thread's count as it is
 
   Impl(std::shared_ptr<const model::WhisperModel> m)
       : net(std::move(m)),
@@ -303,6 +305,9 @@ struct Model::Impl {
   // The reference's seek loop over the whole audio (or its clips).
   Transcript run_window_loop(std::span<const float> samples, const std::vector<float>& mel_all,
                              const TranscribeOptions& o) const {
+    // This thread's share of the CPU threads: transcriptions running at once split them rather than each
+    // starting all of them (and a worker thread would otherwise get the process default, not LoadOptions').
+    if (cpu_threads > 0) ops::set_num_threads_of_this_thread(std::max(1, cpu_threads / concurrency));
     const auto& sp = tok.special();
     const auto& dims = net->dims();
     if (!tok.multilingual()) {
@@ -631,6 +636,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   auto impl = std::make_unique<Impl>(model::WhisperModel::load(path, factory));
   const int device_limit = impl->net->device_concurrency();
   impl->concurrency = device_limit > 0 ? std::min(options.concurrency, device_limit) : options.concurrency;
+  impl->cpu_threads = options.threads > 0 ? options.threads : ops::num_threads();
   return std::unique_ptr<Model>(new Model(std::move(impl)));
 }
 

@@ -9,6 +9,9 @@ namespace wisp::kernels::cpu {
 // Threads used by the BLAS and by the kernels below.
 void set_num_threads(int n);
 int num_threads();
+// Threads of the kernels' parallel regions started from the calling thread only (OpenMP's thread count is
+// per thread: a std::thread starts from the process default, not from what set_num_threads told another).
+void set_num_threads_of_this_thread(int n);
 
 // y[m, n] = x[m, k] · w[n, k]ᵀ + bias[n]   (bias may be null)
 void linear_f32(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n, int64_t k);

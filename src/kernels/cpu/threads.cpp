@@ -15,4 +15,6 @@ void set_num_threads(int n) {
 
 int num_threads() { return omp_get_max_threads(); }
 
+void set_num_threads_of_this_thread(int n) { omp_set_num_threads(std::max(1, n)); }
+
 }  // namespace wisp::kernels::cpu
