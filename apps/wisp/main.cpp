@@ -739,6 +739,9 @@ int main(int argc, char** argv) {
   bool bench_no_pdl = false;
   bool bench_fused_norms = false;
   bn->add_flag("--fused-norms", bench_fused_norms, "decode-step layer norms inside the GEMVs (measured slower)");
+  bool bench_fused_kv_append = false;
+  bn->add_flag("--fused-kv-append", bench_fused_kv_append,
+               "decode-step K/V append inside the QKV GEMV's epilogue (measured slower)");
   bn->add_flag("--no-pdl", bench_no_pdl, "launch decode-step kernels without programmatic dependent launch");
   bn->add_option("--weights", bo.weights, "storage of the random weights' linear layers")
       ->check(CLI::IsMember({"fp16", "int8", "int4"}));
@@ -785,6 +788,7 @@ int main(int argc, char** argv) {
       bo.gemv = !bench_no_gemv;
       bo.programmatic_launch = !bench_no_pdl;
       bo.fused_norms = bench_fused_norms;
+      bo.fused_kv_append = bench_fused_kv_append;
       std::printf("%s\n", wisp::runtime::run_bench(bo).c_str());
       return 0;
     }

@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
       o.programmatic_launch = false;
     } else if (a == "--fused-norms") {
       o.fused_norms = true;
+    } else if (a == "--fused-kv-append") {
+      o.fused_kv_append = true;
     } else if (a == "--weights") {
       o.weights = val();
     } else if (a == "--group-size") {
@@ -46,11 +48,12 @@ int main(int argc, char** argv) {
     } else if (a == "--json") {
       // JSON is the only output format
     } else {
-      std::fprintf(stderr,
-                   "usage: wisp_gpu_bench [--random SIZE] [-m MODEL] --batch B --tokens N [--repeats R] [--no-graphs] "
-                   "[--no-gemv] [--no-pdl] [--fused-norms] [--weights fp16|int8|int4] [--group-size "
-                   "64|128] [--kv-cache fp16|int8|int8-dynamic|fp8] "
-                   "[--json]\n");
+      std::fprintf(
+          stderr,
+          "usage: wisp_gpu_bench [--random SIZE] [-m MODEL] --batch B --tokens N [--repeats R] [--no-graphs] "
+          "[--no-gemv] [--no-pdl] [--fused-norms] [--fused-kv-append] [--weights fp16|int8|int4] [--group-size "
+          "64|128] [--kv-cache fp16|int8|int8-dynamic|fp8] "
+          "[--json]\n");
       return 2;
     }
   }

@@ -47,6 +47,7 @@ std::shared_ptr<float> PinnedBuffers::take(size_t floats) {
   return std::shared_ptr<float>(new float[floats], std::default_delete<float[]>());
 }
 std::vector<float> GpuWhisper::log_mel_host(const float*, int64_t) { no_cuda(); }
+void GpuWhisper::set_fused_kv_append(bool) {}
 void GpuWhisper::set_fused_norms(bool) {}
 int GpuWhisper::window_slots() const { return 0; }
 int GpuWhisper::sequence_slots() const { return 0; }

@@ -120,6 +120,7 @@ struct GpuWhisper::Impl {
   // The pre-norms inside the GEMVs instead of layer_norm kernels: measured slower on an H200 (docs/cuda.md),
   // so off unless asked for.
   bool fuse_norms = false;
+  bool fuse_kv_append = false;  // the K/V append in the QKV GEMV's epilogue (set_fused_kv_append)
   __half* enc_pos = nullptr;
   std::vector<DBlock> enc, dec;
   DNorm ln_post, dec_ln;
@@ -280,9 +281,10 @@ struct GpuWhisper::Impl {
 
   // y [m, out] = act(x [m, in] · Wᵀ + b) for one linear layer: the GEMV kernels for a decode step's few
   // rows, cuBLASLt for many (a quantised weight is dequantised into `deq` first).
-  void apply(const DLinear& l, const __half* x, __half* y, int64_t m, bool gelu) {
+  // `append`: the K/V columns of y also go to a cache (kc::KvAppend), on the GEMV path only.
+  void apply(const DLinear& l, const __half* x, __half* y, int64_t m, bool gelu, const kc::KvAppend* append = nullptr) {
     if (use_gemv && m <= kc::kGemvMaxRows) {
-      CK(kc::gemv(x, l.view, l.b, nullptr, y, m, l.out, l.in, gelu, stream));
+      CK(kc::gemv(x, l.view, l.b, nullptr, y, m, l.out, l.in, gelu, stream, {}, append));
       return;
     }
     const __half* w = l.w16;
@@ -310,12 +312,14 @@ struct GpuWhisper::Impl {
     }
   }
   // y [m, out] = act(ln(dx) · Wᵀ + b).
-  void norm_apply(const DNorm& ln, const DLinear& l, __half* y, int64_t m, bool gelu) {
+  void norm_apply(const DNorm& ln, const DLinear& l, __half* y, int64_t m, bool gelu,
+                  const kc::KvAppend* append = nullptr) {
     if (fused(m) && fuse_norms) {
-      CK(kc::gemv(dx, l.view, l.b, nullptr, y, m, l.out, l.in, gelu, stream, kc::RowNorm{ln.gamma, ln.beta, 1e-5f}));
+      CK(kc::gemv(dx, l.view, l.b, nullptr, y, m, l.out, l.in, gelu, stream, kc::RowNorm{ln.gamma, ln.beta, 1e-5f},
+                  append));
     } else {
       normalize(ln, m);
-      apply(l, dh, y, m, gelu);
+      apply(l, dh, y, m, gelu, append);
     }
   }
   // dh [m, d] = ln(dx), after adding a pending residual.
@@ -561,9 +565,13 @@ struct GpuWhisper::Impl {
       kc::KvView cache = self_view(l, 0), cross = cross_view(l, 0, false);
       cache.slot = seq_slot;
       cross.slot = win_slot;
-      // causal self-attention: append K/V of the new token at row pos[b] of each sequence's cache
-      norm_apply(b.attn_ln, b.qkv, dqkv, B, false);
-      CK(kc::kv_append_quantized(dqkv + dt, 3 * dt, cache, pos, ctx, B, d.n_text_head, hd, stream));
+      // causal self-attention: append K/V of the new token at row pos[b] of each sequence's cache, in the QKV
+      // GEMV's epilogue when it can (one launch fewer a layer), else by its own kernel
+      const bool append_in_gemv = fuse_kv_append && fused(B) && kv_type != kc::KvType::kI8Dynamic;
+      const kc::KvAppend append{cache, pos, ctx, dt, 2 * dt};
+      norm_apply(b.attn_ln, b.qkv, dqkv, B, false, append_in_gemv ? &append : nullptr);
+      if (!append_in_gemv)
+        CK(kc::kv_append_quantized(dqkv + dt, 3 * dt, cache, pos, ctx, B, d.n_text_head, hd, stream));
       CK(kc::decoder_attention_quantized(dqkv, 3 * dt, 3 * dt, cache, len, ctx, da_, dt, dt, B, 1, d.n_text_head, hd,
                                          true, attn_ws, attn_ws_bytes, stream));
       residual_apply(b.attn_out, da_, B);
@@ -941,6 +949,7 @@ void GpuWhisper::set_cuda_graphs(bool on) { impl_->use_graphs = on; }
 void GpuWhisper::set_gemv(bool on) { impl_->use_gemv = on; }
 void GpuWhisper::set_programmatic_launch(bool on) { kc::set_programmatic_launch(on); }
 void GpuWhisper::set_fused_norms(bool on) { impl_->fuse_norms = on; }
+void GpuWhisper::set_fused_kv_append(bool on) { impl_->fuse_kv_append = on; }
 
 std::vector<int> GpuWhisper::decode_step(const int* tokens, int batch, std::vector<float>* logprob) {
   check_batch(*impl_, batch);

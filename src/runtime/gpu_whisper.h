@@ -118,6 +118,9 @@ class GpuWhisper {
   // The decoder's pre-norms inside the GEMVs that consume them (gemv.h RowNorm) instead of a layer_norm kernel
   // before each. Default off: measured 18 % slower (docs/cuda.md). Set before the first decode step.
   void set_fused_norms(bool on);
+  // The decode step's K/V append inside the QKV GEMV's epilogue (gemv.h KvAppend) instead of its own kernel.
+  // Default off: measured 0.01 ms a step slower on an H200 (docs/cuda.md). Set before the first decode step.
+  void set_fused_kv_append(bool on);
 
   // ---- Transcription form: the caller (runtime/gpu_network.cpp) decides which slot holds what. Every call
   // synchronises; token ids and lengths are checked and throw std::invalid_argument.
@@ -203,6 +206,7 @@ struct BenchOptions {
   bool gemv = true;
   bool programmatic_launch = true;
   bool fused_norms = false;
+  bool fused_kv_append = false;
   std::string weights = "fp16";   // random weights stored as fp16, int8 or int4
   int group = 64;                 // int4 group size
   std::string kv_cache = "fp16";  // kv_cache_from_name

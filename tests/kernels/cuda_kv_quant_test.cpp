@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "kernels/cuda/gemv.h"
 #include "kernels/cuda/kv_quant.h"
 #include "kernels/cuda_test_support.h"
 
@@ -557,6 +558,70 @@ TEST_F(CudaKvQuant, WorkspaceServesCallsOfAnyBatch) {
     for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(double(a[i]) - b[i]));
     EXPECT_LE(worst, 2e-3) << "batch " << batch << " after the calls before it";  // fp16 outputs, |v| <= 1
   }
+}
+
+// The K/V append fused into the QKV GEMV (gemv.h KvAppend): the same y, and the cache bytes that
+// kv_append_quantized stores from that y, for both GEMV kernels (few rows / many outputs), rows in scattered
+// slots and one row outside the cache (skipped).
+TEST_F(CudaKvQuant, GemvEpilogueAppendsLikeKvAppend) {
+  struct Shape {
+    int64_t m, heads;
+  };
+  std::mt19937 gen(171);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  for (const Shape sh : {Shape{1, 6}, Shape{5, 6}, Shape{5, 20}, Shape{8, 20}}) {
+    const int64_t d = sh.heads * kHd, n = 3 * d, k = d, slots = 9, n_rows = 448;
+    std::vector<float> x(static_cast<size_t>(sh.m * k)), w(static_cast<size_t>(n * k)), bias(static_cast<size_t>(n));
+    for (auto& v : x) v = r16(unit(gen));
+    for (auto& v : w) v = r16(unit(gen) * 0.05f);
+    for (auto& v : bias) v = r16(unit(gen) * 0.1f);
+    auto dx = upload_half(x);
+    auto dw = upload_half(w);
+    auto db = upload_half(bias);
+    std::vector<int32_t> slot_of, rows;
+    for (int64_t r = 0; r < sh.m; ++r) {
+      slot_of.push_back(static_cast<int32_t>((r * 4 + 3) % slots));
+      rows.push_back(r == 2 ? static_cast<int32_t>(n_rows) : static_cast<int32_t>((r * 37) % n_rows));  // row 2: out
+    }
+    auto dslot = upload(slot_of);
+    auto drow = upload(rows);
+    const cuda::WeightView wv{cuda::WeightType::kF16, dw->get(), nullptr, 0};
+    Dev<__half> y_ref(static_cast<size_t>(sh.m * n)), y(y_ref.size());
+    EXPECT_STATUS_OK(cuda::gemv(dx->get(), wv, db->get(), nullptr, y_ref.get(), sh.m, n, k, false, nullptr));
+    sync_ok();
+    const auto yr = download_half(y_ref.get(), y_ref.size());
+    std::vector<float> amax(static_cast<size_t>(2 * sh.heads), 0.0f);
+    for (int64_t r = 0; r < sh.m; ++r)
+      for (int64_t c = 0; c < 2 * d; ++c) {
+        float& a = amax[static_cast<size_t>(c / kHd)];
+        a = std::max(a, std::fabs(yr[static_cast<size_t>(r * n + d + c)]));
+      }
+    for (KvType t : {KvType::kF16, KvType::kI8Static, KvType::kFp8}) {
+      const std::string what =
+          "m " + std::to_string(sh.m) + ", " + std::to_string(sh.heads) + " heads, " + kv_type_name(t);
+      const auto scales = static_scales(t, amax);
+      DevCache fused(t, slots, n_rows, sh.heads, scales), separate(t, slots, n_rows, sh.heads, scales);
+      cuda::KvView fv = fused.view(), sv = separate.view();
+      fv.slot = sv.slot = dslot->get();
+      const cuda::KvAppend append{fv, drow->get(), n_rows, d, 2 * d};
+      y.poison();
+      EXPECT_STATUS_OK(cuda::gemv(dx->get(), wv, db->get(), nullptr, y.get(), sh.m, n, k, false, nullptr, {}, &append));
+      EXPECT_STATUS_OK(
+          cuda::kv_append_quantized(y_ref.get() + d, n, sv, drow->get(), n_rows, sh.m, sh.heads, kHd, nullptr));
+      sync_ok();
+      EXPECT_EQ(download_half(y.get(), y.size()), yr) << what << ": y changed by the append";
+      EXPECT_EQ(download(fused.data->get(), fused.data->size()), download(separate.data->get(), separate.data->size()))
+          << what << ": cache bytes differ from kv_append_quantized's";
+    }
+  }
+  // Per-token scales need a whole head: not in the epilogue.
+  DevCache dynamic(KvType::kI8Dynamic, 1, 16, 6, {});
+  Dev<__half> x(6 * kHd), w(static_cast<size_t>(3 * 6 * kHd * 6 * kHd)), y(3 * 6 * kHd);
+  Dev<int32_t> row(1);
+  const cuda::KvAppend append{dynamic.view(), row.get(), 16, 6 * kHd, 12 * kHd};
+  EXPECT_EQ(cuda::gemv(x.get(), cuda::WeightView{cuda::WeightType::kF16, w.get(), nullptr, 0}, nullptr, nullptr,
+                       y.get(), 1, 18 * kHd, 6 * kHd, false, nullptr, {}, &append),
+            cuda::Status::kNotSupported);
 }
 
 TEST_F(CudaKvQuant, RejectsInvalidArguments) {

@@ -48,6 +48,7 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/gemv.h"
+#include "kernels/cuda/kv_codes.cuh"
 
 namespace wisp::kernels::cuda {
 
@@ -85,7 +86,32 @@ struct GemvParams {
   // CUDA-core kernel.
   int vecs;   // 16-byte vectors per weight row
   int lanes;  // L: threads per team
+  // The fused K/V append (KvAppend), or kv == null.
+  char* kv;
+  KvType kv_type;
+  int64_t kv_ld, kv_batch_stride;
+  const float* kv_scales;  // static: [2·n_head]
+  const int32_t* kv_row;   // [m]
+  const int32_t* kv_slot;  // [m] or null
+  int kv_rows, kv_col0, kv_width;
 };
+
+// Stores output (r, j), rounded to fp16 as h, into the K/V cache when j is one of its columns (KvAppend).
+__device__ __forceinline__ void append_kv(const GemvParams& p, int r, int j, __half h) {
+  const int c = j - p.kv_col0;
+  if (!p.kv || c < 0 || c >= p.kv_width) return;
+  const int row = p.kv_row[r];
+  if (row < 0 || row >= p.kv_rows) return;
+  const int64_t seq = p.kv_slot ? p.kv_slot[r] : r;
+  const int64_t at = seq * p.kv_batch_stride + static_cast<int64_t>(row) * p.kv_ld + c;
+  if (p.kv_type == KvType::kF16) {
+    reinterpret_cast<__half*>(p.kv)[at] = h;
+    return;
+  }
+  const float inv = detail::kv_inverse(p.kv_scales[c / 64]);  // the head's scale: K heads, then V heads
+  const float x = __half2float(h);
+  p.kv[at] = static_cast<char>(p.kv_type == KvType::kFp8 ? detail::kv_code_fp8(x, inv) : detail::kv_code_i8(x, inv));
+}
 
 // Streaming loads: read once, so kept out of L1; the L2 fetches whole 256-byte runs of the row.
 __device__ __forceinline__ void ld_stream(uint4& r, const void* p) {
@@ -373,7 +399,9 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
           v += bias;
           if (p.gelu) v = gelu_erf(v);
           if (p.residual) v += __half2float(p.residual[o]);
-          p.y[o] = __float2half_rn(v);
+          const __half y = __float2half_rn(v);
+          p.y[o] = y;
+          append_kv(p, r, j, y);
         }
       }
     }
@@ -670,7 +698,9 @@ __global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_
       if (p.bias) v += first ? bias_t : __half2float(p.bias[j]);
       if (p.gelu) v = gelu_erf(v);
       if (p.residual) v += first ? residual_t : __half2float(p.residual[o]);
-      p.y[o] = __float2half_rn(v);
+      const __half h = __float2half_rn(v);
+      p.y[o] = h;
+      append_kv(p, r, j, h);
     }
   }
 #endif
@@ -824,11 +854,30 @@ int64_t weight_bytes(WeightType type, int64_t n, int64_t k, int group) {
 }
 
 Status gemv(const __half* x, const WeightView& w, const __half* bias, const __half* residual, __half* y, int64_t m,
-            int64_t n, int64_t k, bool gelu, cudaStream_t stream, const RowNorm& norm) {
+            int64_t n, int64_t k, bool gelu, cudaStream_t stream, const RowNorm& norm, const KvAppend* append) {
   GemvParams p;
   const Status s = make_params(x, w, m, n, k, norm, p);
   if (s != Status::kOk) return s;
   if (!y || y == x) return Status::kInvalidArgument;
+  if (append) {
+    const KvView& c = append->cache;
+    if (c.type == KvType::kI8Dynamic) return Status::kNotSupported;
+    if (!c.data || !append->row || append->n_rows <= 0 || append->n_rows > INT32_MAX || append->col0 < 0 ||
+        append->width <= 0 || append->width % 64 != 0 || append->col0 + append->width > n || c.ld < append->width ||
+        c.batch_stride < 0 || (c.type != KvType::kF16 && !c.scales)) {
+      return Status::kInvalidArgument;
+    }
+    p.kv = static_cast<char*>(c.data);
+    p.kv_type = c.type;
+    p.kv_ld = c.ld;
+    p.kv_batch_stride = c.batch_stride;
+    p.kv_scales = c.scales;
+    p.kv_row = append->row;
+    p.kv_slot = c.slot;
+    p.kv_rows = static_cast<int>(append->n_rows);
+    p.kv_col0 = static_cast<int>(append->col0);
+    p.kv_width = static_cast<int>(append->width);
+  }
   p.bias = bias;
   p.residual = residual;
   p.y = y;

@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/kv_quant.h"
 
 namespace wisp::kernels::cuda {
 
@@ -43,6 +44,19 @@ struct RowNorm {
 // The widest row a fused norm takes (the normalised rows are staged in shared memory).
 inline constexpr int64_t kGemvMaxNormCols = 4096;
 
+// The decode step's K/V append, done by the epilogue of the QKV projection instead of a kv_append_quantized
+// launch: outputs j in [col0, col0 + 2·d) of row r (K heads, then V heads) also go to row row[r] of the cache
+// (sequence slot[r] when the view has slots; rows outside [0, n_rows) skipped), stored as the cache's type from
+// the fp16 value the GEMV writes to y: the bytes kv_append_quantized stores from y. kF16, kI8Static and kFp8
+// caches (kI8Dynamic needs a whole head's maximum for each scale: use kv_append_quantized).
+struct KvAppend {
+  KvView cache;
+  const int32_t* row = nullptr;  // [m] device
+  int64_t n_rows = 0;
+  int64_t col0 = 0;   // first output column of K
+  int64_t width = 0;  // 2·d
+};
+
 // Bytes of a weight of this type, data and scales (what one GEMV streams).
 int64_t weight_bytes(WeightType type, int64_t n, int64_t k, int group);
 
@@ -52,9 +66,10 @@ int64_t weight_bytes(WeightType type, int64_t n, int64_t k, int group);
 // residual (the in-place residual add x += W·h), not x. x must be 16-byte aligned. k must be a multiple of 8
 // (kF16) or 16 (kI8); for kI4 a multiple of the group; with a norm at most kGemvMaxNormCols. kNotSupported
 // below sm_80 (the products run on the tensor cores). Launched chained (programmatic_launch()).
+// `append` (null: none) also stores the K/V columns of y into a cache (KvAppend).
 Status gemv(const __half* x /* [m, k] */, const WeightView& w, const __half* bias /* [n] or null */,
             const __half* residual /* [m, n] or null */, __half* y /* [m, n] */, int64_t m, int64_t n, int64_t k,
-            bool gelu, cudaStream_t stream, const RowNorm& norm = {});
+            bool gelu, cudaStream_t stream, const RowNorm& norm = {}, const KvAppend* append = nullptr);
 
 // y[r, j] = Σ_i x̂[r, i]·W[j, i] in fp32 (the logits: x̂ [m, d] · token_embedding [n_vocab, d]ᵀ). Same
 // requirements as gemv().
