@@ -139,6 +139,7 @@ class GpuNetwork final : public model::DeviceBackend {
                        std::span<const int64_t> rows) override {
     const int n = static_cast<int>(tokens.size());
     if (n == 0) throw InvalidArgument("decode: no tokens");
+    check_tokens(tokens);
     if (cache.length + n > dims_.n_text_ctx) {
       throw InvalidArgument("token sequence longer than the decoder context (" + std::to_string(dims_.n_text_ctx) +
                             ")");
@@ -185,6 +186,7 @@ class GpuNetwork final : public model::DeviceBackend {
       throw InvalidArgument("token sequence longer than the decoder context (" + std::to_string(dims_.n_text_ctx) +
                             ")");
     }
+    check_tokens(tokens);
     const int window = slot_of(cross.device).first, seq = slot_of(cache.device).first;
     Tensor out = logits_tensor(n);
     StepRequest r;
@@ -253,6 +255,13 @@ class GpuNetwork final : public model::DeviceBackend {
   }
 
  private:
+  // Before a request joins a batch: a bad one must fail alone, not the other transcriptions' step with it.
+  void check_tokens(std::span<const int> tokens) const {
+    for (int t : tokens) {
+      if (t < 0 || t >= n_vocab_) throw InvalidArgument("decode: token id " + std::to_string(t) + " out of range");
+    }
+  }
+
   // [rows, n_vocab] f32 in page-locked memory (the step's logits are copied straight into it).
   Tensor logits_tensor(int64_t rows) {
     std::shared_ptr<float> buffer = pinned_.take(static_cast<size_t>(rows * n_vocab_));
