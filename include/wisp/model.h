@@ -128,7 +128,8 @@ class Model {
   Model& operator=(const Model&) = delete;
 
   // samples: 16 kHz mono in [-1, 1]. Throws InvalidArgument (bad options) or AudioError (no samples). Safe to
-  // call from several threads at once (see LoadOptions::concurrency).
+  // call from several threads at once: on a GPU up to ModelInfo::concurrency transcriptions run together (their
+  // decode steps batched) and further callers wait for one of them to finish.
   Transcript transcribe(std::span<const float> samples, const TranscribeOptions& options = {}) const;
   // Decodes any audio file FFmpeg reads and transcribes it.
   Transcript transcribe_file(const std::string& path, const TranscribeOptions& options = {}) const;

@@ -11,6 +11,7 @@
 #include <exception>
 #include <mutex>
 #include <optional>
+#include <semaphore>
 #include <thread>
 
 #include "audio/mel.h"
@@ -123,13 +124,23 @@ struct Model::Impl {
   tokenizer::Tokenizer tok;
   LogMel mel;
   int concurrency = 1;  // LoadOptions::concurrency: transcriptions (or parts of one) that may run at once
+  // With a device backend: places for `concurrency` seek loops at once (each holds device slots); more callers
+  // (Model::transcribe from more threads) wait for a place instead of running out of slots.
+  std::unique_ptr<std::counting_semaphore<64>> device_places;
   int cpu_threads = 0;  // LoadOptions::threads (all cores when not given), shared by the concurrent transcriptions;
                         // 0: leave the calling thread's count as it is
 
   Impl(std::shared_ptr<const model::WhisperModel> m)
       : net(std::move(m)),
         tok(net->vocabulary(), tokenizer::find_special_tokens(net->vocabulary())),
-        mel(net->dims().n_mels) {}
+        mel(net->dims().n_mels) {
+    set_concurrency(1);
+  }
+
+  void set_concurrency(int n) {
+    concurrency = n;
+    device_places = net->device_concurrency() > 0 ? std::make_unique<std::counting_semaphore<64>>(n) : nullptr;
+  }
 
   // Window [n_mels, 3000] of `mel_all` [n_mels, n_frames] starting at `seek`, `size` frames of content,
   // the rest zero (as the reference pads the log-mel features).
@@ -329,6 +340,12 @@ struct Model::Impl {
     filters.timestamps = o.timestamps;
     filters.max_initial_timestamp_index = py_round(o.max_initial_timestamp / kTimePrecision);
 
+    // A place among the seek loops the device holds state for, released when this one ends.
+    std::counting_semaphore<64>* const places = device_places.get();
+    if (places) places->acquire();
+    const std::shared_ptr<void> place(nullptr, [places](void*) {
+      if (places) places->release();
+    });
     // From here on this thread's device calls may be batched with other transcriptions' (GPU backend).
     const std::shared_ptr<void> concurrent = net->begin_transcription();
     const int n_frames = mel.n_frames(samples.size(), 160);
@@ -635,7 +652,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   }
   auto impl = std::make_unique<Impl>(model::WhisperModel::load(path, factory));
   const int device_limit = impl->net->device_concurrency();
-  impl->concurrency = device_limit > 0 ? std::min(options.concurrency, device_limit) : options.concurrency;
+  impl->set_concurrency(device_limit > 0 ? std::min(options.concurrency, device_limit) : options.concurrency);
   impl->cpu_threads = options.threads > 0 ? options.threads : ops::num_threads();
   return std::unique_ptr<Model>(new Model(std::move(impl)));
 }

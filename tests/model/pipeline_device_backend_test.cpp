@@ -13,7 +13,9 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "format/engine_file.h"
@@ -69,6 +71,46 @@ TEST(DeviceBackend, RecordingBackendTranscribesAsTheCpu) {
         EXPECT_EQ(a.segments[i].words[w].start, b.segments[i].words[w].start);
       }
     }
+  }
+}
+
+// More callers than the model was loaded for (concurrency 1): on a device backend they wait for a place, one
+// seek loop at a time, instead of running out of device state. Each caller's windows (4 clips of the JFK clip)
+// come one after another, never between another caller's, and every caller gets the CPU's transcript.
+TEST(DeviceBackend, CallersBeyondTheConcurrencyWaitTheirTurn) {
+  WISP_REQUIRE_PATH(tiny());
+  WISP_REQUIRE_PATH(jfk());
+  const auto cpu = wisp::Model::load(tiny(), 0, "cpu");
+  auto net = wisp::model::WhisperModel::load(
+      tiny(), [](const wisp::model::WhisperModel& m) { return wisp::make_recording_backend(m.path()); });
+  const auto routed = wisp::ModelAccess::wrap(net);
+  EXPECT_EQ(routed->info().concurrency, 1);
+  const std::vector<float> samples = wisp::load_audio(jfk());
+  wisp::TranscribeOptions greedy;
+  greedy.beam_size = 1;
+  greedy.temperatures = {0.0};
+  greedy.clip_timestamps = {0, 3, 3, 6, 6, 9, 9, 11};
+  const auto want = segment_tokens(cpu->transcribe(samples, greedy));
+  std::mutex mu;
+  std::vector<size_t> windows;  // the caller of each window, in order
+  std::vector<std::vector<std::vector<int>>> got(3);
+  std::vector<std::thread> callers;
+  for (size_t i = 0; i < got.size(); ++i) {
+    callers.emplace_back([&, i] {
+      wisp::TranscribeOptions o = greedy;
+      o.on_window = [&, i](const wisp::WindowTrace&) {
+        std::lock_guard<std::mutex> lock(mu);
+        windows.push_back(i);
+      };
+      got[i] = segment_tokens(routed->transcribe(samples, o));
+    });
+  }
+  for (auto& t : callers) t.join();
+  for (const auto& g : got) EXPECT_EQ(g, want);
+  ASSERT_EQ(windows.size(), 12u);
+  for (size_t w = 0; w < windows.size(); ++w) {
+    EXPECT_EQ(windows[w], windows[w / 4 * 4])
+        << "window " << w << " of caller " << windows[w] << " ran between another caller's windows";
   }
 }
 
