@@ -43,14 +43,19 @@ std::vector<std::vector<int>> segment_tokens(const wisp::Transcript& t) {
   return out;
 }
 
+// tiny.en whose network runs behind the calibration's recording backend (a device backend computing on the CPU).
+std::unique_ptr<wisp::Model> routed_tiny() {
+  auto net = wisp::model::WhisperModel::load(
+      tiny(), [](const wisp::model::WhisperModel& m) { return wisp::make_recording_backend(m.path()); });
+  EXPECT_EQ(net->device_name(), "cpu (recording K/V maxima)");
+  return wisp::ModelAccess::wrap(net);
+}
+
 TEST(DeviceBackend, RecordingBackendTranscribesAsTheCpu) {
   WISP_REQUIRE_PATH(tiny());
   WISP_REQUIRE_PATH(jfk());
   const auto cpu = wisp::Model::load(tiny(), 0, "cpu");
-  auto net = wisp::model::WhisperModel::load(
-      tiny(), [](const wisp::model::WhisperModel& m) { return wisp::make_recording_backend(m.path()); });
-  EXPECT_EQ(net->device_name(), "cpu (recording K/V maxima)");
-  const auto routed = wisp::ModelAccess::wrap(net);
+  const auto routed = routed_tiny();
   const std::vector<float> samples = wisp::load_audio(jfk());
   wisp::TranscribeOptions beam;  // beam 5 + fallback: broadcast and reorder of the batch caches
   wisp::TranscribeOptions words;
@@ -81,9 +86,7 @@ TEST(DeviceBackend, CallersBeyondTheConcurrencyWaitTheirTurn) {
   WISP_REQUIRE_PATH(tiny());
   WISP_REQUIRE_PATH(jfk());
   const auto cpu = wisp::Model::load(tiny(), 0, "cpu");
-  auto net = wisp::model::WhisperModel::load(
-      tiny(), [](const wisp::model::WhisperModel& m) { return wisp::make_recording_backend(m.path()); });
-  const auto routed = wisp::ModelAccess::wrap(net);
+  const auto routed = routed_tiny();
   EXPECT_EQ(routed->info().concurrency, 1);
   const std::vector<float> samples = wisp::load_audio(jfk());
   wisp::TranscribeOptions greedy;
