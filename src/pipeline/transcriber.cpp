@@ -117,6 +117,22 @@ std::vector<double> part_cuts(std::span<const float> samples, int parts) {
   return cuts;
 }
 
+// Holds one place of a semaphore (none when null) for its lifetime.
+class DevicePlace {
+ public:
+  explicit DevicePlace(std::counting_semaphore<64>* places) : places_(places) {
+    if (places_) places_->acquire();
+  }
+  ~DevicePlace() {
+    if (places_) places_->release();
+  }
+  DevicePlace(const DevicePlace&) = delete;
+  DevicePlace& operator=(const DevicePlace&) = delete;
+
+ private:
+  std::counting_semaphore<64>* places_;
+};
+
 }  // namespace
 
 struct Model::Impl {
@@ -341,11 +357,7 @@ struct Model::Impl {
     filters.max_initial_timestamp_index = py_round(o.max_initial_timestamp / kTimePrecision);
 
     // A place among the seek loops the device holds state for, released when this one ends.
-    std::counting_semaphore<64>* const places = device_places.get();
-    if (places) places->acquire();
-    const std::shared_ptr<void> place(nullptr, [places](void*) {
-      if (places) places->release();
-    });
+    const DevicePlace place(device_places.get());
     // From here on this thread's device calls may be batched with other transcriptions' (GPU backend).
     const std::shared_ptr<void> concurrent = net->begin_transcription();
     const int n_frames = mel.n_frames(samples.size(), 160);
