@@ -112,6 +112,10 @@ struct LoadOptions {
   // device memory cannot hold them all, see ModelInfo::concurrency) and their decode steps and windows are run
   // as batched calls, which is how several files transcribe faster than one after the other. 1 to 64.
   int concurrency = 1;
+  // GPU only: the search's logit rules and token choice (argmax, the beams' top tokens, sampling) run on the
+  // device, so a step copies back a few numbers per sequence instead of its logits. false: the logits come back
+  // and the host chooses (for comparison; the same transcripts up to rounding).
+  bool device_token_choice = true;
 };
 
 class Model {

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "ops/ops.h"
 #include "wisp/errors.h"
 
 namespace wisp::decoding {
@@ -18,26 +17,22 @@ struct Candidate {
   float score;  // that beam's cumulative log-probability plus the token's
 };
 
-// The `count` best entries of scores[n] (highest first; equal scores keep the lower index first).
-void top_k(const std::vector<float>& scores, int vocab, int count, std::vector<Candidate>& out) {
+// The `count` best candidates over every beam's chosen tokens: each beam's `count` most likely tokens hold the
+// overall best `count` of the beams × vocabulary scores. Highest score first; equal scores keep the lower
+// (beam, id) first, as a top-k over the flattened scores does.
+void best_candidates(const std::vector<model::TokenChoice>& choices, const std::vector<float>& base, int count,
+                     std::vector<Candidate>& out) {
   out.clear();
-  auto better = [](const Candidate& a, const Candidate& b) { return a.score > b.score; };
-  const size_t n = scores.size();
-  for (size_t i = 0; i < n; ++i) {
-    // Once `count` candidates are held, jump to the next score above the weakest (a vectorised scan: the
-    // rows × vocabulary scores of every step are mostly below it).
-    if (static_cast<int>(out.size()) == count) {
-      i += static_cast<size_t>(ops::first_above(std::span<const float>(scores).subspan(i), out.back().score));
-      if (i >= n) break;
+  for (size_t r = 0; r < choices.size(); ++r) {
+    for (size_t j = 0; j < choices[r].ids.size(); ++j) {
+      out.push_back({choices[r].ids[j], static_cast<int>(r), base[r] + choices[r].logprobs[j]});
     }
-    const float s = scores[i];
-    const Candidate c{static_cast<int>(i % static_cast<size_t>(vocab)),
-                      static_cast<int>(i / static_cast<size_t>(vocab)), s};
-    // Insert after every entry with a score >= s: ties keep the lower flat index first.
-    auto pos = std::upper_bound(out.begin(), out.end(), c, better);
-    out.insert(pos, c);
-    if (static_cast<int>(out.size()) > count) out.pop_back();
   }
+  std::sort(out.begin(), out.end(), [](const Candidate& a, const Candidate& b) {
+    if (a.score != b.score) return a.score > b.score;
+    return a.beam != b.beam ? a.beam < b.beam : a.id < b.id;
+  });
+  if (static_cast<int>(out.size()) > count) out.resize(static_cast<size_t>(count));
 }
 
 }  // namespace
@@ -49,7 +44,6 @@ WindowResult decode_beam(const model::WhisperModel& model, const model::CrossKV&
   if (beam_size < 1) throw InvalidArgument("the beam size must be at least 1");
   if (!(options.patience > 0)) throw InvalidArgument("the beam search patience must be > 0");
   if (max_new_tokens < 1) throw InvalidArgument("nothing to decode: no room left in the decoder context");
-  const int n_vocab = model.dims().n_vocab;
   // More candidates than beams, so beams that end can be replaced by running ones.
   const int n_candidates = 2 * beam_size;
   const size_t max_hypotheses =
@@ -66,26 +60,26 @@ WindowResult decode_beam(const model::WhisperModel& model, const model::CrossKV&
     float sum;  // cumulative log-probability (with the end token's)
   };
   const FilterConfig f = filters_after(filters, prompt);
-  std::vector<Beam> beams{{{}, 0.0f}};        // the first step expands the prompt's single row
-  std::vector<float> logits = prompt.logits;  // [beams, n_vocab]
-  std::vector<float> scores;
+  // Each beam's next tokens: its `n_candidates` most likely after the rules of its own tokens.
+  auto query_for = [&](const Beam& beam) {
+    model::TokenQuery q;
+    q.rules = token_rules(beam.tokens, f, sp);
+    q.top = n_candidates;
+    return q;
+  };
+  std::vector<Beam> beams{{{}, 0.0f}};  // the first step expands the prompt's single row
+  std::vector<float> first = prompt.logits;
+  std::vector<model::TokenChoice> choices{model::choose_tokens(first, query_for(beams[0]))};
+  std::vector<float> base;
   std::vector<Candidate> cand;
   std::vector<Hypothesis> finished;
   model::BatchKVCache cache;
   bool top_beam_finished = false;
 
   for (int step = 0; step < max_new_tokens; ++step) {
-    const int rows = static_cast<int>(beams.size());
-    scores.resize(static_cast<size_t>(rows) * n_vocab);
-    for (int r = 0; r < rows; ++r) {
-      std::span<float> row(logits.data() + static_cast<size_t>(r) * n_vocab, static_cast<size_t>(n_vocab));
-      apply_filters(row, beams[static_cast<size_t>(r)].tokens, f, sp);
-      ops::log_softmax_(row);
-      const float base = beams[static_cast<size_t>(r)].score;
-      float* out = scores.data() + static_cast<size_t>(r) * n_vocab;
-      for (int v = 0; v < n_vocab; ++v) out[v] = row[static_cast<size_t>(v)] + base;
-    }
-    top_k(scores, n_vocab, n_candidates, cand);
+    base.clear();
+    for (const Beam& b : beams) base.push_back(b.score);
+    best_candidates(choices, base, n_candidates, cand);
     if (!prompt.forced.empty() && step == 0) {
       for (size_t k = 1; k < cand.size(); ++k) {
         if (cand[k].id == sp.eot) cand[k] = {0, cand[k].beam, -1e10f};
@@ -136,8 +130,9 @@ WindowResult decode_beam(const model::WhisperModel& model, const model::CrossKV&
       model::reorder_cache(cache, origins);
     }
     beams = std::move(next_beams);
-    const Tensor l = model.decode_batch_logits(inputs, cross, cache);  // [beam_size, n_vocab]
-    logits.assign(l.data<float>(), l.data<float>() + static_cast<size_t>(beam_size) * n_vocab);
+    std::vector<model::TokenQuery> queries;
+    for (const Beam& b : beams) queries.push_back(query_for(b));
+    choices = model.decode_batch_choose(inputs, cross, cache, queries);
   }
 
   return finish_best(prompt, finished, options.length_penalty);

@@ -2,9 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
-#include "ops/ops.h"
 #include "wisp/errors.h"
 
 namespace wisp::decoding {
@@ -65,24 +63,23 @@ WindowResult finish_result(const PromptState& prompt, std::vector<int> free_toke
 
 WindowResult decode_greedy(const model::WhisperModel& model, const model::CrossKV& cross, const PromptState& prompt,
                            const FilterConfig& filters, const tokenizer::SpecialTokens& sp, int max_new_tokens) {
-  const int n_vocab = model.dims().n_vocab;
   const FilterConfig f = filters_after(filters, prompt);
   // The copy shares the prompt's storage; decoding writes only rows past the prompt before reading them.
   model::KVCache cache = prompt.cache;
   std::vector<int> tokens;
   double sum = 0.0;
-  std::vector<float> row = prompt.logits;
+  model::TokenQuery query;
+  query.rules = token_rules(tokens, f, sp);
+  std::vector<float> first = prompt.logits;
+  model::TokenChoice choice = model::choose_tokens(first, query);
   for (int step = 0; step < max_new_tokens; ++step) {
-    apply_filters(row, tokens, f, sp);
-    ops::log_softmax_(row);
-    const int tok = static_cast<int>(ops::argmax(row));
-    sum += row[static_cast<size_t>(tok)];
+    const int tok = choice.ids[0];
+    sum += choice.logprobs[0];
     if (tok == sp.eot) break;
     tokens.push_back(tok);
     if (step + 1 == max_new_tokens) break;
-    const int next[1] = {tok};
-    const Tensor l = model.decode_logits(next, cross, cache);
-    std::memcpy(row.data(), l.data<float>(), static_cast<size_t>(n_vocab) * 4);
+    query.rules = token_rules(tokens, f, sp);
+    choice = model.decode_choose(tok, cross, cache, query);
   }
   WindowResult r = finish_result(prompt, std::move(tokens), static_cast<float>(sum), 1.0);
   // Greedy keeps its f64 sum (the ranking score does not matter with one hypothesis).

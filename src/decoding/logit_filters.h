@@ -5,6 +5,7 @@
 #include <span>
 #include <vector>
 
+#include "model/token_choice.h"
 #include "tokenizer/tokenizer.h"
 
 namespace wisp::decoding {
@@ -20,8 +21,13 @@ struct FilterConfig {
   bool initial_timestamp = true;
 };
 
-// Sets to -inf every logit the rules forbid after `sampled` (the tokens generated so far in this window,
-// prompt excluded). logits [n_vocab].
+// The rules after `sampled` (the tokens generated so far in this window, prompt excluded) as data, for
+// model::apply_rules or a device backend (model/token_choice.h).
+model::TokenRules token_rules(std::span<const int> sampled, const FilterConfig& cfg,
+                              const tokenizer::SpecialTokens& sp);
+
+// Sets to -inf every logit the rules forbid after `sampled`: model::apply_rules(logits, token_rules(...)).
+// logits [n_vocab].
 void apply_filters(std::span<float> logits, std::span<const int> sampled, const FilterConfig& cfg,
                    const tokenizer::SpecialTokens& sp);
 

@@ -1,34 +1,11 @@
 #include "decoding/sampling.h"
 
-#include <algorithm>
-#include <cmath>
-
-#include "ops/ops.h"
 #include "wisp/errors.h"
 
 namespace wisp::decoding {
 
-using core::Tensor;
-
 int sample_token(std::span<const float> logprobs, double temperature, Rng& rng) {
-  float mx = -INFINITY;
-  for (float x : logprobs) mx = std::max(mx, x);
-  if (mx == -INFINITY) throw InternalError("sampling: every token is disabled");
-  const double inv_t = 1.0 / temperature;
-  double total = 0.0;
-  for (float x : logprobs) {
-    if (x != -INFINITY) total += std::exp(static_cast<double>(x - mx) * inv_t);
-  }
-  const double u = rng.uniform() * total;
-  double cum = 0.0;
-  int last = -1;
-  for (size_t i = 0; i < logprobs.size(); ++i) {
-    if (logprobs[i] == -INFINITY) continue;
-    cum += std::exp(static_cast<double>(logprobs[i] - mx) * inv_t);
-    last = static_cast<int>(i);
-    if (cum > u) return last;
-  }
-  return last;  // u landed on the rounding slack at the very end
+  return model::sample_from_logprobs(logprobs, temperature, rng.uniform());
 }
 
 WindowResult decode_sampling(const model::WhisperModel& model, const model::CrossKV& cross, const PromptState& prompt,
@@ -38,7 +15,6 @@ WindowResult decode_sampling(const model::WhisperModel& model, const model::Cros
   if (options.best_of < 1) throw InvalidArgument("best_of must be at least 1");
   if (max_new_tokens < 1) throw InvalidArgument("nothing to decode: no room left in the decoder context");
   const int n = options.best_of;
-  const int n_vocab = model.dims().n_vocab;
 
   struct Sequence {
     std::vector<int> tokens;
@@ -47,21 +23,34 @@ WindowResult decode_sampling(const model::WhisperModel& model, const model::Cros
   std::vector<Sequence> seqs(static_cast<size_t>(n));
   std::vector<int> alive(static_cast<size_t>(n));  // batch row → sequence
   for (int i = 0; i < n; ++i) alive[static_cast<size_t>(i)] = i;
-  std::vector<float> logits;  // [alive, n_vocab]
-  for (int i = 0; i < n; ++i) logits.insert(logits.end(), prompt.logits.begin(), prompt.logits.end());
-  model::BatchKVCache cache;
   const FilterConfig f = filters_after(filters, prompt);
+  // Row r's query: one token drawn at the temperature after the rules of its sequence; the draws are taken
+  // in row order, step by step, as sampling each row in turn takes them.
+  auto queries_for = [&](const std::vector<int>& rows) {
+    std::vector<model::TokenQuery> qs;
+    for (int s : rows) {
+      model::TokenQuery q;
+      q.rules = token_rules(seqs[static_cast<size_t>(s)].tokens, f, sp);
+      q.temperature = options.temperature;
+      q.uniform = rng.uniform();
+      qs.push_back(std::move(q));
+    }
+    return qs;
+  };
+  std::vector<model::TokenChoice> choices;  // [alive]
+  for (const model::TokenQuery& q : queries_for(alive)) {
+    std::vector<float> first = prompt.logits;
+    choices.push_back(model::choose_tokens(first, q));
+  }
+  model::BatchKVCache cache;
 
   for (int step = 0; step < max_new_tokens && !alive.empty(); ++step) {
     const bool last_step = step + 1 == max_new_tokens;
     std::vector<int> still, origins, inputs;
     for (size_t r = 0; r < alive.size(); ++r) {
       Sequence& s = seqs[static_cast<size_t>(alive[r])];
-      std::span<float> row(logits.data() + r * static_cast<size_t>(n_vocab), static_cast<size_t>(n_vocab));
-      apply_filters(row, s.tokens, f, sp);
-      ops::log_softmax_(row);
-      const int tok = sample_token(row, options.temperature, rng);
-      s.sum += row[static_cast<size_t>(tok)];
+      const int tok = choices[r].ids[0];
+      s.sum += choices[r].logprobs[0];
       if (tok == sp.eot) continue;
       s.tokens.push_back(tok);
       if (last_step) continue;
@@ -77,8 +66,7 @@ WindowResult decode_sampling(const model::WhisperModel& model, const model::Cros
     } else if (alive.size() != static_cast<size_t>(cache.batch)) {
       model::reorder_cache(cache, origins);
     }
-    const Tensor l = model.decode_batch_logits(inputs, cross, cache);  // [alive, n_vocab]
-    logits.assign(l.data<float>(), l.data<float>() + alive.size() * static_cast<size_t>(n_vocab));
+    choices = model.decode_batch_choose(inputs, cross, cache, queries_for(alive));
   }
 
   return finish_best(prompt, seqs, options.length_penalty);

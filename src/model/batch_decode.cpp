@@ -20,6 +20,16 @@ void copy_sequence(const Tensor& src, int64_t src_seq, Tensor& dst, int64_t dst_
               static_cast<size_t>(length * width) * sizeof(float));
 }
 
+// choose_tokens of each row of logits [rows, n_vocab] with its query.
+std::vector<TokenChoice> choose_rows(Tensor& logits, std::span<const TokenQuery> queries) {
+  const auto n_vocab = static_cast<size_t>(logits.dim(1));
+  std::vector<TokenChoice> out;
+  for (size_t r = 0; r < queries.size(); ++r) {
+    out.push_back(choose_tokens({logits.data<float>() + r * n_vocab, n_vocab}, queries[r]));
+  }
+  return out;
+}
+
 }  // namespace
 
 BatchKVCache WhisperModel::new_batch_cache(int64_t capacity) const {
@@ -106,6 +116,36 @@ void reorder_cache(BatchKVCache& cache, std::span<const int> origins) {
 Tensor WhisperModel::decode_batch_logits(std::span<const int> tokens, const CrossKV& cross, BatchKVCache& cache) const {
   if (on_device(cross, cache.device.get())) return device_->decode_batch_logits(tokens, cross, cache);
   return logits(decode_batch(tokens, cross, cache));
+}
+
+TokenChoice WhisperModel::decode_choose(int token, const CrossKV& cross, KVCache& cache,
+                                        const TokenQuery& query) const {
+  if (on_device(cross, cache.device.get())) return device_->decode_choose(token, cross, cache, query);
+  const int tokens[1] = {token};
+  Tensor l = decode_logits(tokens, cross, cache);
+  return choose_tokens({l.data<float>(), static_cast<size_t>(l.numel())}, query);
+}
+
+std::vector<TokenChoice> WhisperModel::decode_batch_choose(std::span<const int> tokens, const CrossKV& cross,
+                                                           BatchKVCache& cache,
+                                                           std::span<const TokenQuery> queries) const {
+  if (queries.size() != tokens.size()) throw InvalidArgument("decode_batch_choose: one query per token is needed");
+  if (on_device(cross, cache.device.get())) return device_->decode_batch_choose(tokens, cross, cache, queries);
+  Tensor l = decode_batch_logits(tokens, cross, cache);
+  return choose_rows(l, queries);
+}
+
+TokenChoice DeviceBackend::decode_choose(int token, const CrossKV& cross, KVCache& cache, const TokenQuery& query) {
+  const int tokens[1] = {token};
+  const int64_t rows[1] = {0};
+  Tensor l = decode_logits(tokens, cross, cache, rows);
+  return choose_tokens({l.data<float>(), static_cast<size_t>(l.numel())}, query);
+}
+
+std::vector<TokenChoice> DeviceBackend::decode_batch_choose(std::span<const int> tokens, const CrossKV& cross,
+                                                            BatchKVCache& cache, std::span<const TokenQuery> queries) {
+  Tensor l = decode_batch_logits(tokens, cross, cache);
+  return choose_rows(l, queries);
 }
 
 Tensor WhisperModel::decode_batch(std::span<const int> tokens, const CrossKV& cross, BatchKVCache& cache) const {

@@ -10,6 +10,7 @@
 
 #include "core/tensor.h"
 #include "format/engine_file.h"
+#include "model/token_choice.h"
 
 namespace wisp::model {
 
@@ -108,6 +109,11 @@ class DeviceBackend {
   virtual Tensor decode_batch_logits(std::span<const int> tokens, const CrossKV& cross, BatchKVCache& cache) = 0;
   virtual void broadcast_cache(const KVCache& prompt, BatchKVCache& cache, int64_t batch) = 0;
   virtual void reorder_cache(BatchKVCache& cache, std::span<const int> origins) = 0;
+  // See WhisperModel::decode_choose / decode_batch_choose. These forms run the step's logits through
+  // choose_tokens() on the host; a backend that chooses on the device overrides them.
+  virtual TokenChoice decode_choose(int token, const CrossKV& cross, KVCache& cache, const TokenQuery& query);
+  virtual std::vector<TokenChoice> decode_batch_choose(std::span<const int> tokens, const CrossKV& cross,
+                                                       BatchKVCache& cache, std::span<const TokenQuery> queries);
   // The window's K/V as host tensors (for the passes the backend leaves to the CPU: word alignment).
   virtual CrossKV to_host(const CrossKV& cross) = 0;
   // See WhisperModel::begin_transcription. Null: calls run one by one as they come.
@@ -177,6 +183,14 @@ class WhisperModel {
   Tensor decode_batch(std::span<const int> tokens, const CrossKV& cross, BatchKVCache& cache) const;
   // logits(decode_batch(...)) → [batch, n_vocab], where `cross` and `cache` live (as decode_logits).
   Tensor decode_batch_logits(std::span<const int> tokens, const CrossKV& cross, BatchKVCache& cache) const;
+
+  // A decode step that returns the tokens the search asks for instead of logits (token_choice.h): appends
+  // `token` to the sequence in `cache` and answers `query` from the logits after it. On a device backend the
+  // rules and the choice run on the device. Same placement rules as decode_logits.
+  TokenChoice decode_choose(int token, const CrossKV& cross, KVCache& cache, const TokenQuery& query) const;
+  // decode_batch_logits, then queries[b] for row b (one query per live sequence).
+  std::vector<TokenChoice> decode_batch_choose(std::span<const int> tokens, const CrossKV& cross, BatchKVCache& cache,
+                                               std::span<const TokenQuery> queries) const;
 
   // Runs the whole sequence `tokens` through the decoder in one pass (a fresh self-attention cache, causal
   // as in decoding; nothing is generated) and returns, besides the hidden states, the cross-attention

@@ -634,6 +634,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     throw InvalidArgument("concurrency must be between 1 and 64, got " + std::to_string(options.concurrency));
   }
   gpu_options.transcriptions = options.concurrency;
+  gpu_options.device_token_choice = options.device_token_choice;
   if (options.threads > 0) ops::set_num_threads(options.threads);
   const bool gpu = device == "cuda" || (device == "auto" && runtime::gpu_available());
   model::DeviceFactory factory;

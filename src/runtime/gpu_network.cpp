@@ -71,6 +71,7 @@ class GpuNetwork final : public model::DeviceBackend {
  public:
   GpuNetwork(const model::WhisperModel& m, const GpuNetworkOptions& o)
       : n_vocab_(m.dims().n_vocab),
+        device_choice_(o.device_token_choice),
         gatherer_({[this](const std::vector<CallGatherer::Request*>& r) { run_steps(r); },
                    [this](const std::vector<CallGatherer::Request*>& r) { run_encodes(r); }},
                   o.patience) {
@@ -197,6 +198,26 @@ class GpuNetwork final : public model::DeviceBackend {
     return out;
   }
 
+  model::TokenChoice decode_choose(int token, const model::CrossKV& cross, model::KVCache& cache,
+                                   const model::TokenQuery& query) override {
+    const int tokens[1] = {token};
+    std::vector<model::TokenChoice> out = choose(tokens, cross, slot_of(cache.device).first, cache.length, {&query, 1});
+    cache.length += 1;
+    return std::move(out[0]);
+  }
+
+  std::vector<model::TokenChoice> decode_batch_choose(std::span<const int> tokens, const model::CrossKV& cross,
+                                                      model::BatchKVCache& cache,
+                                                      std::span<const model::TokenQuery> queries) override {
+    if (tokens.empty() || static_cast<int64_t>(tokens.size()) != cache.batch || queries.size() != tokens.size()) {
+      throw InvalidArgument("decode_batch: " + std::to_string(tokens.size()) + " tokens and " +
+                            std::to_string(queries.size()) + " queries for a batch of " + std::to_string(cache.batch));
+    }
+    std::vector<model::TokenChoice> out = choose(tokens, cross, slot_of(cache.device).first, cache.length, queries);
+    cache.length += 1;
+    return out;
+  }
+
   void broadcast_cache(const model::KVCache& prompt, model::BatchKVCache& cache, int64_t batch) override {
     if (batch <= 0 || batch > cache.capacity) {
       throw InvalidArgument("broadcast_cache: batch of " + std::to_string(batch) + " for a cache of " +
@@ -262,6 +283,36 @@ class GpuNetwork final : public model::DeviceBackend {
     }
   }
 
+  // One gathered step of sequences [seq, seq + tokens) at length `length` that answers the queries on the
+  // device; a query the device does not take is answered here from the logits that come back instead.
+  std::vector<model::TokenChoice> choose(std::span<const int> tokens, const model::CrossKV& cross, int seq,
+                                         int64_t length, std::span<const model::TokenQuery> queries) {
+    if (length + 1 > dims_.n_text_ctx) {
+      throw InvalidArgument("token sequence longer than the decoder context (" + std::to_string(dims_.n_text_ctx) +
+                            ")");
+    }
+    check_tokens(tokens);
+    for (const model::TokenQuery& q : queries) {
+      if (q.top < 1) throw InvalidArgument("choose_tokens: at least one token must be asked for");
+    }
+    const int n = static_cast<int>(tokens.size());
+    Tensor logits = logits_tensor(n);
+    std::vector<model::TokenChoice> out(tokens.size());
+    StepRequest r;
+    r.group = GpuWhisper::StepGroup{slot_of(cross.device).first, seq,           n,
+                                    static_cast<int>(length),    tokens.data(), logits.data<float>()};
+    if (device_choice_) {
+      r.group.queries = queries.data();
+      r.group.choices = out.data();
+    }
+    gatherer_.submit(kStep, r);
+    for (size_t b = 0; b < out.size(); ++b) {
+      if (!out[b].ids.empty()) continue;
+      out[b] = model::choose_tokens({logits.data<float>() + b * size_t(n_vocab_), size_t(n_vocab_)}, queries[b]);
+    }
+    return out;
+  }
+
   // [rows, n_vocab] f32 in page-locked memory (the step's logits are copied straight into it).
   Tensor logits_tensor(int64_t rows) {
     std::shared_ptr<float> buffer = pinned_.take(static_cast<size_t>(rows * n_vocab_));
@@ -313,6 +364,7 @@ class GpuNetwork final : public model::DeviceBackend {
 
   GpuDims dims_;
   int64_t n_vocab_ = 0;
+  bool device_choice_ = true;  // GpuNetworkOptions::device_token_choice
   std::unique_ptr<GpuWhisper> gpu_;
   int transcriptions_ = 1;  // transcriptions with slots of their own
   std::shared_ptr<SlotPool> pool_;

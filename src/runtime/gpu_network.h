@@ -25,6 +25,8 @@ struct GpuNetworkOptions {
   int transcriptions = 1;
   std::chrono::microseconds patience{2000};
   GpuKvCache kv_cache = GpuKvCache::kF16;
+  // decode_choose / decode_batch_choose answer on the device (false: from the logits, on the host).
+  bool device_token_choice = true;
 };
 
 // Uploads `model`'s weights to the current CUDA device. When the slots of `transcriptions` do not fit the free

@@ -24,6 +24,7 @@
 #include "kernels/cuda/gemv.h"
 #include "kernels/cuda/kv_quant.h"
 #include "kernels/cuda/log_mel.h"
+#include "kernels/cuda/token_select.h"
 
 namespace wisp::runtime {
 
@@ -43,6 +44,10 @@ void kcheck(kc::Status s, const char* what) {
 #define CK(call) kcheck((call), #call)
 
 size_t align_up(size_t n) { return (n + 255) / 256 * 256; }
+
+// Forbidden ranges a step's token queries may hold per row on average (the suppressed tokens of the
+// reference's default list merge into ~90 ranges; a step with more answers its queries on the host).
+constexpr size_t kRangesPerRow = 256;
 
 // An FP8 e4m3 code as a float (1 sign, 4 exponent bits with bias 7, 3 mantissa bits; 0x7f/0xff are NaN).
 float e4m3_to_float(uint8_t code) {
@@ -168,6 +173,12 @@ struct GpuWhisper::Impl {
   float* dlogits = nullptr;       // [R, n_vocab]
   int32_t* next = nullptr;        // [R]
   float* next_lp = nullptr;       // [R]
+  // The step's token queries (step_groups with queries): one upload of the rows' queries and their forbidden
+  // ranges, answered into choice_ids / choice_lp.
+  kc::TokenQueryRow* queries = nullptr;  // [R]
+  int2* ranges = nullptr;                // [R · kRangesPerRow] every row's ranges, back to back
+  int32_t* choice_ids = nullptr;         // [R, kMaxTopTokens]
+  float* choice_lp = nullptr;            // [R, kMaxTopTokens]
   void* attn_ws = nullptr;
   size_t attn_ws_bytes = 0;
   int length = 0;
@@ -381,6 +392,8 @@ struct GpuWhisper::Impl {
          (align_up(W * nc * 2 * dt * eb) + kv_layer_pitch + align_up(cross_scale_n * 4) + kv_scale_pitch);
     n += align_up(5 * R * 4) + 4 * align_up(R * dt * 2) + align_up(R * 3 * dt * 2) + align_up(R * 4 * dt * 2) +
          align_up(R * size_t(d.n_vocab) * 4) + 2 * align_up(R * 4);
+    n += align_up(R * sizeof(kc::TokenQueryRow)) + align_up(R * kRangesPerRow * sizeof(int2)) +
+         2 * align_up(R * kc::kMaxTopTokens * 4);
     // n_q up to kDecoderMaxQueries: a prompt over quantised caches runs in chunks of that many queries
     attn_ws_bytes = kc::decoder_attention_workspace_bytes(std::max(windows, sequences), kc::kDecoderMaxQueries,
                                                           std::max(d.n_text_head, 1), std::max<int64_t>(nc, ctx));
@@ -428,6 +441,10 @@ struct GpuWhisper::Impl {
     dlogits = acts.take<float>(R * size_t(d.n_vocab));
     next = acts.take<int32_t>(R);
     next_lp = acts.take<float>(R);
+    queries = acts.take<kc::TokenQueryRow>(R);
+    ranges = acts.take<int2>(R * kRangesPerRow);
+    choice_ids = acts.take<int32_t>(R * kc::kMaxTopTokens);
+    choice_lp = acts.take<float>(R * kc::kMaxTopTokens);
     attn_ws = acts.take<char>(attn_ws_bytes);
     CK(kc::decoder_attention_workspace_init(attn_ws, attn_ws_bytes, stream));
     cuda_check(cudaMemset(next, 0, R * 4), "cudaMemset");
@@ -1075,6 +1092,11 @@ void GpuWhisper::step_groups(const StepGroup* groups, int count) {
       throw std::invalid_argument("GpuWhisper: decoder context is full");
     }
     check_tokens(s.tokens, s.batch, m.d.n_vocab);
+    if (!s.logits) throw std::invalid_argument("GpuWhisper: a step group needs room for its logits");
+    if (s.queries && !s.choices) throw std::invalid_argument("GpuWhisper: queries without room for the choices");
+    for (int b = 0; s.queries && b < s.batch; ++b) {
+      if (s.queries[b].top < 1) throw std::invalid_argument("GpuWhisper: a token query must ask for a token");
+    }
     if (B + size_t(s.batch) > size_t(m.sequences)) throw std::invalid_argument("GpuWhisper: too many rows in a step");
     for (int b = 0; b < s.batch; ++b, ++B) {
       in[B] = s.tokens[b];
@@ -1092,15 +1114,85 @@ void GpuWhisper::step_groups(const StepGroup* groups, int count) {
   }
   cuda_check(cudaMemcpyAsync(m.step_in, in.data(), in.size() * 4, cudaMemcpyHostToDevice, m.stream), "upload step");
   m.step(int(B));
+
+  // Each group's answer: its queries on the device when they all fit, else its logits.
   const size_t row_floats = size_t(m.d.n_vocab);
+  std::vector<kc::TokenQueryRow> rows(B);  // default: no ranges, no test, top 1 (a row without a query)
+  std::vector<int2> ranges;
+  std::vector<char> on_device(size_t(count), 0);
   size_t row = 0;
   for (int g = 0; g < count; ++g) {
-    const size_t n = size_t(groups[g].batch) * row_floats;
-    cuda_check(cudaMemcpyAsync(groups[g].logits, m.dlogits + row * row_floats, n * 4, cudaMemcpyDeviceToHost, m.stream),
-               "download logits");
-    row += size_t(groups[g].batch);
+    const StepGroup& s = groups[g];
+    if (s.queries) {
+      const size_t first = ranges.size();
+      bool fits = true;
+      for (int b = 0; b < s.batch && fits; ++b) {
+        const model::TokenQuery& q = s.queries[b];
+        kc::TokenQueryRow& r = rows[row + size_t(b)];
+        r.first_range = int32_t(ranges.size());
+        r.n_ranges = int32_t(q.rules.forbidden.size());
+        r.timestamp_begin = q.rules.timestamp_begin;
+        r.top = q.top;
+        r.temperature = q.temperature;
+        r.uniform = q.uniform;
+        for (const auto& [begin, end] : q.rules.forbidden) ranges.push_back(int2{begin, end});
+        fits = (q.temperature > 0 || q.top <= kc::kMaxTopTokens) && ranges.size() <= size_t(m.rows) * kRangesPerRow;
+      }
+      if (fits) {
+        on_device[size_t(g)] = 1;
+      } else {  // this group on the host: its rows become queries without effect
+        ranges.resize(first);
+        for (int b = 0; b < s.batch; ++b) rows[row + size_t(b)] = kc::TokenQueryRow{};
+      }
+    }
+    if (!on_device[size_t(g)]) {
+      cuda_check(cudaMemcpyAsync(s.logits, m.dlogits + row * row_floats, size_t(s.batch) * row_floats * 4,
+                                 cudaMemcpyDeviceToHost, m.stream),
+                 "download logits");
+    }
+    row += size_t(s.batch);
+  }
+  const bool any_on_device = std::find(on_device.begin(), on_device.end(), 1) != on_device.end();
+  std::vector<int32_t> ids;
+  std::vector<float> lps;
+  if (any_on_device) {
+    cuda_check(cudaMemcpyAsync(m.queries, rows.data(), B * sizeof(kc::TokenQueryRow), cudaMemcpyHostToDevice, m.stream),
+               "upload queries");
+    if (!ranges.empty()) {
+      cuda_check(
+          cudaMemcpyAsync(m.ranges, ranges.data(), ranges.size() * sizeof(int2), cudaMemcpyHostToDevice, m.stream),
+          "upload queries");
+    }
+    // after the logits copies above: the kernel masks its rows in place
+    CK(kc::choose_tokens(m.dlogits, int64_t(B), m.d.n_vocab, m.d.n_vocab, m.queries, m.ranges, m.choice_ids,
+                         m.choice_lp, m.stream));
+    ids.resize(B * kc::kMaxTopTokens);
+    lps.resize(B * kc::kMaxTopTokens);
+    cuda_check(cudaMemcpyAsync(ids.data(), m.choice_ids, ids.size() * 4, cudaMemcpyDeviceToHost, m.stream),
+               "download choices");
+    cuda_check(cudaMemcpyAsync(lps.data(), m.choice_lp, lps.size() * 4, cudaMemcpyDeviceToHost, m.stream),
+               "download choices");
   }
   synchronize();
+
+  row = 0;
+  for (int g = 0; g < count; ++g) {
+    const StepGroup& s = groups[g];
+    for (int b = 0; s.queries && b < s.batch; ++b) {
+      const size_t r = row + size_t(b);
+      model::TokenChoice& c = s.choices[b];
+      c = {};
+      if (!on_device[size_t(g)]) continue;  // its logits came back instead
+      const int n = s.queries[b].temperature > 0 ? 1 : s.queries[b].top;
+      for (int j = 0; j < n; ++j) {
+        const int32_t id = ids[r * kc::kMaxTopTokens + size_t(j)];
+        if (id < 0) throw std::runtime_error("GpuWhisper: the logit rules left no token");
+        c.ids.push_back(id);
+        c.logprobs.push_back(lps[r * kc::kMaxTopTokens + size_t(j)]);
+      }
+    }
+    row += size_t(s.batch);
+  }
 }
 
 void GpuWhisper::copy_sequences(const int* src, const int* dst, int count, int length) {

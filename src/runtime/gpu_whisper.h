@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "model/token_choice.h"
 
 namespace wisp::runtime {
 
@@ -143,10 +144,16 @@ class GpuWhisper {
     int start = 0;                // tokens in each sequence before this step
     const int* tokens = nullptr;  // [batch] the token appended to each sequence
     float* logits = nullptr;      // [batch, n_vocab] host, fp32: the logits after it
+    // Instead of logits: each row's query (model/token_choice.h), answered into choices [batch] on the device
+    // (kernels/cuda/token_select.h). A group whose queries do not fit the device's limits (more than
+    // kMaxTopTokens tokens, more forbidden ranges than the step's buffer holds) gets its logits instead and
+    // empty choices.
+    const model::TokenQuery* queries = nullptr;  // [batch] or null
+    model::TokenChoice* choices = nullptr;       // [batch] host
   };
   // One decode step of every group's sequences together (at most sequence_slots() rows, no sequence slot
   // twice). Replays one CUDA graph per total row count after the first two steps of that count: where the
-  // rows' caches live is device data of the step.
+  // rows' caches live is device data of the step. The groups' queries are answered by one launch after it.
   void step_groups(const StepGroup* groups, int count);
   void step_window(int window, int seq, int batch, const int* tokens, int start, float* logits) {
     const StepGroup g{window, seq, batch, start, tokens, logits};

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "gpu/gpu_transcript_modes.h"
@@ -170,7 +171,8 @@ TEST_F(GpuTranscripts, MatchCpuTranscripts) {
 
 // Many clips at once (LoadOptions::concurrency, a thread per clip in flight): their decode steps and windows
 // run as batched GPU calls (runtime/call_gatherer.h). The transcripts must match the CPU's as well as one clip
-// at a time does (same rule as above), and the wall time of both ways is reported.
+// at a time does (same rule as above), and the wall time of both ways is reported; each way also with the
+// token choice on the host (LoadOptions::device_token_choice false: the logits come back), for comparison.
 TEST_F(GpuTranscripts, ConcurrentClipsMatchCpuTranscripts) {
   const fs::path& kit = kit_;
   const json& expected = expected_;
@@ -182,13 +184,17 @@ TEST_F(GpuTranscripts, ConcurrentClipsMatchCpuTranscripts) {
 
   json summary = json::array();
   std::printf(
-      "\n| mode | at once | English identical | clips identical | wall s | clips/s |\n|---|---|---|---|---|---|\n");
+      "\n| mode | at once | token choice | English identical | clips identical | wall s | clips/s |\n"
+      "|---|---|---|---|---|---|---|\n");
   for (const auto& mode : wisp::test::transcript_modes()) {
     if (mode.options.word_timestamps) continue;               // the alignment runs on the CPU: nothing batched to check
     if (!expected["clips"][0].contains(mode.name)) continue;  // not recorded in this kit
-    for (int at_once : {1, kConcurrency}) {
+    for (const auto& [at_once, on_device] :
+         {std::pair{1, true}, std::pair{1, false}, std::pair{kConcurrency, true}, std::pair{kConcurrency, false}}) {
       wisp::LoadOptions lo{0, "cuda", "fp16"};
       lo.concurrency = at_once;
+      lo.device_token_choice = on_device;
+      const char* choice = on_device ? "device" : "host";
       const auto gpu = wisp::Model::load(model_path, lo);
       std::vector<std::vector<std::vector<int>>> windows(n);
       std::atomic<size_t> next{0};
@@ -211,16 +217,17 @@ TEST_F(GpuTranscripts, ConcurrentClipsMatchCpuTranscripts) {
         const bool is_en = clip["language"] == "en";
         identical += same, en += is_en, en_identical += is_en && same;
       }
-      std::printf("| %s | %d | %d/%d | %d/%zu | %.2f | %.1f |\n", mode.name.c_str(), at_once, en_identical, en,
-                  identical, n, wall, double(n) / wall);
+      std::printf("| %s | %d | %s | %d/%d | %d/%zu | %.2f | %.1f |\n", mode.name.c_str(), at_once, choice, en_identical,
+                  en, identical, n, wall, double(n) / wall);
       summary.push_back({{"mode", mode.name},
                          {"at_once", at_once},
+                         {"token_choice", choice},
                          {"en_identical", en_identical},
                          {"en_clips", en},
                          {"identical", identical},
                          {"clips", n},
                          {"wall_s", wall}});
-      EXPECT_GE(en_identical * 10, en * 9) << mode.name << ", " << at_once << " at once";
+      EXPECT_GE(en_identical * 10, en * 9) << mode.name << ", " << at_once << " at once, choice on the " << choice;
     }
   }
   // The longest clip as parts transcribed at once (TranscribeOptions::parts, greedy): in order, to the end.

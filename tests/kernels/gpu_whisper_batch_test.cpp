@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/gpu_whisper.h"
@@ -128,6 +130,99 @@ TEST(GpuWhisperBatch, GroupsMatchSequencesAlone) {
                  (std::string(name) + ", 24 rows in 4 groups (captured)").c_str());
     check_groups(*gpu, {{12, 4}, {18, 6}, {0, 2}, {16, 2}, {2, 4}, {6, 6}}, token, alone,
                  (std::string(name) + ", 24 rows in 6 groups (replayed)").c_str());
+  }
+}
+
+// Token queries answered on the device after a batched step: each chosen token must be among the best of its
+// sequence's own logits (stepped alone; the batched logits differ from those by rounding only, so a choice is
+// checked by its logit, not its id), forbidden ranges must hold, a query beyond the device's limits gets the
+// logits back with empty choices, and a sampled token must be an allowed one with its log-probability.
+TEST(GpuWhisperBatch, QueriesAreAnsweredFromTheStepsLogits) {
+  if (!gpu_available()) GTEST_SKIP() << "no CUDA device";
+  const GpuDims dims = dims_for_size("tiny");
+  const int n_vocab = dims.n_vocab;
+  auto gpu = GpuWhisper::create_random(dims, 8, 5);
+  std::mt19937 gen(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const size_t per = size_t(dims.n_mels) * 2 * size_t(dims.n_audio_ctx);
+  std::vector<float> mel(2 * per);
+  for (auto& x : mel) x = normal(gen);
+  const std::vector<int> windows = {0, 1};
+  gpu->encode_windows(mel.data(), windows.data(), 2);
+  constexpr int kSeqs = 6;
+  const std::vector<int> token = {11, 220, 50257, 13, 400, 1000};
+  std::vector<std::vector<float>> alone(kSeqs, std::vector<float>(size_t(n_vocab)));
+  std::vector<float> prompt_logits(static_cast<size_t>(n_vocab));
+  for (int s = 0; s < kSeqs; ++s) {
+    const int prompt[kPrompt] = {50258, 50259 + s, 50359};
+    const int last = kPrompt - 1;
+    gpu->prefill(s / 2 % 2, s, prompt, kPrompt, 0, &last, 1, prompt_logits.data());
+    gpu->step_window(s / 2 % 2, s, 1, &token[size_t(s)], kPrompt, alone[size_t(s)].data());
+  }
+  double scale = 0;
+  for (const auto& row : alone) {
+    for (float v : row) scale = std::max(scale, double(std::fabs(v)));
+  }
+  const double tol = 0.02 * scale;
+
+  // sequences 0-1: top 5; 2: top 1 with its best 3 tokens forbidden; 3: top 40 (logits back); 4-5: sampled
+  std::vector<model::TokenQuery> q(kSeqs);
+  q[0].top = q[1].top = 5;
+  std::vector<int> order(static_cast<size_t>(n_vocab));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return alone[2][size_t(a)] > alone[2][size_t(b)]; });
+  for (int j = 0; j < 3; ++j) q[2].rules.forbidden.emplace_back(order[size_t(j)], order[size_t(j)] + 1);
+  q[3].top = 40;
+  for (int s : {4, 5}) {
+    q[size_t(s)].temperature = 1.0;
+    q[size_t(s)].uniform = 0.5;
+    q[size_t(s)].rules.forbidden.emplace_back(0, 50000);
+  }
+  std::vector<model::TokenChoice> choices(kSeqs);
+  std::vector<float> logits(size_t(kSeqs) * size_t(n_vocab), NAN);
+  std::vector<GpuWhisper::StepGroup> groups;
+  // groups {0, 1}, {2}, {3}, {4, 5}: a group beyond the device's limits (top 40) is answered by logits alone
+  for (const auto& [s, batch] : {std::pair{0, 2}, std::pair{2, 1}, std::pair{3, 1}, std::pair{4, 2}}) {
+    groups.push_back({s / 2 % 2, s, batch, kPrompt, &token[size_t(s)], logits.data() + size_t(s) * size_t(n_vocab),
+                      q.data() + s, choices.data() + s});
+  }
+  gpu->step_groups(groups.data(), int(groups.size()));
+
+  auto sorted_allowed = [&](int s) {
+    std::vector<float> v;
+    for (int i = 0; i < n_vocab; ++i) {
+      bool ok = true;
+      for (const auto& [b, e] : q[size_t(s)].rules.forbidden) ok = ok && (i < b || i >= e);
+      if (ok) v.push_back(alone[size_t(s)][size_t(i)]);
+    }
+    std::sort(v.rbegin(), v.rend());
+    return v;
+  };
+  for (int s : {0, 1, 2}) {
+    const std::vector<float> best = sorted_allowed(s);
+    ASSERT_EQ(choices[size_t(s)].ids.size(), size_t(q[size_t(s)].top)) << "sequence " << s;
+    for (size_t j = 0; j < choices[size_t(s)].ids.size(); ++j) {
+      const int id = choices[size_t(s)].ids[j];
+      ASSERT_GE(id, 0);
+      for (const auto& [b, e] : q[size_t(s)].rules.forbidden) EXPECT_TRUE(id < b || id >= e) << "forbidden " << id;
+      EXPECT_NEAR(alone[size_t(s)][size_t(id)], best[j], tol) << "sequence " << s << ", choice " << j;
+    }
+  }
+  EXPECT_TRUE(choices[3].ids.empty()) << "top 40 is beyond the device's limit: logits instead";
+  double worst = 0;
+  for (int i = 0; i < n_vocab; ++i) {
+    worst = std::max(worst, double(std::fabs(logits[size_t(3) * size_t(n_vocab) + size_t(i)] - alone[3][size_t(i)])));
+  }
+  EXPECT_LE(worst, tol);
+  for (int s : {4, 5}) {
+    ASSERT_EQ(choices[size_t(s)].ids.size(), 1u);
+    const int id = choices[size_t(s)].ids[0];
+    EXPECT_GE(id, 50000) << "sampled a forbidden token";
+    const std::vector<float>& x = alone[size_t(s)];
+    const float mx = *std::max_element(x.begin() + 50000, x.end());
+    double sum = 0;
+    for (int i = 50000; i < n_vocab; ++i) sum += std::exp(double(x[size_t(i)] - mx));
+    EXPECT_NEAR(choices[size_t(s)].logprobs[0], x[size_t(id)] - mx - std::log(sum), 2 * tol);
   }
 }
 

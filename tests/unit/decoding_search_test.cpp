@@ -205,6 +205,56 @@ TEST(LogitFilters, ForcedPrefixLeavesTheFirstFreeTokenUnconstrainedByTimestampRu
   for (int i = 0; i < 20; ++i) EXPECT_EQ(std::isinf(logits[static_cast<size_t>(i)]), i == 12) << i;
 }
 
+// The token rules as data (what a device backend receives) and the host choice over them.
+TEST(TokenChoice, RulesAsRangesAndTheChoiceAfterThem) {
+  wisp::tokenizer::SpecialTokens sp;
+  sp.eot = 10;
+  sp.no_timestamps = 12;
+  sp.timestamp_begin = 13;
+  wisp::decoding::FilterConfig cfg;
+  cfg.suppress = {5, 3, 4, 4};
+  cfg.suppress_begin = {11};
+  // neighbouring suppressed ids merge into one range; the timestamp test is left to the choice
+  const wisp::model::TokenRules later = wisp::decoding::token_rules(std::vector<int>{2, 14}, cfg, sp);
+  const std::vector<std::pair<int, int>> want{{3, 6}, {12, 13}, {0, 10}, {13, 14}};
+  EXPECT_EQ(later.forbidden, want);
+  EXPECT_EQ(later.timestamp_begin, 13);
+  cfg.timestamps = false;
+  EXPECT_EQ(wisp::decoding::token_rules({}, cfg, sp).timestamp_begin, -1);
+
+  const float ninf = -std::numeric_limits<float>::infinity();
+  std::vector<float> logits{1, 3, 3, 0, 2, 3, 0.5f};
+  wisp::model::TokenQuery q;
+  q.top = 4;
+  q.rules.forbidden = {{2, 3}};
+  std::vector<float> row = logits;
+  const wisp::model::TokenChoice c = wisp::model::choose_tokens(row, q);
+  EXPECT_EQ(c.ids, (std::vector<int>{1, 5, 4, 0}));  // equal logits: the lower id first
+  EXPECT_NEAR(c.logprobs[0], row[1], 0.0f);
+  EXPECT_FLOAT_EQ(std::exp(c.logprobs[0]) * 2 + std::exp(c.logprobs[2]) + std::exp(c.logprobs[3]) + std::exp(row[3]) +
+                      std::exp(row[6]),
+                  1.0f);
+  // more tokens asked for than remain: the forbidden ones follow by id at −inf
+  q.rules.forbidden = {{0, 5}, {6, 7}};
+  row = logits;
+  const wisp::model::TokenChoice d = wisp::model::choose_tokens(row, q);
+  EXPECT_EQ(d.ids, (std::vector<int>{5, 0, 1, 2}));
+  EXPECT_EQ(d.logprobs[0], 0.0f);
+  EXPECT_EQ(d.logprobs[1], ninf);
+  // sampling: the same walk as sample_token with the same draw
+  q = {};
+  q.temperature = 0.7;
+  for (double u : {0.0, 0.3, 0.6, 0.99}) {
+    q.uniform = u;
+    row = logits;
+    const int id = wisp::model::choose_tokens(row, q).ids[0];
+    EXPECT_EQ(id, wisp::model::sample_from_logprobs(row, 0.7, u)) << u;
+  }
+  q.rules.forbidden = {{0, 100}};
+  row = logits;
+  EXPECT_THROW(wisp::model::choose_tokens(row, q), wisp::InternalError);
+}
+
 // ---- with a model ----
 
 struct Window {
