@@ -1216,7 +1216,7 @@ void GpuWhisper::copy_sequences(const int* src, const int* dst, int count, int l
                  "copy sequence scales");
     }
   }
-  synchronize();
+  // No synchronisation: every later use of these slots is a later operation on the same stream.
 }
 
 std::vector<std::vector<float>> GpuWhisper::cross_kv_host(int window) const {

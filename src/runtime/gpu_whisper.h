@@ -124,7 +124,7 @@ class GpuWhisper {
   void set_fused_kv_append(bool on);
 
   // ---- Transcription form: the caller (runtime/gpu_network.cpp) decides which slot holds what. Every call
-  // synchronises; token ids and lengths are checked and throw std::invalid_argument.
+  // but copy_sequences synchronises; token ids and lengths are checked and throw std::invalid_argument.
   int window_slots() const;
   int sequence_slots() const;
   // Encoder and cross-attention K/V of `count` windows in one encoder batch: mel, host fp32
@@ -160,7 +160,8 @@ class GpuWhisper {
     step_groups(&g, 1);
   }
   // Rows [0, length) of sequence slot src[i] into slot dst[i], every layer. No slot may be both a source and
-  // a destination.
+  // a destination. Asynchronous (device-to-device copies on the runner's one stream, so ordered before every
+  // later call): a beam search's reorder costs no round trip of its own.
   void copy_sequences(const int* src, const int* dst, int count, int length);
   // The cross-attention K/V of a window on the host, fp32: per decoder layer [n_audio_ctx, 2·d].
   std::vector<std::vector<float>> cross_kv_host(int window) const;
