@@ -6,6 +6,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/gpu_whisper.h"
@@ -29,11 +30,32 @@ std::string esc(const std::string& s) {
   return o;
 }
 
+// GpuWhisper::StepPart bits of a comma list of part names (BenchOptions::skip).
+unsigned step_parts(const std::string& list) {
+  static const std::pair<const char*, unsigned> kNames[] = {{"norms", GpuWhisper::kStepNorms},
+                                                            {"append", GpuWhisper::kStepAppend},
+                                                            {"self_attention", GpuWhisper::kStepSelfAttention},
+                                                            {"cross_attention", GpuWhisper::kStepCrossAttention},
+                                                            {"attention_linears", GpuWhisper::kStepAttentionLinears},
+                                                            {"mlp", GpuWhisper::kStepMlp},
+                                                            {"logits", GpuWhisper::kStepLogits}};
+  unsigned bits = 0;
+  std::stringstream in(list);
+  for (std::string name; std::getline(in, name, ',');) {
+    if (name.empty()) continue;
+    const auto* it = std::find_if(std::begin(kNames), std::end(kNames), [&](const auto& n) { return name == n.first; });
+    if (it == std::end(kNames)) throw std::invalid_argument("--skip: unknown step part '" + name + "'");
+    bits |= it->second;
+  }
+  return bits;
+}
+
 }  // namespace
 
 std::string run_bench(const BenchOptions& o) {
   if (o.batch < 1) throw std::invalid_argument("--batch must be >= 1");
   if (o.repeats < 1) throw std::invalid_argument("--repeats must be >= 1");
+  const unsigned skip = step_parts(o.skip);
   GpuDims dims;
   std::unique_ptr<GpuWhisper> m;
   std::string label;
@@ -64,6 +86,7 @@ std::string run_bench(const BenchOptions& o) {
   m->set_programmatic_launch(o.programmatic_launch);
   m->set_fused_norms(o.fused_norms);
   m->set_fused_kv_append(o.fused_kv_append);
+  m->set_step_ablation(skip);
   std::vector<double> mel, enc, ckv, dec;
   for (int r = 0; r <= o.repeats; ++r) {  // run 0 warms up (cuBLASLt plans, clocks)
     const double l = m->time_ms([&] { m->log_mel(nullptr, B); });
@@ -85,7 +108,8 @@ std::string run_bench(const BenchOptions& o) {
     << ", \"cuda_graphs\": " << (o.cuda_graphs ? "true" : "false") << ", \"gemv\": " << (o.gemv ? "true" : "false")
     << ", \"programmatic_launch\": " << (o.programmatic_launch ? "true" : "false")
     << ", \"fused_norms\": " << (o.fused_norms ? "true" : "false")
-    << ", \"fused_kv_append\": " << (o.fused_kv_append ? "true" : "false") << ", \"kv_cache\": \"" << o.kv_cache << "\""
+    << ", \"fused_kv_append\": " << (o.fused_kv_append ? "true" : "false") << ", \"skip\": \"" << esc(o.skip) << "\""
+    << ", \"kv_cache\": \"" << o.kv_cache << "\""
     << ", \"mel_ms\": " << l << ", \"encoder_ms\": " << e << ", \"cross_kv_ms\": " << c << ", \"decode_ms\": " << t
     << ", \"decode_ms_per_step\": " << t / N << ", \"total_ms\": " << total
     << ", \"audio_s_per_s\": " << (B * 30.0) / (total / 1000.0)

@@ -126,6 +126,7 @@ struct GpuWhisper::Impl {
   // so off unless asked for.
   bool fuse_norms = false;
   bool fuse_kv_append = false;  // the K/V append in the QKV GEMV's epilogue (set_fused_kv_append)
+  unsigned skip = 0;            // GpuWhisper::StepPart bits left out of decode steps (set_step_ablation)
   __half* enc_pos = nullptr;
   std::vector<DBlock> enc, dec;
   DNorm ln_post, dec_ln;
@@ -336,6 +337,7 @@ struct GpuWhisper::Impl {
   // dh [m, d] = ln(dx), after adding a pending residual.
   void normalize(const DNorm& ln, int64_t m) {
     const int64_t dt = d.n_text_state;
+    if (skip & GpuWhisper::kStepNorms) return;
     if (residual_pending) {
       CK(kc::add_layer_norm(dx, dy, ln.gamma, ln.beta, dh, m, dt, 1e-5f, stream));
     } else {
@@ -577,6 +579,7 @@ struct GpuWhisper::Impl {
     const int64_t dt = d.n_text_state, ctx = d.n_text_ctx, nc = d.n_audio_ctx, hd = dt / d.n_text_head;
     CK(kc::embed_tokens(tokens, pos, tok_emb, dec_pos, dx, B, dt, d.n_vocab, ctx, stream));
     residual_pending = false;
+    const bool linears = !(skip & GpuWhisper::kStepAttentionLinears);
     for (size_t l = 0; l < dec.size(); ++l) {
       const DBlock& b = dec[l];
       kc::KvView cache = self_view(l, 0), cross = cross_view(l, 0, false);
@@ -586,21 +589,27 @@ struct GpuWhisper::Impl {
       // GEMV's epilogue when it can (one launch fewer a layer), else by its own kernel
       const bool append_in_gemv = fuse_kv_append && fused(B) && kv_type != kc::KvType::kI8Dynamic;
       const kc::KvAppend append{cache, pos, ctx, dt, 2 * dt};
-      norm_apply(b.attn_ln, b.qkv, dqkv, B, false, append_in_gemv ? &append : nullptr);
-      if (!append_in_gemv)
+      if (linears) norm_apply(b.attn_ln, b.qkv, dqkv, B, false, append_in_gemv ? &append : nullptr);
+      if (!append_in_gemv && !(skip & GpuWhisper::kStepAppend))
         CK(kc::kv_append_quantized(dqkv + dt, 3 * dt, cache, pos, ctx, B, d.n_text_head, hd, stream));
-      CK(kc::decoder_attention_quantized(dqkv, 3 * dt, 3 * dt, cache, len, ctx, da_, dt, dt, B, 1, d.n_text_head, hd,
-                                         true, attn_ws, attn_ws_bytes, stream));
-      residual_apply(b.attn_out, da_, B);
+      if (!(skip & GpuWhisper::kStepSelfAttention)) {
+        CK(kc::decoder_attention_quantized(dqkv, 3 * dt, 3 * dt, cache, len, ctx, da_, dt, dt, B, 1, d.n_text_head, hd,
+                                           true, attn_ws, attn_ws_bytes, stream));
+      }
+      if (linears) residual_apply(b.attn_out, da_, B);
       // cross-attention over the window's audio K/V
-      norm_apply(b.cross_ln, b.cross_q, dy, B, false);
-      CK(kc::decoder_attention_quantized(dy, dt, dt, cross, nullptr, nc, da_, dt, dt, B, 1, d.n_text_head, hd, false,
-                                         attn_ws, attn_ws_bytes, stream));
-      residual_apply(b.cross_out, da_, B);
-      feed_forward(b, B);
+      if (linears) norm_apply(b.cross_ln, b.cross_q, dy, B, false);
+      if (!(skip & GpuWhisper::kStepCrossAttention)) {
+        CK(kc::decoder_attention_quantized(dy, dt, dt, cross, nullptr, nc, da_, dt, dt, B, 1, d.n_text_head, hd, false,
+                                           attn_ws, attn_ws_bytes, stream));
+      }
+      if (linears) residual_apply(b.cross_out, da_, B);
+      if (!(skip & GpuWhisper::kStepMlp)) feed_forward(b, B);
     }
-    norm_logits(dlogits, B);
-    CK(kc::argmax(dlogits, B, d.n_vocab, d.n_vocab, next, next_lp, stream));
+    if (!(skip & GpuWhisper::kStepLogits)) {
+      norm_logits(dlogits, B);
+      CK(kc::argmax(dlogits, B, d.n_vocab, d.n_vocab, next, next_lp, stream));
+    }
     CK(kc::add_scalar_i32(pos, len, B, 1, stream));
   }
 
@@ -967,6 +976,7 @@ void GpuWhisper::set_gemv(bool on) { impl_->use_gemv = on; }
 void GpuWhisper::set_programmatic_launch(bool on) { kc::set_programmatic_launch(on); }
 void GpuWhisper::set_fused_norms(bool on) { impl_->fuse_norms = on; }
 void GpuWhisper::set_fused_kv_append(bool on) { impl_->fuse_kv_append = on; }
+void GpuWhisper::set_step_ablation(unsigned parts) { impl_->skip = parts; }
 
 std::vector<int> GpuWhisper::decode_step(const int* tokens, int batch, std::vector<float>* logprob) {
   check_batch(*impl_, batch);

@@ -122,6 +122,19 @@ class GpuWhisper {
   // The decode step's K/V append inside the QKV GEMV's epilogue (gemv.h KvAppend) instead of its own kernel.
   // Default off: measured 0.01 ms a step slower on an H200 (docs/cuda.md). Set before the first decode step.
   void set_fused_kv_append(bool on);
+  // Measurement only (`wisp_gpu_bench --skip`): the decode step leaves out the launches of these parts (its
+  // results are then meaningless); what a part adds to a step's time is the difference to the full step
+  // (docs/cuda.md, "Where a decode step's time goes"). Set before the first decode step.
+  enum StepPart : unsigned {
+    kStepNorms = 1u,              // the layer_norm / add_layer_norm launches (GEMV path)
+    kStepAppend = 2u,             // the K/V appends
+    kStepSelfAttention = 4u,      // decoder self-attention
+    kStepCrossAttention = 8u,     // cross-attention
+    kStepAttentionLinears = 16u,  // QKV, attention out, cross query, cross out
+    kStepMlp = 32u,               // fc1 + fc2
+    kStepLogits = 64u,            // final norm, logits, argmax
+  };
+  void set_step_ablation(unsigned parts);
 
   // ---- Transcription form: the caller (runtime/gpu_network.cpp) decides which slot holds what. Every call
   // but copy_sequences synchronises; token ids and lengths are checked and throw std::invalid_argument.
@@ -215,6 +228,8 @@ struct BenchOptions {
   bool programmatic_launch = true;
   bool fused_norms = false;
   bool fused_kv_append = false;
+  std::string skip;               // comma list of step parts left out (set_step_ablation): norms, append,
+                                  // self_attention, cross_attention, attention_linears, mlp, logits
   std::string weights = "fp16";   // random weights stored as fp16, int8 or int4
   int group = 64;                 // int4 group size
   std::string kv_cache = "fp16";  // kv_cache_from_name
