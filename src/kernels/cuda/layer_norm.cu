@@ -1,5 +1,6 @@
-// Layer norm, one block per row: the row is read once into shared memory (fp32), then two block reductions
-// give the mean and the variance of the centred values (no E[x²] − E[x]² cancellation), then one write.
+// Layer norm: the mean, then the variance of the centred values (no E[x²] − E[x]² cancellation), then one
+// write. Rows of up to 2048 columns: one warp per row from registers (layer_norm_warp_kernel); wider rows and
+// add_layer_norm: one block per row, the row read once into shared memory (fp32), two block reductions.
 #include "kernels/cuda/common.cuh"
 
 namespace wisp::kernels::cuda {
@@ -70,6 +71,79 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Rows of at most 2048 columns (every decoder norm of a decode step): one warp per row, the row in registers,
+// so no shared memory and no block barrier; gamma and beta are constants and are read before waiting for the
+// kernel that writes x, so only the row's own load is on the critical path. V: 16-byte vectors (8 columns)
+// per lane, ceil(cols / 256).
+constexpr int kWarpRowsPerBlock = 4;
+constexpr int kWarpMaxVecs = 8;
+
+template <int V>
+__global__ void __launch_bounds__(kWarpRowsPerBlock * 32)
+    layer_norm_warp_kernel(const __half* __restrict__ x, const float* __restrict__ gamma,
+                           const float* __restrict__ beta, __half* __restrict__ y, int rows, int cols, float eps) {
+  const int lane = threadIdx.x % 32;
+  const int row = static_cast<int>(blockIdx.x) * kWarpRowsPerBlock + static_cast<int>(threadIdx.x) / 32;
+  const int vecs = cols / 8;
+  float g[V][8], b[V][8];
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int v = lane + 32 * i;
+    if (v >= vecs) continue;
+    const float4* gv = reinterpret_cast<const float4*>(gamma + 8 * v);
+    const float4* bv = reinterpret_cast<const float4*>(beta + 8 * v);
+    const float4 g0 = gv[0], g1 = gv[1], b0 = bv[0], b1 = bv[1];
+    g[i][0] = g0.x, g[i][1] = g0.y, g[i][2] = g0.z, g[i][3] = g0.w;
+    g[i][4] = g1.x, g[i][5] = g1.y, g[i][6] = g1.z, g[i][7] = g1.w;
+    b[i][0] = b0.x, b[i][1] = b0.y, b[i][2] = b0.z, b[i][3] = b0.w;
+    b[i][4] = b1.x, b[i][5] = b1.y, b[i][6] = b1.z, b[i][7] = b1.w;
+  }
+  detail::wait_prior_kernels();
+  detail::allow_next_kernel();
+  if (row >= rows) return;
+  const __half* xr = x + static_cast<int64_t>(row) * cols;
+  float v8[V][8];
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int v = lane + 32 * i;
+    if (v >= vecs) continue;
+    detail::unpack8(*reinterpret_cast<const uint4*>(xr + 8 * v), v8[i]);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sum += v8[i][e];
+  }
+  const float mean = detail::warp_sum(sum) / static_cast<float>(cols);
+  float sq = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    if (lane + 32 * i >= vecs) continue;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sq += (v8[i][e] - mean) * (v8[i][e] - mean);
+  }
+  const float inv = rsqrtf(detail::warp_sum(sq) / static_cast<float>(cols) + eps);
+  __half* yr = y + static_cast<int64_t>(row) * cols;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int v = lane + 32 * i;
+    if (v >= vecs) continue;
+    float o[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) o[e] = (v8[i][e] - mean) * inv * g[i][e] + b[i][e];
+    *reinterpret_cast<uint4*>(yr + 8 * v) = detail::pack8(o);
+  }
+}
+
+template <int V>
+Status launch_warp_norm(const __half* x, const float* gamma, const float* beta, __half* y, int64_t rows, int64_t cols,
+                        float eps, cudaStream_t stream) {
+  if (V < kWarpMaxVecs && cols > int64_t{V} * 256) {
+    return launch_warp_norm<(V < kWarpMaxVecs ? V + 1 : V)>(x, gamma, beta, y, rows, cols, eps, stream);
+  }
+  const auto blocks = static_cast<unsigned>((rows + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock);
+  return detail::launch_chained(layer_norm_warp_kernel<V>, dim3(blocks), dim3(kWarpRowsPerBlock * 32), 0, stream, 1u, x,
+                                gamma, beta, y, static_cast<int>(rows), static_cast<int>(cols), eps);
+}
+
 bool aligned4(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 3u) == 0; }
 
 Status check(const void* x, const void* gamma, const void* beta, const void* y, int64_t rows, int64_t cols) {
@@ -84,6 +158,10 @@ Status layer_norm(const __half* x, const float* gamma, const float* beta, __half
                   float eps, cudaStream_t stream) {
   if (Status s = check(x, gamma, beta, y, rows, cols); s != Status::kOk) return s;
   if (rows == 0) return Status::kOk;
+  if (cols % 8 == 0 && cols <= int64_t{kWarpMaxVecs} * 256 && detail::aligned16(x) && detail::aligned16(y) &&
+      detail::aligned16(gamma) && detail::aligned16(beta)) {
+    return launch_warp_norm<1>(x, gamma, beta, y, rows, cols, eps, stream);
+  }
   // The half2 path needs 4-byte aligned rows; odd columns take the scalar path anyway.
   if (cols % 2 == 0 && (!aligned4(x) || !aligned4(y))) return Status::kInvalidArgument;
   const size_t smem = static_cast<size_t>(cols) * sizeof(float);
