@@ -585,6 +585,9 @@ struct GpuWhisper::Impl {
       kc::KvView cache = self_view(l, 0), cross = cross_view(l, 0, false);
       cache.slot = seq_slot;
       cross.slot = win_slot;
+      // the attention may load the K/V rows that the kernel before it does not write before waiting for it
+      cache.ready = kc::KvView::Ready::kAllButNew;
+      cross.ready = kc::KvView::Ready::kAll;
       // causal self-attention: append K/V of the new token at row pos[b] of each sequence's cache, in the QKV
       // GEMV's epilogue when it can (one launch fewer a layer), else by its own kernel
       const bool append_in_gemv = fuse_kv_append && fused(B) && kv_type != kc::KvType::kI8Dynamic;

@@ -240,6 +240,53 @@ Errors errors(const std::vector<float>& gpu, const Refs& r, size_t* not_finite) 
 }
 double bound_of(const Errors& e) { return 2.0 * e.naive + std::ldexp(e.ref_max, -11) + 1e-30; }
 
+// The call again with the readiness a decode step promises (KvView::ready: kAll for a cross-attention,
+// kAllButNew for a self-attention, whose blocks then load the older rows before waiting for the kernel before
+// them) must give the same bits. For one query per sequence, each sequence's newest row is first overwritten
+// with other values and then appended again by the kernel launched just before the attention, as in a decode
+// step: a block that read it before waiting would see the old values.
+void expect_ready_view_matches(const KvCase& c, const std::vector<float>& kv, const DevCache& cache,
+                               const int32_t* lens, const __half* q, Dev<char>& ws, size_t ws_bytes,
+                               bool with_workspace, const std::vector<float>& want, const std::string& what) {
+  const int64_t d = c.heads * kHd, ld = 2 * d, sq = c.n_q * d;
+  cuda::KvView view = cache.view(c.shared);
+  view.ready = c.lens.empty() ? cuda::KvView::Ready::kAll : cuda::KvView::Ready::kAllButNew;
+  Dev<__half> out(static_cast<size_t>(c.batch * sq));
+  out.poison();
+  const bool rewrite = !c.lens.empty() && c.n_q == 1;
+  std::vector<float> newest, other;
+  std::vector<int32_t> rows;
+  for (int64_t b = 0; rewrite && b < c.batch; ++b) {
+    const int64_t r = c.lens[static_cast<size_t>(b)] - 1;
+    rows.push_back(static_cast<int32_t>(r));
+    for (int64_t e = 0; e < ld; ++e) {
+      newest.push_back(kv[static_cast<size_t>((b * c.n_kv + r) * ld + e)]);
+      other.push_back(r16(-0.75f * newest.back() + 0.25f));
+    }
+  }
+  std::unique_ptr<Dev<int32_t>> drow;
+  std::unique_ptr<Dev<__half>> dnew, dother;
+  if (rewrite) {
+    drow = upload(rows);
+    dnew = upload_half(newest);
+    dother = upload_half(other);
+    EXPECT_STATUS_OK(
+        cuda::kv_append_quantized(dother->get(), ld, view, drow->get(), c.n_kv, c.batch, c.heads, kHd, nullptr));
+    sync_ok();
+    EXPECT_STATUS_OK(
+        cuda::kv_append_quantized(dnew->get(), ld, view, drow->get(), c.n_kv, c.batch, c.heads, kHd, nullptr));
+  }
+  EXPECT_STATUS_OK(cuda::decoder_attention_quantized(q, d, sq, view, lens, c.n_kv, out.get(), d, sq, c.batch, c.n_q,
+                                                     c.heads, kHd, c.causal, with_workspace ? ws.get() : nullptr,
+                                                     with_workspace ? ws_bytes : 0, nullptr));
+  sync_ok();
+  const auto got = download_half(out.get(), out.size());
+  size_t differ = 0;
+  for (size_t i = 0; i < got.size(); ++i) differ += !(got[i] == want[i]);
+  EXPECT_EQ(differ, 0u) << what << ": with the K/V rows declared ready"
+                        << (rewrite ? " (newest row appended just before)" : "");
+}
+
 void run_kv_case(const KvCase& c, uint32_t seed) {
   std::mt19937 gen(seed);
   std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
@@ -313,6 +360,7 @@ void run_kv_case(const KvCase& c, uint32_t seed) {
       sync_ok();
       const auto gpu = download_half(out.get(), out.size());
       const std::string w = what + (with_workspace ? " (split keys)" : " (one block)");
+      expect_ready_view_matches(c, kv, cache, lens, dq->get(), ws, ws_bytes, with_workspace, gpu, w);
       if (t == KvType::kF16) {
         size_t differ = 0;
         for (size_t i = 0; i < gpu.size(); ++i) differ += !(gpu[i] == gpu16[!with_workspace][i]);

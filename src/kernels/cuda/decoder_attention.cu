@@ -112,6 +112,7 @@ struct DecoderParams {
   const int32_t* kv_slot;  // [batch]: the K/V (and scales) of sequence b; null: b
   const int32_t* kv_len;
   int n_kv, n_q, causal;
+  int ready;  // KvView::Ready
   int splits, split_len;
   float scale_log2;
   float* part_o;       // [batch, n_head, splits, n_q, 64]  output sums relative to part_ml's max
@@ -119,23 +120,36 @@ struct DecoderParams {
   unsigned* counters;  // [batch, n_head] blocks done; zero between calls
 };
 
-template <KvType T, int MAXQ>
+// Rounds of keys whose loads a block issues before waiting for the previous kernel (rows that KvView::ready
+// declares written before it): a block of a batch-1 decode step has one or two rounds in all, so their latency
+// then overlaps the previous kernel instead of following it. The registers they take (up to ~40 more) halve
+// the blocks an SM holds, so only calls whose blocks all fit at once take this variant (launch()); more
+// queries would spill.
+constexpr int kPrefetchRounds = 2;
+
+template <KvType T, int MAXQ, bool kEarly>
 __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const DecoderParams p) {
   using E = KvElem<T>;
   using Raw = typename E::Raw;
   constexpr int64_t kElemBytes = kv_element_bytes(T);
   constexpr int kKeys = kKeysPerGroupOf<T, MAXQ>;
+  constexpr int kRound = kGroups * kKeys;  // keys per block round
   __shared__ float s_m[kGroups][MAXQ];
   __shared__ float s_l[kGroups][MAXQ];
   __shared__ float s_acc[kGroups][MAXQ][kHeadDim];
-  detail::wait_prior_kernels();
-  detail::allow_next_kernel();
 
   const int h = blockIdx.x, b = blockIdx.y, split = blockIdx.z, n_head = gridDim.x;
   const int grp = threadIdx.x / kGroupLanes, sub = threadIdx.x % kGroupLanes;
+  const bool early = kEarly && p.ready != static_cast<int>(KvView::Ready::kNone);
+  // Without a readiness promise even the lengths and slots wait (an earlier kernel may write them).
+  if (!early) detail::wait_prior_kernels();
   const int len = p.kv_len ? min(max(p.kv_len[b], 0), p.n_kv) : p.n_kv;
   const int k_begin = split * p.split_len;
   const int k_end = min(len, k_begin + p.split_len);
+  // keys below ready_end may be loaded before the wait
+  const int ready_end = p.ready == static_cast<int>(KvView::Ready::kAll)         ? k_end
+                        : p.ready == static_cast<int>(KvView::Ready::kAllButNew) ? min(k_end, len - p.n_q)
+                                                                                 : k_begin;
   const int64_t col = static_cast<int64_t>(h) * kHeadDim + sub * 8;
   const int64_t kb = p.kv_slot ? p.kv_slot[b] : b;
   const char* k = p.k + (kb * p.sk + col) * kElemBytes;
@@ -143,6 +157,43 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
   const int64_t scale0 = kb * p.scale_batch_stride + h;  // per-token scales of key 0
   const float q_mul = E::kScales == Scales::kPerHead ? p.scale_log2 * p.k_scale[h] : p.scale_log2;
   const float o_mul = E::kScales == Scales::kPerHead ? p.v_scale[h] : 1.0f;
+
+  // One round's loads for this group: keys key0 + u in [lo, hi) (the others keep what they hold).
+  struct Round {
+    Raw kr[kKeys], vr[kKeys];
+    float ks[kKeys], vs[kKeys];  // per-token scales
+  };
+  auto load = [&](int base, Round& r, int lo, int hi) {
+    const int key0 = base + grp * kKeys;
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u) {
+      const int key = key0 + u;
+      if (key < lo || key >= hi) continue;
+      r.kr[u] = *reinterpret_cast<const Raw*>(k + static_cast<int64_t>(key) * p.ldk * kElemBytes);
+      r.vr[u] = *reinterpret_cast<const Raw*>(v + static_cast<int64_t>(key) * p.ldv * kElemBytes);
+      if constexpr (E::kScales == Scales::kPerToken) {
+        r.ks[u] = p.k_scale[scale0 + key * p.scale_ld];
+        r.vs[u] = p.v_scale[scale0 + key * p.scale_ld];
+      }
+    }
+  };
+  auto clear = [](Round& r) {
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u) {
+      r.kr[u] = Raw{};
+      r.vr[u] = Raw{};
+      r.ks[u] = r.vs[u] = 0.0f;
+    }
+  };
+  constexpr int kPre = kEarly ? kPrefetchRounds : 0;
+  Round pre[kPre > 0 ? kPre : 1];
+#pragma unroll
+  for (int i = 0; i < kPre; ++i) {
+    clear(pre[i]);
+    if (early) load(k_begin + i * kRound, pre[i], k_begin, ready_end);
+  }
+  if (early) detail::wait_prior_kernels();
+  detail::allow_next_kernel();
 
   // Queries, pre-scaled so that scores come out in log2 units.
   float qv[MAXQ][8];
@@ -166,32 +217,14 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
     for (int e = 0; e < 8; ++e) acc[qi][e] = 0.0f;
   }
 
-  // The loop bound is uniform over the block, so every lane reaches the shuffles.
-  for (int base = k_begin; base < k_end; base += kGroups * kKeys) {
+  // Scores and the online softmax of one loaded round.
+  auto process = [&](int base, const Round& r) {
     const int key0 = base + grp * kKeys;
-    Raw kr[kKeys], vr[kKeys];
-    float ks[kKeys], vs[kKeys];  // per-token scales
-#pragma unroll
-    for (int u = 0; u < kKeys; ++u) {
-      const int key = key0 + u;
-      if (key < k_end) {
-        kr[u] = *reinterpret_cast<const Raw*>(k + static_cast<int64_t>(key) * p.ldk * kElemBytes);
-        vr[u] = *reinterpret_cast<const Raw*>(v + static_cast<int64_t>(key) * p.ldv * kElemBytes);
-        if constexpr (E::kScales == Scales::kPerToken) {
-          ks[u] = p.k_scale[scale0 + key * p.scale_ld];
-          vs[u] = p.v_scale[scale0 + key * p.scale_ld];
-        }
-      } else {
-        kr[u] = Raw{};
-        vr[u] = Raw{};
-        if constexpr (E::kScales == Scales::kPerToken) ks[u] = vs[u] = 0.0f;
-      }
-    }
     float sc[MAXQ][kKeys];
 #pragma unroll
     for (int u = 0; u < kKeys; ++u) {
       float kf[8];
-      E::unpack(kr[u], kf);
+      E::unpack(r.kr[u], kf);
 #pragma unroll
       for (int qi = 0; qi < MAXQ; ++qi) {
         float d = 0.0f;
@@ -200,7 +233,7 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
         d += __shfl_xor_sync(0xffffffffu, d, 1);
         d += __shfl_xor_sync(0xffffffffu, d, 2);
         d += __shfl_xor_sync(0xffffffffu, d, 4);
-        if constexpr (E::kScales == Scales::kPerToken) d *= ks[u];
+        if constexpr (E::kScales == Scales::kPerToken) d *= r.ks[u];
         const int key = key0 + u;
         const bool visible = key < k_end && (!p.causal || key <= len - p.n_q + qi);
         sc[qi][u] = visible ? d : -INFINITY;
@@ -220,15 +253,31 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
 #pragma unroll
       for (int u = 0; u < kKeys; ++u) {
         const float w = exp2f(sc[qi][u] - m_use);
-        const float wv = E::kScales == Scales::kPerToken ? w * vs[u] : w;
+        const float wv = E::kScales == Scales::kPerToken ? w * r.vs[u] : w;
         float vf[8];
-        E::unpack(vr[u], vf);
+        E::unpack(r.vr[u], vf);
         l[qi] += w;
 #pragma unroll
         for (int e = 0; e < 8; ++e) acc[qi][e] = fmaf(wv, vf[e], acc[qi][e]);
       }
       m[qi] = mx;
     }
+  };
+
+  // The loop bounds are uniform over the block, so every lane reaches the shuffles. The first rounds use what
+  // was loaded before the wait and load the rest now.
+#pragma unroll
+  for (int i = 0; i < kPre; ++i) {
+    const int base = k_begin + i * kRound;
+    if (base >= k_end) break;
+    load(base, pre[i], early ? ready_end : k_begin, k_end);
+    process(base, pre[i]);
+  }
+  for (int base = k_begin + kPre * kRound; base < k_end; base += kRound) {
+    Round r;
+    clear(r);
+    load(base, r, base, k_end);
+    process(base, r);
   }
 
   // Merge the 16 groups.
@@ -327,7 +376,13 @@ int sm_count() {
 template <KvType T, int MAXQ>
 Status launch(const DecoderParams& p, int64_t batch, int64_t n_head, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(n_head), static_cast<unsigned>(batch), static_cast<unsigned>(p.splits));
-  return detail::launch_chained(decoder_attention_kernel<T, MAXQ>, grid, dim3(kThreads), 0, stream, 1u, p);
+  if constexpr (MAXQ <= 2) {
+    // early loads only where the blocks are few enough to be resident together with their extra registers
+    if (p.ready != static_cast<int>(KvView::Ready::kNone) && batch * n_head * p.splits <= 4 * int64_t{sm_count()}) {
+      return detail::launch_chained(decoder_attention_kernel<T, MAXQ, true>, grid, dim3(kThreads), 0, stream, 1u, p);
+    }
+  }
+  return detail::launch_chained(decoder_attention_kernel<T, MAXQ, false>, grid, dim3(kThreads), 0, stream, 1u, p);
 }
 
 template <KvType T>
@@ -380,6 +435,7 @@ Status run(KvType type, DecoderParams p, const __half* q, int64_t ldq, int64_t q
   p.n_kv = static_cast<int>(n_kv);
   p.n_q = static_cast<int>(n_q);
   p.causal = causal ? 1 : 0;
+  if (p.ready == static_cast<int>(KvView::Ready::kAllButNew) && !kv_len) return Status::kInvalidArgument;
   p.splits = static_cast<int>(splits);
   p.split_len = static_cast<int>(split_len);
   p.scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(head_dim));
@@ -450,6 +506,7 @@ Status decoder_attention_quantized(const __half* q, int64_t ldq, int64_t q_batch
   p.ldk = p.ldv = kv.ld;
   p.sk = p.sv = kv.batch_stride;
   p.kv_slot = kv.slot;
+  p.ready = static_cast<int>(kv.ready);
   if (kv.type == KvType::kI8Static || kv.type == KvType::kFp8) {
     if (!kv.scales) return Status::kInvalidArgument;
     p.k_scale = kv.scales;

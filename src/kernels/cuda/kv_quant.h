@@ -53,6 +53,13 @@ struct KvView {
   int64_t scale_ld = 0;            // kI8Dynamic: ≥ 2·n_head
   int64_t scale_batch_stride = 0;  // kI8Dynamic
   const int32_t* slot = nullptr;   // [batch] device: the cache of sequence b is slot[b]; null: b
+  // Which rows decoder_attention_quantized may load before waiting for the kernel launched just before it
+  // (programmatic dependent launch: every kernel further back has finished when it starts): kNone; kAll (no
+  // row written by that kernel, e.g. a window's cross-attention K/V during decode steps); kAllButNew (that
+  // kernel writes only each sequence's last n_q rows below its kv_len: a decode step's self-attention after the
+  // K/V append). slot and kv_len must then not be written by that kernel either.
+  enum class Ready : int { kNone, kAll, kAllButNew };
+  Ready ready = Ready::kNone;
 };
 
 // Quantises whole rows into the cache: cache row r of sequence b ← src[b, r, 0 : 2d) for r < rows (the
