@@ -2,7 +2,8 @@
 // sequence and step whatever device runs the network: the logit rules (apply_filters, with the timestamp
 // grammar), the log-softmax and the greedy choice. On the GPU backend this is on each step's critical path
 // (a tiny.en step's network takes ~0.2 ms there). `Scalar` rows time the loops this code had before they were
-// vectorised (ops::log_softmax_, max_value, log_sum_exp, argmax), on the same rows, for the ratio.
+// vectorised (ops::log_softmax_, max_value, log_sum_exp, argmax), on the same rows, for the ratio;
+// `DeviceQuery` is what remains on the host when the GPU backend chooses the tokens itself.
 //   build/bench/decode_host_bench [--benchmark_format=json]
 #include <benchmark/benchmark.h>
 
@@ -83,6 +84,23 @@ void BM_LogSoftmax(benchmark::State& state) { run_log_softmax(state, wisp::ops::
 BENCHMARK(BM_LogSoftmax)->Unit(benchmark::kMicrosecond);
 void BM_LogSoftmaxScalar(benchmark::State& state) { run_log_softmax(state, scalar_log_softmax); }
 BENCHMARK(BM_LogSoftmaxScalar)->Unit(benchmark::kMicrosecond);
+
+// A beam's host work per step when the device applies the rules and chooses (GpuNetwork with
+// device_token_choice): the rules as data for the row's history, with the reference's default suppression
+// list (~90 ids), and the query around them; no logits on the host.
+void BM_DeviceQuery(benchmark::State& state) {
+  const SpecialTokens sp = whisper_tokens();
+  FilterConfig cfg;
+  for (int id = 1; id < 360; id += 4) cfg.suppress.push_back(id);  // as many ids as the default list
+  cfg.suppress_begin = {220, sp.eot};
+  for (auto _ : state) {
+    wisp::model::TokenQuery q;
+    q.rules = wisp::decoding::token_rules(kSampled, cfg, sp);
+    q.top = 10;
+    benchmark::DoNotOptimize(q.rules.forbidden.data());
+  }
+}
+BENCHMARK(BM_DeviceQuery)->Unit(benchmark::kMicrosecond);
 
 void BM_ArgmaxAndMax(benchmark::State& state) {
   const std::vector<float> row = logits_row(3);
