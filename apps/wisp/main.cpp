@@ -743,6 +743,9 @@ int main(int argc, char** argv) {
   bn->add_flag("--fused-kv-append", bench_fused_kv_append,
                "decode-step K/V append inside the QKV GEMV's epilogue (measured slower)");
   bn->add_flag("--no-pdl", bench_no_pdl, "launch decode-step kernels without programmatic dependent launch");
+  bn->add_option("--gemv-fill", bo.gemv_fill,
+                 "measurement only: percent of the GPU's resident threads a decode-step GEMV fills")
+      ->check(CLI::Range(1, 100));
   bn->add_option("--skip", bo.skip,
                  "measurement only: leave these decode-step parts out (comma list of norms, append, self_attention, "
                  "cross_attention, attention_linears, mlp, logits)");

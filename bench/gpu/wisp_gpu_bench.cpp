@@ -39,6 +39,8 @@ int main(int argc, char** argv) {
       o.fused_norms = true;
     } else if (a == "--fused-kv-append") {
       o.fused_kv_append = true;
+    } else if (a == "--gemv-fill") {
+      o.gemv_fill = std::atoi(val().c_str());
     } else if (a == "--skip") {
       o.skip = val();
     } else if (a == "--weights") {
@@ -50,11 +52,11 @@ int main(int argc, char** argv) {
     } else if (a == "--json") {
       // JSON is the only output format
     } else {
-      std::fprintf(
-          stderr,
-          "usage: wisp_gpu_bench [--random SIZE] [-m MODEL] --batch B --tokens N [--repeats R] [--no-graphs] "
-          "[--no-gemv] [--no-pdl] [--fused-norms] [--fused-kv-append] [--skip PARTS] [--weights fp16|int8|int4] "
-          "[--group-size 64|128] [--kv-cache fp16|int8|int8-dynamic|fp8] [--json]\n");
+      std::fprintf(stderr,
+                   "usage: wisp_gpu_bench [--random SIZE] [-m MODEL] --batch B --tokens N [--repeats R] [--no-graphs] "
+                   "[--no-gemv] [--no-pdl] [--fused-norms] [--fused-kv-append] [--skip PARTS] [--gemv-fill PERCENT] "
+                   "[--weights fp16|int8|int4] "
+                   "[--group-size 64|128] [--kv-cache fp16|int8|int8-dynamic|fp8] [--json]\n");
       return 2;
     }
   }

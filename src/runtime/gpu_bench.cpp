@@ -87,6 +87,7 @@ std::string run_bench(const BenchOptions& o) {
   m->set_fused_norms(o.fused_norms);
   m->set_fused_kv_append(o.fused_kv_append);
   m->set_step_ablation(skip);
+  m->set_gemv_fill(o.gemv_fill);
   std::vector<double> mel, enc, ckv, dec;
   for (int r = 0; r <= o.repeats; ++r) {  // run 0 warms up (cuBLASLt plans, clocks)
     const double l = m->time_ms([&] { m->log_mel(nullptr, B); });
@@ -108,8 +109,8 @@ std::string run_bench(const BenchOptions& o) {
     << ", \"cuda_graphs\": " << (o.cuda_graphs ? "true" : "false") << ", \"gemv\": " << (o.gemv ? "true" : "false")
     << ", \"programmatic_launch\": " << (o.programmatic_launch ? "true" : "false")
     << ", \"fused_norms\": " << (o.fused_norms ? "true" : "false")
-    << ", \"fused_kv_append\": " << (o.fused_kv_append ? "true" : "false") << ", \"skip\": \"" << esc(o.skip) << "\""
-    << ", \"kv_cache\": \"" << o.kv_cache << "\""
+    << ", \"fused_kv_append\": " << (o.fused_kv_append ? "true" : "false") << ", \"skip\": \"" << esc(o.skip)
+    << "\", \"gemv_fill\": " << o.gemv_fill << ", \"kv_cache\": \"" << o.kv_cache << "\""
     << ", \"mel_ms\": " << l << ", \"encoder_ms\": " << e << ", \"cross_kv_ms\": " << c << ", \"decode_ms\": " << t
     << ", \"decode_ms_per_step\": " << t / N << ", \"total_ms\": " << total
     << ", \"audio_s_per_s\": " << (B * 30.0) / (total / 1000.0)

@@ -980,6 +980,7 @@ void GpuWhisper::set_programmatic_launch(bool on) { kc::set_programmatic_launch(
 void GpuWhisper::set_fused_norms(bool on) { impl_->fuse_norms = on; }
 void GpuWhisper::set_fused_kv_append(bool on) { impl_->fuse_kv_append = on; }
 void GpuWhisper::set_step_ablation(unsigned parts) { impl_->skip = parts; }
+void GpuWhisper::set_gemv_fill(int percent) { kc::set_gemv_fill(percent); }
 
 std::vector<int> GpuWhisper::decode_step(const int* tokens, int batch, std::vector<float>* logprob) {
   check_batch(*impl_, batch);

@@ -135,6 +135,8 @@ class GpuWhisper {
     kStepLogits = 64u,            // final norm, logits, argmax
   };
   void set_step_ablation(unsigned parts);
+  // kernels/cuda/gemv.h set_gemv_fill (process-wide; measurement).
+  void set_gemv_fill(int percent);
 
   // ---- Transcription form: the caller (runtime/gpu_network.cpp) decides which slot holds what. Every call
   // but copy_sequences synchronises; token ids and lengths are checked and throw std::invalid_argument.
@@ -228,6 +230,7 @@ struct BenchOptions {
   bool programmatic_launch = true;
   bool fused_norms = false;
   bool fused_kv_append = false;
+  int gemv_fill = 50;             // set_gemv_fill (kernels/cuda/gemv.h kDefaultGemvFill)
   std::string skip;               // comma list of step parts left out (set_step_ablation): norms, append,
                                   // self_attention, cross_attention, attention_linears, mlp, logits
   std::string weights = "fp16";   // random weights stored as fp16, int8 or int4

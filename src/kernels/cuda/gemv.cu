@@ -711,7 +711,8 @@ __global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_
 template <WeightType T, int M, bool kF32Out>
 Status launch_simt(GemvParams p, int sms, cudaStream_t stream) {
   constexpr int J = kRowsPerThread<T, M>;
-  const int64_t teams = (p.n + J - 1) / J, target = int64_t{kSimtMinBlocks<T, M>} * kSimtThreads * sms;
+  const int64_t teams = (p.n + J - 1) / J,
+                target = int64_t{kSimtMinBlocks<T, M>} * kSimtThreads * sms * gemv_fill() / 100;
   int lanes = kMinLanes;
   while (lanes < kMaxLanes && lanes < p.vecs && teams * lanes < target) lanes *= 2;
   p.lanes = lanes;
@@ -852,6 +853,13 @@ int64_t weight_bytes(WeightType type, int64_t n, int64_t k, int group) {
   }
   return 0;
 }
+
+namespace {
+std::atomic<int> g_gemv_fill{kDefaultGemvFill};
+}  // namespace
+
+void set_gemv_fill(int percent) { g_gemv_fill.store(std::clamp(percent, 1, 100), std::memory_order_relaxed); }
+int gemv_fill() { return g_gemv_fill.load(std::memory_order_relaxed); }
 
 Status gemv(const __half* x, const WeightView& w, const __half* bias, const __half* residual, __half* y, int64_t m,
             int64_t n, int64_t k, bool gelu, cudaStream_t stream, const RowNorm& norm, const KvAppend* append) {

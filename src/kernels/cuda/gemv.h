@@ -33,6 +33,15 @@ struct WeightView {
 
 inline constexpr int64_t kGemvMaxRows = 8;
 
+// The share of the GPU's resident threads (percent, 1–100) that a CUDA-core GEMV's grid is sized to fill.
+// At 100 (one full wave) a GEMV takes every SM's registers, so the next kernel of a decode step cannot place
+// a block until this one's blocks leave, and programmatic dependent launch overlaps little; at 50 the next
+// kernel's blocks are resident early and their weight loads overlap this kernel (large-v2 batch-1 step on an
+// H200: 1.62 ms at 100, 1.37 at 50, 1.46 at 25; docs/cuda.md). Process-wide; `wisp bench --gemv-fill`.
+inline constexpr int kDefaultGemvFill = 50;
+void set_gemv_fill(int percent);
+int gemv_fill();
+
 // A layer norm of each activation row, applied before the product: the decoder's pre-norms, fused into the
 // GEMV that consumes them (one launch fewer per norm). x̂[r, i] = (x[r, i] − mean_r)·rstd_r·gamma[i] + beta[i],
 // with the statistics and the rounding to fp16 of layer_norm() (cuda_kernels.h). gamma == null: no norm.
