@@ -124,7 +124,7 @@ struct DecoderParams {
 // declares written before it): a block of a batch-1 decode step has one or two rounds in all, so their latency
 // then overlaps the previous kernel instead of following it. The registers they take (up to ~40 more) halve
 // the blocks an SM holds, so only calls whose blocks all fit at once take this variant (launch()); more
-// queries would spill.
+// queries would spill. Below sm_90 (no programmatic dependent launch) the variant is the plain kernel.
 constexpr int kPrefetchRounds = 2;
 
 template <KvType T, int MAXQ, bool kEarly>
@@ -140,7 +140,12 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
 
   const int h = blockIdx.x, b = blockIdx.y, split = blockIdx.z, n_head = gridDim.x;
   const int grp = threadIdx.x / kGroupLanes, sub = threadIdx.x % kGroupLanes;
-  const bool early = kEarly && p.ready != static_cast<int>(KvView::Ready::kNone);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int kPre = kEarly ? kPrefetchRounds : 0;
+#else
+  constexpr int kPre = 0;  // no programmatic dependent launch below sm_90: nothing to overlap
+#endif
+  const bool early = kPre > 0 && p.ready != static_cast<int>(KvView::Ready::kNone);
   // Without a readiness promise even the lengths and slots wait (an earlier kernel may write them).
   if (!early) detail::wait_prior_kernels();
   const int len = p.kv_len ? min(max(p.kv_len[b], 0), p.n_kv) : p.n_kv;
@@ -185,7 +190,6 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
       r.ks[u] = r.vs[u] = 0.0f;
     }
   };
-  constexpr int kPre = kEarly ? kPrefetchRounds : 0;
   Round pre[kPre > 0 ? kPre : 1];
 #pragma unroll
   for (int i = 0; i < kPre; ++i) {
@@ -378,7 +382,8 @@ Status launch(const DecoderParams& p, int64_t batch, int64_t n_head, cudaStream_
   const dim3 grid(static_cast<unsigned>(n_head), static_cast<unsigned>(batch), static_cast<unsigned>(p.splits));
   if constexpr (MAXQ <= 2) {
     // early loads only where the blocks are few enough to be resident together with their extra registers
-    if (p.ready != static_cast<int>(KvView::Ready::kNone) && batch * n_head * p.splits <= 4 * int64_t{sm_count()}) {
+    if (p.ready != static_cast<int>(KvView::Ready::kNone) && detail::device_chains_launches() &&
+        batch * n_head * p.splits <= 4 * int64_t{sm_count()}) {
       return detail::launch_chained(decoder_attention_kernel<T, MAXQ, true>, grid, dim3(kThreads), 0, stream, 1u, p);
     }
   }
