@@ -754,8 +754,8 @@ int main(int argc, char** argv) {
   bn->add_option("--group-size", bo.group, "int4 group size")->check(CLI::IsMember({64, 128}));
   bn->add_option("--kv-cache", bo.kv_cache, "K/V cache storage: fp16, int8, int8-dynamic, fp8")
       ->check(CLI::IsMember({"fp16", "int8", "int8-dynamic", "fp8"}));
-  bool bench_json = true;
-  bn->add_flag("--json", bench_json, "print JSON (the only format)");
+  bool bench_json = false;
+  bn->add_flag("--json", bench_json, "print one JSON object (for scripts) instead of the table");
 
   try {
     app.parse(argc, argv);
@@ -795,7 +795,8 @@ int main(int argc, char** argv) {
       bo.programmatic_launch = !bench_no_pdl;
       bo.fused_norms = bench_fused_norms;
       bo.fused_kv_append = bench_fused_kv_append;
-      std::printf("%s\n", wisp::runtime::run_bench(bo).c_str());
+      const wisp::runtime::BenchResult r = wisp::runtime::run_bench(bo);
+      std::printf("%s\n", (bench_json ? wisp::runtime::bench_json(r) : wisp::runtime::bench_table(r)).c_str());
       return 0;
     }
   } catch (const wisp::Error& e) {

@@ -1,5 +1,6 @@
 // Standalone `wisp bench` for machines where the full wisp app cannot be built (WISP_KERNELS_ONLY: no
-// FFmpeg, FFTW, ...). Same options and JSON as `wisp bench`; --random only there (no engine-file reader).
+// FFmpeg, FFTW, ...). Same options, table and JSON (--json) as `wisp bench`; --random only there (no
+// engine-file reader).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -10,6 +11,7 @@
 
 int main(int argc, char** argv) {
   wisp::runtime::BenchOptions o;
+  bool json = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto val = [&]() -> std::string {
@@ -50,7 +52,7 @@ int main(int argc, char** argv) {
     } else if (a == "--kv-cache") {
       o.kv_cache = val();
     } else if (a == "--json") {
-      // JSON is the only output format
+      json = true;
     } else {
       std::fprintf(stderr,
                    "usage: wisp_gpu_bench [--random SIZE] [-m MODEL] --batch B --tokens N [--repeats R] [--no-graphs] "
@@ -61,7 +63,8 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    std::printf("%s\n", wisp::runtime::run_bench(o).c_str());
+    const wisp::runtime::BenchResult r = wisp::runtime::run_bench(o);
+    std::printf("%s\n", (json ? wisp::runtime::bench_json(r) : wisp::runtime::bench_table(r)).c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "wisp_gpu_bench: error: %s\n", e.what());
     return 1;

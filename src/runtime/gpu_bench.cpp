@@ -21,15 +21,6 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-std::string esc(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '"' || c == '\\') o += '\\';
-    o += c;
-  }
-  return o;
-}
-
 // GpuWhisper::StepPart bits of a comma list of part names (BenchOptions::skip).
 unsigned step_parts(const std::string& list) {
   static const std::pair<const char*, unsigned> kNames[] = {{"norms", GpuWhisper::kStepNorms},
@@ -52,7 +43,7 @@ unsigned step_parts(const std::string& list) {
 
 }  // namespace
 
-std::string run_bench(const BenchOptions& o) {
+BenchResult run_bench(const BenchOptions& o) {
   if (o.batch < 1) throw std::invalid_argument("--batch must be >= 1");
   if (o.repeats < 1) throw std::invalid_argument("--repeats must be >= 1");
   const unsigned skip = step_parts(o.skip);
@@ -99,24 +90,17 @@ std::string run_bench(const BenchOptions& o) {
     });
     if (r > 0) mel.push_back(l), enc.push_back(e), ckv.push_back(c), dec.push_back(t);
   }
-  const double l = median(mel), e = median(enc), c = median(ckv), t = median(dec);
-  const double total = l + e + c + t;
-  std::ostringstream j;
-  j.setf(std::ios::fixed);
-  j.precision(3);
-  j << "{\"engine\": \"wisp\", \"model\": \"" << esc(label) << "\", \"card\": \"" << esc(m->device_name())
-    << "\", \"batch\": " << B << ", \"tokens\": " << N << ", \"repeats\": " << o.repeats
-    << ", \"cuda_graphs\": " << (o.cuda_graphs ? "true" : "false") << ", \"gemv\": " << (o.gemv ? "true" : "false")
-    << ", \"programmatic_launch\": " << (o.programmatic_launch ? "true" : "false")
-    << ", \"fused_norms\": " << (o.fused_norms ? "true" : "false")
-    << ", \"fused_kv_append\": " << (o.fused_kv_append ? "true" : "false") << ", \"skip\": \"" << esc(o.skip)
-    << "\", \"gemv_fill\": " << o.gemv_fill << ", \"kv_cache\": \"" << o.kv_cache << "\""
-    << ", \"mel_ms\": " << l << ", \"encoder_ms\": " << e << ", \"cross_kv_ms\": " << c << ", \"decode_ms\": " << t
-    << ", \"decode_ms_per_step\": " << t / N << ", \"total_ms\": " << total
-    << ", \"audio_s_per_s\": " << (B * 30.0) / (total / 1000.0)
-    << ", \"weights_gb\": " << double(m->weight_bytes()) / 1e9
-    << ", \"peak_mem_gb\": " << double(m->device_bytes_used()) / 1e9 << "}";
-  return j.str();
+  BenchResult res;
+  res.model = label;
+  res.card = m->device_name();
+  res.batch = B, res.tokens = N, res.repeats = o.repeats;
+  res.cuda_graphs = o.cuda_graphs, res.gemv = o.gemv, res.programmatic_launch = o.programmatic_launch;
+  res.fused_norms = o.fused_norms, res.fused_kv_append = o.fused_kv_append;
+  res.skip = o.skip, res.gemv_fill = o.gemv_fill, res.kv_cache = o.kv_cache;
+  res.mel_ms = median(mel), res.encoder_ms = median(enc), res.cross_kv_ms = median(ckv), res.decode_ms = median(dec);
+  res.weights_gb = double(m->weight_bytes()) / 1e9;
+  res.peak_mem_gb = double(m->device_bytes_used()) / 1e9;
+  return res;
 }
 
 }  // namespace wisp::runtime

@@ -17,7 +17,7 @@ struct GpuWhisper::Impl {
 
 bool gpu_available() { return false; }
 
-std::string run_bench(const BenchOptions&) {
+BenchResult run_bench(const BenchOptions&) {
   throw std::runtime_error("wisp bench needs a CUDA build (this wisp was built without CUDA)");
 }
 

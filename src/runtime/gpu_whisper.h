@@ -18,6 +18,7 @@
 
 #include "core/tensor.h"
 #include "model/token_choice.h"
+#include "runtime/bench_report.h"
 
 namespace wisp::runtime {
 
@@ -217,8 +218,8 @@ class PinnedBuffers {
   std::shared_ptr<Pool> pool_;
 };
 
-// `wisp bench`: runs the benchmark and returns its JSON (see docs/cuda.md). model_path empty → random
-// weights of `size`. Throws on errors (and in CPU-only builds).
+// `wisp bench`: runs the benchmark and returns what it measured (bench_report.h: bench_json, bench_table; see
+// docs/cuda.md). model_path empty → random weights of `size`. Throws on errors (and in CPU-only builds).
 struct BenchOptions {
   std::string size = "large-v2";
   std::string model_path;
@@ -237,7 +238,7 @@ struct BenchOptions {
   int group = 64;                 // int4 group size
   std::string kv_cache = "fp16";  // kv_cache_from_name
 };
-std::string run_bench(const BenchOptions& options);
+BenchResult run_bench(const BenchOptions& options);
 
 // An engine file as a TensorSource (+ its dims). Only in full builds (needs src/format); throws otherwise.
 TensorSource open_engine_file(const std::string& path, GpuDims& dims);
