@@ -123,7 +123,7 @@ TokenChoice WhisperModel::decode_choose(int token, const CrossKV& cross, KVCache
   if (on_device(cross, cache.device.get())) return device_->decode_choose(token, cross, cache, query);
   const int tokens[1] = {token};
   Tensor l = decode_logits(tokens, cross, cache);
-  return choose_tokens({l.data<float>(), static_cast<size_t>(l.numel())}, query);
+  return std::move(choose_rows(l, {&query, 1})[0]);
 }
 
 std::vector<TokenChoice> WhisperModel::decode_batch_choose(std::span<const int> tokens, const CrossKV& cross,
@@ -139,7 +139,7 @@ TokenChoice DeviceBackend::decode_choose(int token, const CrossKV& cross, KVCach
   const int tokens[1] = {token};
   const int64_t rows[1] = {0};
   Tensor l = decode_logits(tokens, cross, cache, rows);
-  return choose_tokens({l.data<float>(), static_cast<size_t>(l.numel())}, query);
+  return std::move(choose_rows(l, {&query, 1})[0]);
 }
 
 std::vector<TokenChoice> DeviceBackend::decode_batch_choose(std::span<const int> tokens, const CrossKV& cross,

@@ -140,28 +140,26 @@ class GpuNetwork final : public model::DeviceBackend {
                        std::span<const int64_t> rows) override {
     const int n = static_cast<int>(tokens.size());
     if (n == 0) throw InvalidArgument("decode: no tokens");
-    check_tokens(tokens);
-    if (cache.length + n > dims_.n_text_ctx) {
-      throw InvalidArgument("token sequence longer than the decoder context (" + std::to_string(dims_.n_text_ctx) +
-                            ")");
-    }
-    const int window = slot_of(cross.device).first, seq = slot_of(cache.device).first;
+    const int seq = slot_of(cache.device).first;
     Tensor out = logits_tensor(static_cast<int64_t>(rows.size()));
-    const int start = static_cast<int>(cache.length);
     if (n == 1) {
       // One token: a (gathered, graph-captured) step. Every requested row is that token's.
-      StepRequest req;
-      req.group = GpuWhisper::StepGroup{window, seq, 1, start, tokens.data(), out.data<float>()};
-      gatherer_.submit(kStep, req);
+      step(tokens, cross, seq, cache.length, out.data<float>());
       for (size_t r = 1; r < rows.size(); ++r) {
         std::memcpy(out.data<float>() + static_cast<int64_t>(r) * n_vocab_, out.data<float>(),
                     static_cast<size_t>(n_vocab_) * sizeof(float));
       }
     } else {
+      check_tokens(tokens);
+      if (cache.length + n > dims_.n_text_ctx) {
+        throw InvalidArgument("token sequence longer than the decoder context (" + std::to_string(dims_.n_text_ctx) +
+                              ")");
+      }
       const auto busy = gatherer_.busy();
       std::lock_guard<std::mutex> lock(mu_);
       std::vector<int> r(rows.begin(), rows.end());
-      gpu_->prefill(window, seq, tokens.data(), n, start, r.data(), static_cast<int>(r.size()), out.data<float>());
+      gpu_->prefill(slot_of(cross.device).first, seq, tokens.data(), n, static_cast<int>(cache.length), r.data(),
+                    static_cast<int>(r.size()), out.data<float>());
     }
     cache.length += n;
     return out;
@@ -183,17 +181,8 @@ class GpuNetwork final : public model::DeviceBackend {
       throw InvalidArgument("decode_batch: " + std::to_string(n) + " tokens for a batch of " +
                             std::to_string(cache.batch));
     }
-    if (cache.length + 1 > dims_.n_text_ctx) {
-      throw InvalidArgument("token sequence longer than the decoder context (" + std::to_string(dims_.n_text_ctx) +
-                            ")");
-    }
-    check_tokens(tokens);
-    const int window = slot_of(cross.device).first, seq = slot_of(cache.device).first;
     Tensor out = logits_tensor(n);
-    StepRequest r;
-    r.group = GpuWhisper::StepGroup{
-        window, seq, static_cast<int>(n), static_cast<int>(cache.length), tokens.data(), out.data<float>()};
-    gatherer_.submit(kStep, r);
+    step(tokens, cross, slot_of(cache.device).first, cache.length, out.data<float>());
     cache.length += 1;
     return out;
   }
@@ -276,17 +265,19 @@ class GpuNetwork final : public model::DeviceBackend {
   }
 
  private:
-  // Before a request joins a batch: a bad one must fail alone, not the other transcriptions' step with it.
+  // Before a request joins a batch (step(), prefill): token ids of the vocabulary.
   void check_tokens(std::span<const int> tokens) const {
     for (int t : tokens) {
       if (t < 0 || t >= n_vocab_) throw InvalidArgument("decode: token id " + std::to_string(t) + " out of range");
     }
   }
 
-  // One gathered step of sequences [seq, seq + tokens) at length `length` that answers the queries on the
-  // device; a query the device does not take is answered here from the logits that come back instead.
-  std::vector<model::TokenChoice> choose(std::span<const int> tokens, const model::CrossKV& cross, int seq,
-                                         int64_t length, std::span<const model::TokenQuery> queries) {
+  // One gathered decode step: tokens[b] appended to sequence slot seq + b (each holding `length` tokens) over
+  // the window of `cross`; logits [tokens, n_vocab] receive the rows' logits, or, with queries, choices
+  // [tokens] their answers (GpuWhisper::StepGroup). Checked here first, so that a bad request fails alone
+  // instead of the other transcriptions' step with it.
+  void step(std::span<const int> tokens, const model::CrossKV& cross, int seq, int64_t length, float* logits,
+            std::span<const model::TokenQuery> queries = {}, model::TokenChoice* choices = nullptr) {
     if (length + 1 > dims_.n_text_ctx) {
       throw InvalidArgument("token sequence longer than the decoder context (" + std::to_string(dims_.n_text_ctx) +
                             ")");
@@ -295,17 +286,23 @@ class GpuNetwork final : public model::DeviceBackend {
     for (const model::TokenQuery& q : queries) {
       if (q.top < 1) throw InvalidArgument("choose_tokens: at least one token must be asked for");
     }
-    const int n = static_cast<int>(tokens.size());
-    Tensor logits = logits_tensor(n);
-    std::vector<model::TokenChoice> out(tokens.size());
     StepRequest r;
-    r.group = GpuWhisper::StepGroup{slot_of(cross.device).first, seq,           n,
-                                    static_cast<int>(length),    tokens.data(), logits.data<float>()};
-    if (device_choice_) {
+    r.group = GpuWhisper::StepGroup{slot_of(cross.device).first, seq,           static_cast<int>(tokens.size()),
+                                    static_cast<int>(length),    tokens.data(), logits};
+    if (choices) {
       r.group.queries = queries.data();
-      r.group.choices = out.data();
+      r.group.choices = choices;
     }
     gatherer_.submit(kStep, r);
+  }
+
+  // One step whose rows answer `queries`: on the device (unless device_token_choice is off), else, and for a
+  // query beyond the device's limits, here from the logits that come back instead.
+  std::vector<model::TokenChoice> choose(std::span<const int> tokens, const model::CrossKV& cross, int seq,
+                                         int64_t length, std::span<const model::TokenQuery> queries) {
+    Tensor logits = logits_tensor(static_cast<int64_t>(tokens.size()));
+    std::vector<model::TokenChoice> out(tokens.size());
+    step(tokens, cross, seq, length, logits.data<float>(), queries, device_choice_ ? out.data() : nullptr);
     for (size_t b = 0; b < out.size(); ++b) {
       if (!out[b].ids.empty()) continue;
       out[b] = model::choose_tokens({logits.data<float>() + b * size_t(n_vocab_), size_t(n_vocab_)}, queries[b]);

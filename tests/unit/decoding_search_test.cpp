@@ -184,11 +184,17 @@ TEST(Sampler, FollowsTheTemperedDistributionAndNeverPicksDisabledTokens) {
   EXPECT_NEAR(counts[3] / double(n), std::sqrt(0.2) / z, 0.02);
 }
 
-TEST(LogitFilters, ForcedPrefixLeavesTheFirstFreeTokenUnconstrainedByTimestampRules) {
+// Special tokens of a 20-token vocabulary: text 0-9, <|endoftext|> 10, <|notimestamps|> 12, timestamps 13-19.
+wisp::tokenizer::SpecialTokens twenty_token_vocabulary() {
   wisp::tokenizer::SpecialTokens sp;
   sp.eot = 10;
   sp.no_timestamps = 12;
   sp.timestamp_begin = 13;
+  return sp;
+}
+
+TEST(LogitFilters, ForcedPrefixLeavesTheFirstFreeTokenUnconstrainedByTimestampRules) {
+  const wisp::tokenizer::SpecialTokens sp = twenty_token_vocabulary();
   wisp::decoding::FilterConfig cfg;
   cfg.max_initial_timestamp_index = 2;
   std::vector<float> logits(20, 0.0f);
@@ -207,10 +213,7 @@ TEST(LogitFilters, ForcedPrefixLeavesTheFirstFreeTokenUnconstrainedByTimestampRu
 
 // The token rules as data (what a device backend receives) and the host choice over them.
 TEST(TokenChoice, RulesAsRangesAndTheChoiceAfterThem) {
-  wisp::tokenizer::SpecialTokens sp;
-  sp.eot = 10;
-  sp.no_timestamps = 12;
-  sp.timestamp_begin = 13;
+  const wisp::tokenizer::SpecialTokens sp = twenty_token_vocabulary();
   wisp::decoding::FilterConfig cfg;
   cfg.suppress = {5, 3, 4, 4};
   cfg.suppress_begin = {11};
