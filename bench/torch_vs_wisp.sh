@@ -5,7 +5,7 @@
 # WISP_BENCH is `wisp_gpu_bench` (kernels-only builds) or "wisp bench" (full builds). MODES lists the wisp
 # variants, each "weights[:flag[:value]...]" (e.g. "fp16 fp16:--no-gemv int8 int4 int4:--group-size:128"); the
 # first one is the one the PyTorch ratios are taken against. TORCH=0 skips PyTorch (wisp variants only, e.g.
-# MODES="fp16 fp16:--no-pdl fp16:--fused-norms int8" for a quick A/B of the decode step).
+# MODES="fp16 fp16:--no-pdl fp16:--norms:separate int8" for a quick A/B of the decode step).
 set -euo pipefail
 SIZE=${SIZE:-large-v2}
 BATCHES=${BATCHES:-"1 32"}

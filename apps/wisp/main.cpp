@@ -737,11 +737,13 @@ int main(int argc, char** argv) {
   bool bench_no_gemv = false;
   bn->add_flag("--no-gemv", bench_no_gemv, "decode-step linear layers through cuBLASLt instead of the GEMV kernels");
   bool bench_no_pdl = false;
-  bool bench_fused_norms = false;
-  bn->add_flag("--fused-norms", bench_fused_norms, "decode-step layer norms inside the GEMVs (measured slower)");
-  bool bench_fused_kv_append = false;
-  bn->add_flag("--fused-kv-append", bench_fused_kv_append,
-               "decode-step K/V append inside the QKV GEMV's epilogue (measured slower)");
+  bn->add_option("--norms", bo.norms,
+                 "decode-step layer norms folded into the GEMVs that consume them, as separate kernels, or auto "
+                 "(folded for fp16 weights and at most 2 rows)")
+      ->check(CLI::IsMember({"auto", "folded", "separate"}));
+  bool bench_separate_kv_append = false;
+  bn->add_flag("--separate-kv-append", bench_separate_kv_append,
+               "decode-step K/V append as its own kernel instead of in the QKV GEMV's epilogue");
   bn->add_flag("--no-pdl", bench_no_pdl, "launch decode-step kernels without programmatic dependent launch");
   bn->add_option("--gemv-fill", bo.gemv_fill,
                  "measurement only: percent of the GPU's resident threads a decode-step GEMV fills")
@@ -793,8 +795,7 @@ int main(int argc, char** argv) {
       bo.cuda_graphs = !bench_no_graphs;
       bo.gemv = !bench_no_gemv;
       bo.programmatic_launch = !bench_no_pdl;
-      bo.fused_norms = bench_fused_norms;
-      bo.fused_kv_append = bench_fused_kv_append;
+      bo.fused_kv_append = !bench_separate_kv_append;
       const wisp::runtime::BenchResult r = wisp::runtime::run_bench(bo);
       std::printf("%s\n", (bench_json ? wisp::runtime::bench_json(r) : wisp::runtime::bench_table(r)).c_str());
       return 0;

@@ -37,10 +37,10 @@ int main(int argc, char** argv) {
       o.gemv = false;
     } else if (a == "--no-pdl") {
       o.programmatic_launch = false;
-    } else if (a == "--fused-norms") {
-      o.fused_norms = true;
-    } else if (a == "--fused-kv-append") {
-      o.fused_kv_append = true;
+    } else if (a == "--norms") {
+      o.norms = val();
+    } else if (a == "--separate-kv-append") {
+      o.fused_kv_append = false;
     } else if (a == "--gemv-fill") {
       o.gemv_fill = std::atoi(val().c_str());
     } else if (a == "--skip") {
@@ -56,7 +56,8 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: wisp_gpu_bench [--random SIZE] [-m MODEL] --batch B --tokens N [--repeats R] [--no-graphs] "
-                   "[--no-gemv] [--no-pdl] [--fused-norms] [--fused-kv-append] [--skip PARTS] [--gemv-fill PERCENT] "
+                   "[--no-gemv] [--no-pdl] [--norms auto|folded|separate] [--separate-kv-append] [--skip PARTS] "
+                   "[--gemv-fill PERCENT] "
                    "[--weights fp16|int8|int4] "
                    "[--group-size 64|128] [--kv-cache fp16|int8|int8-dynamic|fp8] [--json]\n");
       return 2;

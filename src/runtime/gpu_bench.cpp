@@ -41,6 +41,13 @@ unsigned step_parts(const std::string& list) {
   return bits;
 }
 
+GpuWhisper::NormPlacement norm_placement(const std::string& name) {
+  if (name == "auto") return GpuWhisper::NormPlacement::kAuto;
+  if (name == "folded") return GpuWhisper::NormPlacement::kFolded;
+  if (name == "separate") return GpuWhisper::NormPlacement::kSeparate;
+  throw std::invalid_argument("--norms must be auto, folded or separate");
+}
+
 }  // namespace
 
 BenchResult run_bench(const BenchOptions& o) {
@@ -75,7 +82,7 @@ BenchResult run_bench(const BenchOptions& o) {
   m->set_cuda_graphs(o.cuda_graphs);
   m->set_gemv(o.gemv);
   m->set_programmatic_launch(o.programmatic_launch);
-  m->set_fused_norms(o.fused_norms);
+  m->set_norm_placement(norm_placement(o.norms));
   m->set_fused_kv_append(o.fused_kv_append);
   m->set_step_ablation(skip);
   m->set_gemv_fill(o.gemv_fill);
@@ -95,7 +102,7 @@ BenchResult run_bench(const BenchOptions& o) {
   res.card = m->device_name();
   res.batch = B, res.tokens = N, res.repeats = o.repeats;
   res.cuda_graphs = o.cuda_graphs, res.gemv = o.gemv, res.programmatic_launch = o.programmatic_launch;
-  res.fused_norms = o.fused_norms, res.fused_kv_append = o.fused_kv_append;
+  res.norms = o.norms, res.fused_kv_append = o.fused_kv_append;
   res.skip = o.skip, res.gemv_fill = o.gemv_fill, res.kv_cache = o.kv_cache;
   res.mel_ms = median(mel), res.encoder_ms = median(enc), res.cross_kv_ms = median(ckv), res.decode_ms = median(dec);
   res.weights_gb = double(m->weight_bytes()) / 1e9;

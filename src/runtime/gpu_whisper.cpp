@@ -93,6 +93,10 @@ struct DLinear {
   const __half* w16 = nullptr;  // fp16 [out, in] for cuBLASLt (view.data when fp16; null when quantised)
   __half* b = nullptr;          // [out] (zeros when the layer has no bias)
   int64_t out = 0, in = 0;
+  // The decoder's pre-norm folded into this layer's GEMV (kc::RowNorm): W·gamma and W·beta, [out] each; null
+  // for the layers that no norm precedes.
+  float* w_gamma = nullptr;
+  float* w_beta = nullptr;
 };
 
 struct DNorm {
@@ -122,15 +126,15 @@ struct GpuWhisper::Impl {
   size_t max_dequant = 0;  // elements of the largest quantised weight
   __half* deq = nullptr;   // [max_dequant] a quantised weight dequantised for a GEMM (many rows)
   bool use_gemv = true;    // up to kc::kGemvMaxRows rows: the GEMV kernels instead of cuBLASLt
-  // The pre-norms inside the GEMVs instead of layer_norm kernels: measured slower on an H200 (docs/cuda.md),
-  // so off unless asked for.
-  bool fuse_norms = false;
-  bool fuse_kv_append = false;  // the K/V append in the QKV GEMV's epilogue (set_fused_kv_append)
-  unsigned skip = 0;            // GpuWhisper::StepPart bits left out of decode steps (set_step_ablation)
+  GpuWhisper::NormPlacement norms = GpuWhisper::NormPlacement::kAuto;  // set_norm_placement
+  bool fuse_kv_append = true;  // the K/V append in the QKV GEMV's epilogue (set_fused_kv_append)
+  unsigned skip = 0;           // GpuWhisper::StepPart bits left out of decode steps (set_step_ablation)
   __half* enc_pos = nullptr;
   std::vector<DBlock> enc, dec;
   DNorm ln_post, dec_ln;
-  __half* tok_emb = nullptr;  // [n_vocab, d]
+  __half* tok_emb = nullptr;        // [n_vocab, d]
+  float* logits_w_gamma = nullptr;  // [n_vocab] the final norm folded into the logits (DLinear::w_gamma)
+  float* logits_w_beta = nullptr;
   __half* dec_pos = nullptr;  // [n_text_ctx, d]
 
   // Encoder activations, for up to W = `windows` windows at once (`big` also holds the cross-K/V projection
@@ -286,9 +290,28 @@ struct GpuWhisper::Impl {
       b.cross_out = lin(names::block("decoder", i, "cross_attn.out"), dt, dt);
       b.fc1 = lin(names::block("decoder", i, "mlp.fc1"), 4 * dt, dt);
       b.fc2 = lin(names::block("decoder", i, "mlp.fc2"), dt, 4 * dt);
+      for (DLinear* l : {&b.qkv, &b.cross_q, &b.fc1}) {
+        l->w_gamma = weights.take<float>(size_t(l->out));
+        l->w_beta = weights.take<float>(size_t(l->out));
+      }
       dec.push_back(b);
     }
     dec_ln = norm("decoder.ln", dt);
+    logits_w_gamma = weights.take<float>(size_t(d.n_vocab));
+    logits_w_beta = weights.take<float>(size_t(d.n_vocab));
+  }
+
+  // The constants of the decoder's folded pre-norms (DLinear::w_gamma), from the uploaded weights.
+  void fold_decoder_norms() {
+    for (const DBlock& b : dec) {
+      const std::pair<const DNorm*, const DLinear*> pairs[] = {
+          {&b.attn_ln, &b.qkv}, {&b.cross_ln, &b.cross_q}, {&b.mlp_ln, &b.fc1}};
+      for (const auto& [ln, l] : pairs) {
+        CK(kc::fold_norm(l->view, ln->gamma, ln->beta, l->w_gamma, l->w_beta, l->out, l->in, stream));
+      }
+    }
+    CK(kc::fold_norm(kc::WeightView{kc::WeightType::kF16, tok_emb, nullptr, 0}, dec_ln.gamma, dec_ln.beta,
+                     logits_w_gamma, logits_w_beta, d.n_vocab, d.n_text_state, stream));
   }
 
   // y [m, out] = act(x [m, in] · Wᵀ + b) for one linear layer: the GEMV kernels for a decode step's few
@@ -313,6 +336,12 @@ struct GpuWhisper::Impl {
   // in dy (`residual_pending`) until the next norm adds it to dx (add_layer_norm) and writes the normed rows
   // to dh for cuBLASLt.
   bool fused(int64_t m) const { return use_gemv && m <= kc::kGemvMaxRows; }
+  // Whether the norm before a GEMV of m rows over weight w is folded into it (set_norm_placement).
+  bool fold_norm(const kc::WeightView& w, int64_t m) const {
+    using P = GpuWhisper::NormPlacement;
+    if (!fused(m) || norms == P::kSeparate) return false;
+    return norms == P::kFolded || (w.type == kc::WeightType::kF16 && m <= GpuWhisper::kAutoFoldMaxRows);
+  }
 
   // dx += a [m, in] · Wᵀ + b.
   void residual_apply(const DLinear& l, const __half* a, int64_t m) {
@@ -326,9 +355,9 @@ struct GpuWhisper::Impl {
   // y [m, out] = act(ln(dx) · Wᵀ + b).
   void norm_apply(const DNorm& ln, const DLinear& l, __half* y, int64_t m, bool gelu,
                   const kc::KvAppend* append = nullptr) {
-    if (fused(m) && fuse_norms) {
-      CK(kc::gemv(dx, l.view, l.b, nullptr, y, m, l.out, l.in, gelu, stream, kc::RowNorm{ln.gamma, ln.beta, 1e-5f},
-                  append));
+    if (fold_norm(l.view, m)) {
+      CK(kc::gemv(dx, l.view, l.b, nullptr, y, m, l.out, l.in, gelu, stream,
+                  kc::RowNorm{ln.gamma, l.w_gamma, l.w_beta, 1e-5f}, append));
     } else {
       normalize(ln, m);
       apply(l, dh, y, m, gelu, append);
@@ -347,9 +376,10 @@ struct GpuWhisper::Impl {
   }
   // logits [m, n_vocab] fp32 = dec_ln(dx) · token_embeddingᵀ.
   void norm_logits(float* logits, int64_t m) {
-    if (fused(m) && fuse_norms) {
-      CK(kc::gemv_f32_out(dx, kc::WeightView{kc::WeightType::kF16, tok_emb, nullptr, 0}, logits, m, d.n_vocab,
-                          d.n_text_state, stream, kc::RowNorm{dec_ln.gamma, dec_ln.beta, 1e-5f}));
+    const kc::WeightView w{kc::WeightType::kF16, tok_emb, nullptr, 0};
+    if (fold_norm(w, m)) {
+      CK(kc::gemv_f32_out(dx, w, logits, m, d.n_vocab, d.n_text_state, stream,
+                          kc::RowNorm{dec_ln.gamma, logits_w_gamma, logits_w_beta, 1e-5f}));
     } else {
       normalize(dec_ln, m);
       project_logits(dh, logits, m);
@@ -782,6 +812,7 @@ void upload_weights(GpuWhisper::Impl& impl, const GpuWhisper::Impl::FormatOf& fo
   impl.weights.reserve(impl.weights.used + align_up(impl.max_dequant * 2));
   impl.layout_weights(format_of, fill_half, fill_float, fill_codes);
   if (impl.max_dequant > 0) impl.deq = impl.weights.take<__half>(impl.max_dequant);
+  impl.fold_decoder_norms();
 }
 
 std::vector<uint16_t> to_half_host(const core::Tensor& t, size_t count, const std::string& name) {
@@ -977,7 +1008,7 @@ void GpuWhisper::reset(int batch) {
 void GpuWhisper::set_cuda_graphs(bool on) { impl_->use_graphs = on; }
 void GpuWhisper::set_gemv(bool on) { impl_->use_gemv = on; }
 void GpuWhisper::set_programmatic_launch(bool on) { kc::set_programmatic_launch(on); }
-void GpuWhisper::set_fused_norms(bool on) { impl_->fuse_norms = on; }
+void GpuWhisper::set_norm_placement(NormPlacement placement) { impl_->norms = placement; }
 void GpuWhisper::set_fused_kv_append(bool on) { impl_->fuse_kv_append = on; }
 void GpuWhisper::set_step_ablation(unsigned parts) { impl_->skip = parts; }
 void GpuWhisper::set_gemv_fill(int percent) { kc::set_gemv_fill(percent); }

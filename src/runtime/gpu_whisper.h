@@ -117,11 +117,17 @@ class GpuWhisper {
   // Programmatic dependent launch of the decode-step kernels (kernels/cuda/cuda_kernels.h; default on, sm_90+;
   // process-wide). Set before the first decode step.
   void set_programmatic_launch(bool on);
-  // The decoder's pre-norms inside the GEMVs that consume them (gemv.h RowNorm) instead of a layer_norm kernel
-  // before each. Default off: measured 18 % slower (docs/cuda.md). Set before the first decode step.
-  void set_fused_norms(bool on);
+  // Where the decoder's pre-norms of a decode step on the GEMV path run: folded into the GEMVs that consume
+  // them (gemv.h RowNorm; one launch fewer per norm) or as layer_norm kernels before them. kAuto folds where
+  // that measured faster on an H200 (docs/cuda.md): fp16 weights and at most kAutoFoldMaxRows rows (large-v2
+  // batch 1: 1.343 → 1.263 ms a step; from 3 rows on, or with int4 weights, folding was slower). Set before
+  // the first decode step.
+  enum class NormPlacement { kAuto, kFolded, kSeparate };
+  static constexpr int kAutoFoldMaxRows = 2;
+  void set_norm_placement(NormPlacement placement);
   // The decode step's K/V append inside the QKV GEMV's epilogue (gemv.h KvAppend) instead of its own kernel.
-  // Default off: measured 0.01 ms a step slower on an H200 (docs/cuda.md). Set before the first decode step.
+  // Default on: equal or faster at every row count and weight type measured on an H200 (batch 1 1.343 →
+  // 1.325 ms; docs/cuda.md). Set before the first decode step.
   void set_fused_kv_append(bool on);
   // Measurement only (`wisp_gpu_bench --skip`): the decode step leaves out the launches of these parts (its
   // results are then meaningless); what a part adds to a step's time is the difference to the full step
@@ -229,8 +235,8 @@ struct BenchOptions {
   bool cuda_graphs = true;
   bool gemv = true;
   bool programmatic_launch = true;
-  bool fused_norms = false;
-  bool fused_kv_append = false;
+  std::string norms = "auto";  // NormPlacement: auto, folded or separate
+  bool fused_kv_append = true;
   int gemv_fill = 50;             // set_gemv_fill (kernels/cuda/gemv.h kDefaultGemvFill)
   std::string skip;               // comma list of step parts left out (set_step_ablation): norms, append,
                                   // self_attention, cross_attention, attention_linears, mlp, logits

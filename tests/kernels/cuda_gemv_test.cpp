@@ -8,8 +8,9 @@
 //           fp32 accumulation, the epilogue in fp32 and one rounding to fp16,
 // and max|gpu − ref| ≤ 2 · max|naive − ref| + half an fp16 ulp of the largest reference value (2^-20 of it
 // for fp32 outputs). Outputs are poisoned with NaN first. dequantize_weight must match bit for bit.
-// With a fused row norm (RowNorm), ref normalises the rows in fp64 and naive as layer_norm() does (fp32
-// statistics, the normalised row rounded to fp16) before the product.
+// With a folded row norm (RowNorm), ref normalises the rows in fp64 and naive as layer_norm() does (fp32
+// statistics, the normalised row rounded to fp16) before the product; the norm's constants W·γ and W·β come
+// from fold_norm(), which is checked against fp64 sums on the host first (relative error ≤ 2^-22 of Σ|W·γ|).
 //
 // Without a CUDA device every test but the argument checks skips with "no CUDA device".
 #include <cuda_fp16.h>
@@ -141,6 +142,27 @@ void normalise_rows(const std::vector<float>& x, const std::vector<float>& gamma
   }
 }
 
+// fold_norm(w, γ, β) against fp64 sums over the exact weights: W·γ and W·β, each within 2^-22 of Σ|W|·|γ| (the
+// fp32 rounding of an fp64 sum); leaves them in w_gamma / w_beta [n] for the GEMV.
+void check_fold(HostWeight& w, const float* dgamma, const float* dbeta, const std::vector<float>& gamma,
+                const std::vector<float>& beta, float* w_gamma, float* w_beta) {
+  ASSERT_EQ(cuda::fold_norm(w.view(), dgamma, dbeta, w_gamma, w_beta, w.n, w.k, nullptr), cuda::Status::kOk);
+  sync_ok();
+  const auto got_g = download(w_gamma, static_cast<size_t>(w.n)), got_b = download(w_beta, static_cast<size_t>(w.n));
+  size_t bad = 0;
+  for (int64_t j = 0; j < w.n; ++j) {
+    double g = 0.0, b = 0.0, ga = 0.0, ba = 0.0;
+    for (int64_t i = 0; i < w.k; ++i) {
+      const double wji = w.exact(j, i);
+      g += wji * gamma[static_cast<size_t>(i)], ga += std::fabs(wji * gamma[static_cast<size_t>(i)]);
+      b += wji * beta[static_cast<size_t>(i)], ba += std::fabs(wji * beta[static_cast<size_t>(i)]);
+    }
+    bad += std::fabs(got_g[static_cast<size_t>(j)] - g) > 0x1p-22 * ga + 1e-30;
+    bad += std::fabs(got_b[static_cast<size_t>(j)] - b) > 0x1p-22 * ba + 1e-30;
+  }
+  EXPECT_EQ(bad, 0u) << "fold_norm n=" << w.n << " k=" << w.k;
+}
+
 // The output columns compared: all of them up to 8192, else a random sample with both ends and the last tile.
 std::vector<int64_t> columns(int64_t n, std::mt19937& gen) {
   std::vector<int64_t> cols;
@@ -187,7 +209,9 @@ void run_case(const Case& c, uint32_t seed) {
   }
   auto dgamma = upload(gamma);
   auto dbeta = upload(beta);
-  const cuda::RowNorm norm{c.norm ? dgamma->get() : nullptr, c.norm ? dbeta->get() : nullptr, 1e-5f};
+  Dev<float> w_gamma(c.norm ? static_cast<size_t>(c.n) : 0), w_beta(c.norm ? static_cast<size_t>(c.n) : 0);
+  if (c.norm) check_fold(w, dgamma->get(), dbeta->get(), gamma, beta, w_gamma.get(), w_beta.get());
+  const cuda::RowNorm norm{c.norm ? dgamma->get() : nullptr, w_gamma.get(), w_beta.get(), 1e-5f};
 
   auto dx = upload_half(x);
   auto db = upload_half(bias);
@@ -317,9 +341,9 @@ TEST_F(CudaGemv, EpiloguesAndOddSizes) {
   }
 }
 
-// The decoder's pre-norms fused into the GEMVs that consume them: QKV, cross Q, fc1 (+GELU) and the logits,
+// The decoder's pre-norms folded into the GEMVs that consume them: QKV, cross Q, fc1 (+GELU) and the logits,
 // at every row count (both kernels) and type, at large-v2's width and at tiny's.
-TEST_F(CudaGemv, FusedRowNorm) {
+TEST_F(CudaGemv, FoldedRowNorm) {
   uint32_t seed = 500;
   for (const Format& f : kFormats) {
     for (int64_t m : {1, 2, 3, 5, 8}) {
@@ -407,11 +431,14 @@ TEST(CudaGemvArguments, RefusesWhatItCannotDo) {
 
   EXPECT_EQ(cuda::gemv_f32_out(x, i8, y32, 9, 64, 64, nullptr), S::kInvalidArgument);
   const auto* gamma = reinterpret_cast<const float*>(uintptr_t{0x50000});
-  const cuda::RowNorm no_beta{gamma, nullptr, 1e-5f}, no_eps{gamma, gamma, 0.0f}, norm{gamma, gamma, 1e-5f};
-  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 1, 64, 64, false, nullptr, no_beta), S::kInvalidArgument);
+  auto* sums = reinterpret_cast<float*>(uintptr_t{0x60000});
+  const cuda::RowNorm no_sums{gamma, nullptr, sums, 1e-5f}, no_eps{gamma, sums, sums, 0.0f},
+      misaligned{gamma + 1, sums, sums, 1e-5f};
+  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 1, 64, 64, false, nullptr, no_sums), S::kInvalidArgument);
   EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 1, 64, 64, false, nullptr, no_eps), S::kInvalidArgument);
-  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 1, 64, cuda::kGemvMaxNormCols + 8, false, nullptr, norm),
-            S::kNotSupported);
+  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 1, 64, 64, false, nullptr, misaligned), S::kInvalidArgument);
+  EXPECT_EQ(cuda::fold_norm(f16, gamma, nullptr, sums, sums, 64, 64, nullptr), S::kInvalidArgument);
+  EXPECT_EQ(cuda::fold_norm(bad, gamma, gamma, sums, sums, 64, 128, nullptr), S::kInvalidArgument);
   EXPECT_EQ(cuda::gemv_f32_out(x, i4, nullptr, 1, 64, 128, nullptr), S::kInvalidArgument);
   EXPECT_EQ(cuda::dequantize_weight(i4, y, 64, 1344, nullptr), S::kInvalidArgument);
   EXPECT_EQ(cuda::dequantize_weight(i8, nullptr, 64, 64, nullptr), S::kInvalidArgument);

@@ -58,11 +58,10 @@ using detail::gelu_erf;
 using detail::grid_for;
 using detail::launch_chained;
 using detail::launch_status;
-using detail::normalize8;
 using detail::pack8;
 using detail::unpack8;
 using detail::wait_prior_kernels;
-using detail::warp_row_stats;
+using detail::warp_sum;
 
 namespace {
 
@@ -74,8 +73,10 @@ struct GemvParams {
   const __half* residual;  // may alias y
   __half* y;
   float* y32;
-  const float* ln_gamma;  // the fused row norm (RowNorm), or null
-  const float* ln_beta;
+  // The folded row norm (RowNorm; the kernels' kNorm), or unused.
+  const float* ln_gamma;    // [k]
+  const float* ln_w_gamma;  // [n]
+  const float* ln_w_beta;   // [n]
   float ln_eps;
   int m, n, k;
   int group_shift;  // kI4: log2(group / 64)
@@ -143,6 +144,19 @@ __device__ __forceinline__ void i4_to_h2(uint32_t w, uint32_t (&p)[4]) {
     p[2 * s] = h2_sub((v & 0x000f000fu) | kMagic, k1032);
     p[2 * s + 1] = h2_fma((v & 0x00f000f0u) | kMagic, kSixteenth, kMinus72);
   }
+}
+
+// The folded row norm (RowNorm) works on the row shifted by its first column, d = x − x[r, 0], so that neither
+// the fp32 sums nor the fp16 products lose digits to a large mean. From the sums of d and d² over the k columns:
+// (mean of d, 1/sqrt(variance + eps)).
+__device__ __forceinline__ float2 row_moments(float s1, float s2, int k, float eps) {
+  const float inv_k = 1.0f / static_cast<float>(k);
+  const float md = s1 * inv_k;
+  return make_float2(md, rsqrtf(fmaxf(fmaf(s2, inv_k, -md * md), 0.0f) + eps));
+}
+// v = Σ_i W[j, i]·γ_i·d_i of one output → Σ_i W[j, i]·x̂_i = ρ·(v − mean(d)·wγ[j]) + wβ[j]; m from row_moments.
+__device__ __forceinline__ float unfold_norm(float v, float2 m, float w_gamma, float w_beta) {
+  return fmaf(m.y, fmaf(-m.x, w_gamma, v), w_beta);
 }
 
 // ---- tensor-core kernel --------------------------------------------------------------------------------
@@ -248,7 +262,7 @@ __device__ __forceinline__ uint4 interleave_i4(const uint4& v) {
                     __byte_perm(v.y, v.w, 0x7632));
 }
 
-template <WeightType T, bool kF32Out>
+template <WeightType T, bool kF32Out, bool kNorm>
 __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using Raw = typename Format<T>::Raw;
@@ -308,34 +322,57 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
   wait_prior_kernels();
   allow_next_kernel();
 
-  // Shared memory: the activations, the partial tiles, the fused norm's row statistics (all dynamic: the plan
-  // may take every byte the block can have).
+  // Shared memory: the activations, the partial tiles, each warp's sums for the folded norm (all dynamic: the
+  // plan may take every byte the block can have).
   const int width = p.chunks_per_rank * kC, stride = width + kPad;
   auto* xs = reinterpret_cast<__half*>(smem);
   auto* partial = reinterpret_cast<float4*>(smem + sizeof(__half) * p.m * stride);
-  auto* row_stats = reinterpret_cast<float2*>(partial + kMmaThreads);
+  auto* row_sums = reinterpret_cast<float2*>(partial + kMmaThreads);  // [kWarps][kGemvMaxRows]
 
-  // The fused norm's row statistics: one warp per row, over the whole row (every block of a cluster alike).
-  if (p.ln_gamma) {
-    for (int r = warp; r < p.m; r += kWarps) {
-      const float2 st = warp_row_stats(p.x + static_cast<int64_t>(r) * p.k, p.k, p.ln_eps);
-      if (lane == 0) row_stats[r] = st;
-    }
-    __syncthreads();
-  }
-
-  // Activations [m, k range of this block] → shared memory (zeros past k), in the order the lanes use.
+  // Activations [m, k range of this block] → shared memory (zeros past k), in the order the lanes use. With
+  // the folded norm, (x − x[r, 0])·γ, and each thread sums its columns' x − x[r, 0] and squares per row (in
+  // registers, selected by an unrolled compare: the rows of one thread's vectors vary).
   const int64_t k_base = static_cast<int64_t>(cb0) * kC;
+  float2 sums[kNorm ? kGemvMaxRows : 1] = {};
   for (int i = threadIdx.x; i < p.m * (width / 8); i += kMmaThreads) {
     const int r = i / (width / 8), v = i % (width / 8);
     const int64_t e = k_base + 8 * v;
     uint4 val = make_uint4(0, 0, 0, 0);
     if (e < p.k) {
-      val = *reinterpret_cast<const uint4*>(p.x + static_cast<int64_t>(r) * p.k + e);
-      if (p.ln_gamma) val = normalize8(val, p.ln_gamma + e, p.ln_beta + e, row_stats[r]);
+      const __half* xr = p.x + static_cast<int64_t>(r) * p.k;
+      val = *reinterpret_cast<const uint4*>(xr + e);
+      if constexpr (kNorm) {
+        const float x0 = __half2float(xr[0]);
+        float f[8];
+        unpack8(val, f);
+        const float4 g0 = __ldg(reinterpret_cast<const float4*>(p.ln_gamma + e));
+        const float4 g1 = __ldg(reinterpret_cast<const float4*>(p.ln_gamma + e + 4));
+        const float g[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
+        float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+        for (int c = 0; c < 8; ++c) {
+          const float dv = f[c] - x0;
+          s1 += dv;
+          s2 = fmaf(dv, dv, s2);
+          f[c] = dv * g[c];
+        }
+        val = pack8(f);
+#pragma unroll
+        for (int q = 0; q < kGemvMaxRows; ++q) {
+          if (q == r) sums[q].x += s1, sums[q].y += s2;
+        }
+      }
     }
     if constexpr (T == WeightType::kI4) val = interleave_i4(val);
     *reinterpret_cast<uint4*>(xs + r * stride + 8 * v) = val;
+  }
+  if constexpr (kNorm) {
+#pragma unroll
+    for (int r = 0; r < kGemvMaxRows; ++r) {
+      if (r >= p.m) break;
+      const float s1 = warp_sum(sums[r].x), s2 = warp_sum(sums[r].y);
+      if (lane == 0) row_sums[warp * kGemvMaxRows + r] = make_float2(s1, s2);
+    }
   }
   __syncthreads();
 
@@ -380,6 +417,28 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
         s[3] += v.w;
       }
     }
+    // The folded norm: the statistics of this lane's rows 2t and 2t + 1, over every warp and block.
+    float2 moments[2] = {};
+    if constexpr (kNorm) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int r = min(2 * t + e, p.m - 1);
+        float s1 = 0.0f, s2 = 0.0f;
+        for (int q = 0; q < ranks; ++q) {
+#if __CUDA_ARCH__ >= 900
+          const float2* src = q == 0 ? row_sums : cluster.map_shared_rank(row_sums, q);
+#else
+          const float2* src = row_sums;
+#endif
+          for (int w = 0; w < kWarps; ++w) {
+            const float2 v = src[w * kGemvMaxRows + r];
+            s1 += v.x;
+            s2 += v.y;
+          }
+        }
+        moments[e] = row_moments(s1, s2, p.k, p.ln_eps);
+      }
+    }
     // s: (row g, x row 2t), (row g, 2t + 1), (row g + 8, 2t), (row g + 8, 2t + 1).
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -387,12 +446,14 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
       if (j >= p.n) continue;
       const float scale = T == WeightType::kI8 ? __ldg(p.scales + j) : 1.0f;
       const float bias = !kF32Out && p.bias ? __half2float(p.bias[j]) : 0.0f;
+      const float w_gamma = kNorm ? __ldg(p.ln_w_gamma + j) : 0.0f, w_beta = kNorm ? __ldg(p.ln_w_beta + j) : 0.0f;
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int r = 2 * t + e;
         if (r >= p.m) continue;
         const int64_t o = static_cast<int64_t>(r) * p.n + j;
         float v = s[2 * h + e] * scale;
+        if constexpr (kNorm) v = unfold_norm(v, moments[e], w_gamma, w_beta);
         if constexpr (kF32Out) {
           p.y32[o] = v;
         } else {
@@ -429,15 +490,15 @@ bool device_info(DeviceInfo& info) {
 }
 
 // Opt in to the device's whole shared memory per block, once per device and kernel.
-template <WeightType T, bool kF32Out>
+template <WeightType T, bool kF32Out, bool kNorm>
 bool prepare_kernel(const DeviceInfo& info) {
   static std::atomic<uint64_t> done{0};
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) return false;
   const uint64_t bit = uint64_t{1} << (dev & 63);
   if (done.load(std::memory_order_acquire) & bit) return true;
-  if (cudaFuncSetAttribute(mma_gemv_kernel<T, kF32Out>, cudaFuncAttributeMaxDynamicSharedMemorySize, info.smem_optin) !=
-      cudaSuccess) {
+  if (cudaFuncSetAttribute(mma_gemv_kernel<T, kF32Out, kNorm>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           info.smem_optin) != cudaSuccess) {
     return false;
   }
   done.fetch_or(bit, std::memory_order_acq_rel);
@@ -462,7 +523,7 @@ Plan make_plan(int64_t m, int64_t n, int64_t k, int chunk, const DeviceInfo& inf
       const int64_t per_rank = (n_chunks + cluster - 1) / cluster;
       if (cluster > 1 && per_rank < 2 * (kWarps / tiles)) break;
       const size_t smem = sizeof(__half) * static_cast<size_t>(m * (per_rank * chunk + kPad)) +
-                          sizeof(float4) * kMmaThreads + sizeof(float2) * kGemvMaxRows;
+                          sizeof(float4) * kMmaThreads + sizeof(float2) * kWarps * kGemvMaxRows;
       if (smem > static_cast<size_t>(info.smem_optin)) continue;
       const int64_t blocks = (n + 16 * tiles - 1) / (16 * tiles) * cluster;
       if (blocks > best.blocks) best = Plan{tiles, cluster, static_cast<int>(per_rank), blocks, smem};
@@ -472,20 +533,20 @@ Plan make_plan(int64_t m, int64_t n, int64_t k, int chunk, const DeviceInfo& inf
   return best;
 }
 
-template <WeightType T, bool kF32Out>
+template <WeightType T, bool kF32Out, bool kNorm>
 Status launch_mma(GemvParams p, cudaStream_t stream) {
   DeviceInfo info;
   if (!device_info(info)) return Status::kCudaError;
   if (info.major < 8) return Status::kNotSupported;
   const Plan plan = make_plan(p.m, p.n, p.k, kChunk<T>, info);
   if (plan.row_tiles == 0) return Status::kNotSupported;
-  if (!prepare_kernel<T, kF32Out>(info)) {
+  if (!prepare_kernel<T, kF32Out, kNorm>(info)) {
     cudaGetLastError();
     return Status::kCudaError;
   }
   p.row_tiles = plan.row_tiles;
   p.chunks_per_rank = plan.chunks_per_rank;
-  return launch_chained(mma_gemv_kernel<T, kF32Out>, dim3(static_cast<unsigned>(plan.blocks)), dim3(kMmaThreads),
+  return launch_chained(mma_gemv_kernel<T, kF32Out, kNorm>, dim3(static_cast<unsigned>(plan.blocks)), dim3(kMmaThreads),
                         plan.smem, stream, static_cast<unsigned>(plan.cluster), p);
 }
 
@@ -545,21 +606,36 @@ __device__ __forceinline__ void weights8(const uint4& raw, int c, float (&f)[8])
   }
 }
 
-// sum[j][r] += Σ over one vector's columns of W[j]·x[r]; x points at row 0, the vector's first column, in
-// global memory (read-only path) or, for normalised rows, in shared memory (`x_shared`, uniform per block).
-template <WeightType T, int M, int J>
-__device__ __forceinline__ void dot_vector(const uint4 (&raw)[J], const __half* x, int k, bool x_shared,
-                                           float (&sum)[J][M]) {
+// sum[j][r] += Σ over one vector's columns of W[j]·x[r]; x points at row 0, the vector's first column (read-only
+// path). kNorm (the folded row norm): the products take (x − x0[r])·γ (gamma points at the vector's first
+// column), and stats[r] sums x − x0[r] and its square.
+template <WeightType T, int M, int J, bool kNorm>
+__device__ __forceinline__ void dot_vector(const uint4 (&raw)[J], const __half* x, int k, const float* gamma,
+                                           const float (&x0)[M], float (&sum)[J][M], float2 (&stats)[M]) {
 #pragma unroll
   for (int c = 0; c < kElems<T> / 8; ++c) {
     float w[J][8];
 #pragma unroll
     for (int j = 0; j < J; ++j) weights8<T>(raw[j], c, w[j]);
+    float g[8];
+    if constexpr (kNorm) {
+      const float4 g0 = __ldg(reinterpret_cast<const float4*>(gamma + 8 * c));
+      const float4 g1 = __ldg(reinterpret_cast<const float4*>(gamma + 8 * c + 4));
+      g[0] = g0.x, g[1] = g0.y, g[2] = g0.z, g[3] = g0.w, g[4] = g1.x, g[5] = g1.y, g[6] = g1.z, g[7] = g1.w;
+    }
 #pragma unroll
     for (int r = 0; r < M; ++r) {
       float xf[8];
-      const auto* xv = reinterpret_cast<const uint4*>(x + r * k + 8 * c);
-      unpack8(x_shared ? *xv : __ldg(xv), xf);
+      unpack8(__ldg(reinterpret_cast<const uint4*>(x + r * k + 8 * c)), xf);
+      if constexpr (kNorm) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const float dv = xf[e] - x0[r];
+          stats[r].x += dv;
+          stats[r].y = fmaf(dv, dv, stats[r].y);
+          xf[e] = dv * g[e];
+        }
+      }
 #pragma unroll
       for (int j = 0; j < J; ++j) {
 #pragma unroll
@@ -569,14 +645,13 @@ __device__ __forceinline__ void dot_vector(const uint4 (&raw)[J], const __half* 
   }
 }
 
-template <WeightType T, int M, bool kF32Out>
+template <WeightType T, int M, bool kF32Out, bool kNorm>
 __global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_kernel(const GemvParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int J = kRowsPerThread<T, M>, U = kUnroll<T, M>, kE = kElems<T>;
-  // Team totals, one J·M slot per shuffle segment (≥ kMinLanes threads).
-  __shared__ float partial[kSimtThreads / kMinLanes * J * M];
-  // With a fused norm: the normalised activations [M, k].
-  extern __shared__ __align__(16) unsigned char normed_smem[];
+  // Team totals per shuffle segment (≥ kMinLanes threads): the J·M products, then (kNorm) each row's two sums.
+  constexpr int kSums = (J + (kNorm ? 2 : 0)) * M;
+  __shared__ float partial[kSimtThreads / kMinLanes * kSums];
 
   const int lanes = p.lanes, t = threadIdx.x & (lanes - 1), team = threadIdx.x / lanes;
   const int j0 = (static_cast<int>(blockIdx.x) * (kSimtThreads / lanes) + team) * J;
@@ -615,33 +690,22 @@ __global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_
   // The epilogue's constants for this thread's first output (e = t below), also before the wait.
   const int jt = min(j0 + t / M, p.n - 1), rt = t % M;
   const bool early = t < J * M;
-  float scale_t = 1.0f, bias_t = 0.0f, residual_t = 0.0f;
+  float scale_t = 1.0f, bias_t = 0.0f, residual_t = 0.0f, w_gamma_t = 0.0f, w_beta_t = 0.0f;
   if (early) {
     if constexpr (T == WeightType::kI8) scale_t = __ldg(p.scales + jt);
     if (!kF32Out && p.bias) bias_t = __half2float(p.bias[jt]);
+    if constexpr (kNorm) w_gamma_t = __ldg(p.ln_w_gamma + jt), w_beta_t = __ldg(p.ln_w_beta + jt);
   }
   wait_prior_kernels();
   allow_next_kernel();
   // y may alias the residual, but each output is read and written by one thread.
   if (early && !kF32Out && p.residual) residual_t = __half2float(p.residual[static_cast<int64_t>(rt) * p.n + jt]);
 
-  // The fused norm: one warp per row normalises it into shared memory.
-  const __half* xa = p.x;
-  const bool x_shared = p.ln_gamma != nullptr;
-  if (x_shared) {
-    auto* normed = reinterpret_cast<__half*>(normed_smem);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    for (int r = warp; r < M; r += kSimtThreads / 32) {
-      const __half* row = p.x + static_cast<int64_t>(r) * p.k;
-      const float2 st = warp_row_stats(row, p.k, p.ln_eps);
-      for (int v = lane; v < p.k / 8; v += 32) {
-        *reinterpret_cast<uint4*>(normed + r * p.k + 8 * v) =
-            normalize8(*reinterpret_cast<const uint4*>(row + 8 * v), p.ln_gamma + 8 * v, p.ln_beta + 8 * v, st);
-      }
-    }
-    __syncthreads();
-    xa = normed;
-  }
+  // The folded norm's shift: each row's first column.
+  float x0[M];
+#pragma unroll
+  for (int r = 0; r < M; ++r) x0[r] = kNorm ? __half2float(p.x[static_cast<int64_t>(r) * p.k]) : 0.0f;
+  float2 stats[M] = {};
 
   float acc[J][M] = {};
   for (int v0 = t; v0 < p.vecs; v0 += lanes * U) {
@@ -649,17 +713,18 @@ __global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_
     for (int u = 0; u < U; ++u) {
       const int v = v0 + u * lanes;
       if (v >= p.vecs) continue;
-      const __half* x = xa + static_cast<int64_t>(v) * kE;
+      const __half* x = p.x + static_cast<int64_t>(v) * kE;
+      const float* gamma = kNorm ? p.ln_gamma + static_cast<int64_t>(v) * kE : nullptr;
       if constexpr (T == WeightType::kI4) {
         float part[J][M] = {};
-        dot_vector<T, M, J>(raw[u], x, p.k, x_shared, part);
+        dot_vector<T, M, J, kNorm>(raw[u], x, p.k, gamma, x0, part, stats);
 #pragma unroll
         for (int j = 0; j < J; ++j) {
 #pragma unroll
           for (int r = 0; r < M; ++r) acc[j][r] = fmaf(scale[u][j], part[j][r], acc[j][r]);
         }
       } else {
-        dot_vector<T, M, J>(raw[u], x, p.k, x_shared, acc);
+        dot_vector<T, M, J, kNorm>(raw[u], x, p.k, gamma, x0, acc, stats);
       }
     }
     if (v0 + lanes * U < p.vecs) load(v0 + lanes * U);
@@ -673,25 +738,47 @@ __global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_
 #pragma unroll
       for (int r = 0; r < M; ++r) acc[j][r] += __shfl_xor_sync(0xffffffffu, acc[j][r], o);
     }
+    if constexpr (kNorm) {
+#pragma unroll
+      for (int r = 0; r < M; ++r) {
+        stats[r].x += __shfl_xor_sync(0xffffffffu, stats[r].x, o);
+        stats[r].y += __shfl_xor_sync(0xffffffffu, stats[r].y, o);
+      }
+    }
   }
   const int s = threadIdx.x / seg, sl = threadIdx.x & (seg - 1);
 #pragma unroll
   for (int j = 0; j < J; ++j) {
 #pragma unroll
     for (int r = 0; r < M; ++r) {
-      if (((j * M + r) & (seg - 1)) == sl) partial[s * J * M + j * M + r] = acc[j][r];
+      if (((j * M + r) & (seg - 1)) == sl) partial[s * kSums + j * M + r] = acc[j][r];
+    }
+  }
+  if constexpr (kNorm) {
+#pragma unroll
+    for (int r = 0; r < M; ++r) {
+      if (((J * M + 2 * r) & (seg - 1)) == sl) partial[s * kSums + J * M + 2 * r] = stats[r].x;
+      if (((J * M + 2 * r + 1) & (seg - 1)) == sl) partial[s * kSums + J * M + 2 * r + 1] = stats[r].y;
     }
   }
   __syncthreads();
   const int parts = lanes / seg;
+  const float* team_sums = partial + team * parts * kSums;
   for (int e = t; e < J * M; e += lanes) {
     float v = 0.0f;
-    for (int q = 0; q < parts; ++q) v += partial[(team * parts + q) * J * M + e];
+    for (int q = 0; q < parts; ++q) v += team_sums[q * kSums + e];
     const int j = j0 + e / M, r = e % M;
     if (j >= p.n) continue;
     const bool first = e == t;
     const int64_t o = static_cast<int64_t>(r) * p.n + j;
     if constexpr (T == WeightType::kI8) v *= first ? scale_t : __ldg(p.scales + j);
+    if constexpr (kNorm) {
+      float s1 = 0.0f, s2 = 0.0f;
+      for (int q = 0; q < parts; ++q)
+        s1 += team_sums[q * kSums + J * M + 2 * r], s2 += team_sums[q * kSums + J * M + 2 * r + 1];
+      const float2 m = row_moments(s1, s2, p.k, p.ln_eps);
+      v = unfold_norm(v, m, first ? w_gamma_t : __ldg(p.ln_w_gamma + j), first ? w_beta_t : __ldg(p.ln_w_beta + j));
+    }
     if constexpr (kF32Out) {
       p.y32[o] = v;
     } else {
@@ -708,7 +795,7 @@ __global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_
 
 // The team size: the smallest L that fills every SM with as many threads as can be resident (a single wave
 // at full memory-level parallelism), no wider than a row has vectors.
-template <WeightType T, int M, bool kF32Out>
+template <WeightType T, int M, bool kF32Out, bool kNorm>
 Status launch_simt(GemvParams p, int sms, cudaStream_t stream) {
   constexpr int J = kRowsPerThread<T, M>;
   const int64_t teams = (p.n + J - 1) / J,
@@ -718,23 +805,22 @@ Status launch_simt(GemvParams p, int sms, cudaStream_t stream) {
   p.lanes = lanes;
   const int64_t rows_per_block = static_cast<int64_t>(kSimtThreads / lanes) * J;
   const auto blocks = static_cast<unsigned>((p.n + rows_per_block - 1) / rows_per_block);
-  const size_t smem = p.ln_gamma ? sizeof(__half) * static_cast<size_t>(M) * static_cast<size_t>(p.k) : 0;
-  return launch_chained(simt_gemv_kernel<T, M, kF32Out>, dim3(blocks), dim3(kSimtThreads), smem, stream, 1u, p);
+  return launch_chained(simt_gemv_kernel<T, M, kF32Out, kNorm>, dim3(blocks), dim3(kSimtThreads), 0, stream, 1u, p);
 }
 
-template <WeightType T, bool kF32Out>
+template <WeightType T, bool kF32Out, bool kNorm>
 Status launch_rows(const GemvParams& p, int sms, cudaStream_t stream) {
   switch (p.m) {
     case 1:
-      return launch_simt<T, 1, kF32Out>(p, sms, stream);
+      return launch_simt<T, 1, kF32Out, kNorm>(p, sms, stream);
     case 2:
-      return launch_simt<T, 2, kF32Out>(p, sms, stream);
+      return launch_simt<T, 2, kF32Out, kNorm>(p, sms, stream);
     case 3:
-      return launch_simt<T, 3, kF32Out>(p, sms, stream);
+      return launch_simt<T, 3, kF32Out, kNorm>(p, sms, stream);
     case 4:
-      return launch_simt<T, 4, kF32Out>(p, sms, stream);
+      return launch_simt<T, 4, kF32Out, kNorm>(p, sms, stream);
     case 5:
-      return launch_simt<T, 5, kF32Out>(p, sms, stream);
+      return launch_simt<T, 5, kF32Out, kNorm>(p, sms, stream);
   }
   static_assert(kSimtMaxRows == 5);
   return Status::kInvalidArgument;
@@ -762,17 +848,17 @@ Status check_weight(const WeightView& w, int64_t n, int64_t k) {
 // shapes): the CUDA-core kernel is faster at m ≤ 2 on every layer shape, and on the narrow layers (n ≤ 2048:
 // attention out, fc2) up to m = 5; the tensor-core kernel wherever the FMAs of more rows bound the CUDA
 // cores, and on the logits (n = 51865), whose long streams it reads at ~3.8 TB/s.
-template <bool kF32Out>
-Status dispatch(const GemvParams& p, WeightType type, cudaStream_t stream) {
+template <bool kF32Out, bool kNorm>
+Status dispatch_kernel(const GemvParams& p, WeightType type, cudaStream_t stream) {
   const bool simt = p.m <= 2 ? p.n < 16384 : p.m <= kSimtMaxRows && p.n <= 2048;
   if (!simt) {
     switch (type) {
       case WeightType::kF16:
-        return launch_mma<WeightType::kF16, kF32Out>(p, stream);
+        return launch_mma<WeightType::kF16, kF32Out, kNorm>(p, stream);
       case WeightType::kI8:
-        return launch_mma<WeightType::kI8, kF32Out>(p, stream);
+        return launch_mma<WeightType::kI8, kF32Out, kNorm>(p, stream);
       case WeightType::kI4:
-        return launch_mma<WeightType::kI4, kF32Out>(p, stream);
+        return launch_mma<WeightType::kI4, kF32Out, kNorm>(p, stream);
     }
     return Status::kInvalidArgument;
   }
@@ -781,13 +867,29 @@ Status dispatch(const GemvParams& p, WeightType type, cudaStream_t stream) {
   if (info.major < 8) return Status::kNotSupported;  // kept as documented in gemv.h (and the L2::256B hint)
   switch (type) {
     case WeightType::kF16:
-      return launch_rows<WeightType::kF16, kF32Out>(p, info.sms, stream);
+      return launch_rows<WeightType::kF16, kF32Out, kNorm>(p, info.sms, stream);
     case WeightType::kI8:
-      return launch_rows<WeightType::kI8, kF32Out>(p, info.sms, stream);
+      return launch_rows<WeightType::kI8, kF32Out, kNorm>(p, info.sms, stream);
     case WeightType::kI4:
-      return launch_rows<WeightType::kI4, kF32Out>(p, info.sms, stream);
+      return launch_rows<WeightType::kI4, kF32Out, kNorm>(p, info.sms, stream);
   }
   return Status::kInvalidArgument;
+}
+
+template <bool kF32Out>
+Status dispatch(const GemvParams& p, WeightType type, cudaStream_t stream) {
+  return p.ln_gamma ? dispatch_kernel<kF32Out, true>(p, type, stream)
+                    : dispatch_kernel<kF32Out, false>(p, type, stream);
+}
+
+// The weight's parameters (a weight check_weight() accepted).
+void set_weight(const WeightView& w, int64_t n, int64_t k, GemvParams& p) {
+  p.w = w.data;
+  p.scales = w.scales;
+  p.n = static_cast<int>(n);
+  p.k = static_cast<int>(k);
+  p.vecs = static_cast<int>(w.type == WeightType::kF16 ? k / 8 : w.type == WeightType::kI8 ? k / 16 : k / 32);
+  p.group_shift = w.type == WeightType::kI4 && w.group == 128 ? 1 : 0;
 }
 
 Status make_params(const __half* x, const WeightView& w, int64_t m, int64_t n, int64_t k, const RowNorm& norm,
@@ -795,20 +897,17 @@ Status make_params(const __half* x, const WeightView& w, int64_t m, int64_t n, i
   if (m < 1 || m > kGemvMaxRows || !x || !aligned16(x)) return Status::kInvalidArgument;
   const Status s = check_weight(w, n, k);
   if (s != Status::kOk) return s;
-  if (norm.gamma && (!norm.beta || !(norm.eps > 0.0f))) return Status::kInvalidArgument;
-  if (norm.gamma && k > kGemvMaxNormCols) return Status::kNotSupported;
+  if (norm.gamma && (!norm.w_gamma || !norm.w_beta || !(norm.eps > 0.0f) || !aligned16(norm.gamma))) {
+    return Status::kInvalidArgument;
+  }
   p = GemvParams{};
   p.ln_gamma = norm.gamma;
-  p.ln_beta = norm.beta;
+  p.ln_w_gamma = norm.w_gamma;
+  p.ln_w_beta = norm.w_beta;
   p.ln_eps = norm.eps;
   p.x = x;
-  p.w = w.data;
-  p.scales = w.scales;
   p.m = static_cast<int>(m);
-  p.n = static_cast<int>(n);
-  p.k = static_cast<int>(k);
-  p.vecs = static_cast<int>(w.type == WeightType::kF16 ? k / 8 : w.type == WeightType::kI8 ? k / 16 : k / 32);
-  p.group_shift = w.type == WeightType::kI4 && w.group == 128 ? 1 : 0;
+  set_weight(w, n, k, p);
   return Status::kOk;
 }
 
@@ -837,6 +936,46 @@ __global__ void dequantize_kernel(const void* __restrict__ data, const float* __
       for (int b = 0; b < 8; ++b) f[b] = __fmul_rn(static_cast<float>(static_cast<int>((q >> (4 * b)) & 0xfu) - 8), s);
     }
     reinterpret_cast<uint4*>(out)[i] = pack8(f);
+  }
+}
+
+// w_gamma[j], w_beta[j] (fold_norm): one warp per weight row, fp64 sums of the exactly dequantised weights.
+template <WeightType T>
+__global__ void fold_norm_kernel(const GemvParams p, const float* __restrict__ gamma, const float* __restrict__ beta,
+                                 float* __restrict__ w_gamma, float* __restrict__ w_beta) {
+  constexpr int kE = kElems<T>, kWarpsPerBlock = 8;
+  const int j = static_cast<int>(blockIdx.x) * kWarpsPerBlock + static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  if (j >= p.n) return;
+  const int vec_shift = p.group_shift + 1, n_groups = p.vecs >> vec_shift;
+  const auto* row =
+      reinterpret_cast<const uint4*>(static_cast<const char*>(p.w) + static_cast<int64_t>(j) * p.vecs * 16);
+  double a = 0.0, b = 0.0;
+  for (int v = lane; v < p.vecs; v += 32) {
+    const uint4 raw = row[v];
+    const double s = T == WeightType::kI8   ? p.scales[j]
+                     : T == WeightType::kI4 ? p.scales[static_cast<int64_t>(j) * n_groups + (v >> vec_shift)]
+                                            : 1.0;
+#pragma unroll
+    for (int c = 0; c < kE / 8; ++c) {
+      float f[8];
+      weights8<T>(raw, c, f);
+      const int i0 = v * kE + 8 * c;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const double w = static_cast<double>(f[e]) * s;
+        a += w * gamma[i0 + e];
+        b += w * beta[i0 + e];
+      }
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    a += __shfl_xor_sync(0xffffffffu, a, o);
+    b += __shfl_xor_sync(0xffffffffu, b, o);
+  }
+  if (lane == 0) {
+    w_gamma[j] = static_cast<float>(a);
+    w_beta[j] = static_cast<float>(b);
   }
 }
 
@@ -919,6 +1058,29 @@ Status dequantize_weight(const WeightView& w, __half* out, int64_t n, int64_t k,
       break;
     case WeightType::kI4:
       dequantize_kernel<WeightType::kI4><<<blocks, 256, 0, stream>>>(w.data, w.scales, out, k, n_vec, w.group);
+      break;
+  }
+  return launch_status();
+}
+
+Status fold_norm(const WeightView& w, const float* gamma, const float* beta, float* w_gamma, float* w_beta, int64_t n,
+                 int64_t k, cudaStream_t stream) {
+  const Status s = check_weight(w, n, k);
+  if (s != Status::kOk) return s;
+  if (!gamma || !beta || !w_gamma || !w_beta) return Status::kInvalidArgument;
+  GemvParams p{};
+  set_weight(w, n, k, p);
+  constexpr int kWarpsPerBlock = 8;
+  const auto blocks = static_cast<unsigned>((n + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  switch (w.type) {
+    case WeightType::kF16:
+      fold_norm_kernel<WeightType::kF16><<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(p, gamma, beta, w_gamma, w_beta);
+      break;
+    case WeightType::kI8:
+      fold_norm_kernel<WeightType::kI8><<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(p, gamma, beta, w_gamma, w_beta);
+      break;
+    case WeightType::kI4:
+      fold_norm_kernel<WeightType::kI4><<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(p, gamma, beta, w_gamma, w_beta);
       break;
   }
   return launch_status();

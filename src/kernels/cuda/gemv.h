@@ -42,16 +42,25 @@ inline constexpr int kDefaultGemvFill = 50;
 void set_gemv_fill(int percent);
 int gemv_fill();
 
-// A layer norm of each activation row, applied before the product: the decoder's pre-norms, fused into the
-// GEMV that consumes them (one launch fewer per norm). x̂[r, i] = (x[r, i] − mean_r)·rstd_r·gamma[i] + beta[i],
-// with the statistics and the rounding to fp16 of layer_norm() (cuda_kernels.h). gamma == null: no norm.
+// A layer norm of each activation row folded into the product (the decoder's pre-norms: one launch fewer per
+// norm). With x̂ = (x − μ)·ρ·γ + β for each row (μ its mean, ρ = 1/sqrt(variance + eps)) and d = x − x[r, 0]:
+//   Σ_i W[j, i]·x̂_i = ρ·(Σ_i W[j, i]·γ_i·d_i − mean(d)·wγ[j]) + wβ[j],   wγ = W·γ, wβ = W·β (fold_norm()).
+// The kernels multiply γ into the shifted activations as they read them and sum each row's d and d² alongside
+// the products, so the statistics are needed only in the epilogue and nothing stands between the wait for the
+// previous kernel and the first product. (Computing the normalised row first, in every block, made the step
+// slower than a separate layer_norm kernel: docs/cuda.md.) The result differs from layer_norm() then a GEMV by
+// rounding only: layer_norm() rounds x̂ to fp16; here the tensor-core kernel rounds γ·d to fp16.
 struct RowNorm {
-  const float* gamma = nullptr;  // [k]
-  const float* beta = nullptr;   // [k]
+  const float* gamma = nullptr;    // [k]; null: no norm
+  const float* w_gamma = nullptr;  // [n] Σ_i W[j, i]·gamma[i]
+  const float* w_beta = nullptr;   // [n] Σ_i W[j, i]·beta[i]
   float eps = 1e-5f;
 };
-// The widest row a fused norm takes (the normalised rows are staged in shared memory).
-inline constexpr int64_t kGemvMaxNormCols = 4096;
+
+// w_gamma[j] = Σ_i W[j, i]·gamma[i] and w_beta[j] = Σ_i W[j, i]·beta[i] over the exactly dequantised weight (fp64
+// sums rounded to fp32): the constants of a RowNorm, computed once at load. Same weight requirements as gemv().
+Status fold_norm(const WeightView& w, const float* gamma /* [k] */, const float* beta /* [k] */,
+                 float* w_gamma /* [n] */, float* w_beta /* [n] */, int64_t n, int64_t k, cudaStream_t stream);
 
 // The decode step's K/V append, done by the epilogue of the QKV projection instead of a kv_append_quantized
 // launch: outputs j in [col0, col0 + 2·d) of row r (K heads, then V heads) also go to row row[r] of the cache
@@ -73,7 +82,7 @@ int64_t weight_bytes(WeightType type, int64_t n, int64_t k, int group);
 // its layer norm when `norm` has a gamma; act is the erf GELU when `gelu`, else the identity. Accumulation
 // and the epilogue are fp32, with one rounding to fp16 at the end. bias and residual may be null; y may alias
 // residual (the in-place residual add x += W·h), not x. x must be 16-byte aligned. k must be a multiple of 8
-// (kF16) or 16 (kI8); for kI4 a multiple of the group; with a norm at most kGemvMaxNormCols. kNotSupported
+// (kF16) or 16 (kI8); for kI4 a multiple of the group. kNotSupported
 // below sm_80 (the products run on the tensor cores). Launched chained (programmatic_launch()).
 // `append` (null: none) also stores the K/V columns of y into a cache (KvAppend).
 Status gemv(const __half* x /* [m, k] */, const WeightView& w, const __half* bias /* [n] or null */,
