@@ -155,38 +155,17 @@ __device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
   return u;
 }
 
-// The mean and 1/sqrt(variance + eps) of one row of k fp16 values (k % 8 == 0, 16-byte aligned), computed by
-// one warp as layer_norm() does: the mean, then the mean of the centred squares, in fp32.
-__device__ __forceinline__ float2 warp_row_stats(const __half* row /* [k] */, int k, float eps) {
-  const int lane = threadIdx.x % kWarp;
-  float sum = 0.0f;
-  for (int v = lane; v < k / 8; v += kWarp) {
-    float f[8];
-    unpack8(*reinterpret_cast<const uint4*>(row + 8 * v), f);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) sum += f[e];
-  }
-  const float mean = warp_sum(sum) / static_cast<float>(k);
-  float sq = 0.0f;
-  for (int v = lane; v < k / 8; v += kWarp) {
-    float f[8];
-    unpack8(*reinterpret_cast<const uint4*>(row + 8 * v), f);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) sq += (f[e] - mean) * (f[e] - mean);
-  }
-  const float var = warp_sum(sq) / static_cast<float>(k);
-  return make_float2(mean, rsqrtf(var + eps));
+// The folded row norm (gemv.h RowNorm) works on the row shifted by its first column, d = x − x[r, 0], so that neither
+// the fp32 sums nor the fp16 products lose digits to a large mean. From the sums of d and d² over the k columns:
+// (mean of d, 1/sqrt(variance + eps)).
+__device__ __forceinline__ float2 row_moments(float s1, float s2, int k, float eps) {
+  const float inv_k = 1.0f / static_cast<float>(k);
+  const float md = s1 * inv_k;
+  return make_float2(md, rsqrtf(fmaxf(fmaf(s2, inv_k, -md * md), 0.0f) + eps));
 }
-
-// Eight columns of a normalised row, (x − mean)·rstd·gamma + beta rounded to fp16 as layer_norm() writes them;
-// gamma and beta point at the first of the eight columns. stats: (mean, rstd) from warp_row_stats.
-__device__ __forceinline__ uint4 normalize8(const uint4& x, const float* gamma /* [8] */, const float* beta /* [8] */,
-                                            float2 stats) {
-  float f[8];
-  unpack8(x, f);
-#pragma unroll
-  for (int e = 0; e < 8; ++e) f[e] = (f[e] - stats.x) * stats.y * gamma[e] + beta[e];
-  return pack8(f);
+// v = Σ_i W[j, i]·γ_i·d_i of one output → Σ_i W[j, i]·x̂_i = ρ·(v − mean(d)·wγ[j]) + wβ[j]; m from row_moments.
+__device__ __forceinline__ float unfold_norm(float v, float2 m, float w_gamma, float w_beta) {
+  return fmaf(m.y, fmaf(-m.x, w_gamma, v), w_beta);
 }
 
 }  // namespace wisp::kernels::cuda::detail

@@ -59,6 +59,8 @@ using detail::grid_for;
 using detail::launch_chained;
 using detail::launch_status;
 using detail::pack8;
+using detail::row_moments;
+using detail::unfold_norm;
 using detail::unpack8;
 using detail::wait_prior_kernels;
 using detail::warp_sum;
@@ -144,19 +146,6 @@ __device__ __forceinline__ void i4_to_h2(uint32_t w, uint32_t (&p)[4]) {
     p[2 * s] = h2_sub((v & 0x000f000fu) | kMagic, k1032);
     p[2 * s + 1] = h2_fma((v & 0x00f000f0u) | kMagic, kSixteenth, kMinus72);
   }
-}
-
-// The folded row norm (RowNorm) works on the row shifted by its first column, d = x − x[r, 0], so that neither
-// the fp32 sums nor the fp16 products lose digits to a large mean. From the sums of d and d² over the k columns:
-// (mean of d, 1/sqrt(variance + eps)).
-__device__ __forceinline__ float2 row_moments(float s1, float s2, int k, float eps) {
-  const float inv_k = 1.0f / static_cast<float>(k);
-  const float md = s1 * inv_k;
-  return make_float2(md, rsqrtf(fmaxf(fmaf(s2, inv_k, -md * md), 0.0f) + eps));
-}
-// v = Σ_i W[j, i]·γ_i·d_i of one output → Σ_i W[j, i]·x̂_i = ρ·(v − mean(d)·wγ[j]) + wβ[j]; m from row_moments.
-__device__ __forceinline__ float unfold_norm(float v, float2 m, float w_gamma, float w_beta) {
-  return fmaf(m.y, fmaf(-m.x, w_gamma, v), w_beta);
 }
 
 // ---- tensor-core kernel --------------------------------------------------------------------------------
