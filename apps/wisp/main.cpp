@@ -741,10 +741,6 @@ int main(int argc, char** argv) {
                  "decode-step layer norms folded into the GEMVs that consume them, as separate kernels, or auto "
                  "(folded for fp16 weights and at most 2 rows)")
       ->check(CLI::IsMember({"auto", "folded", "separate"}));
-  bn->add_option("--cross-attention", bo.cross_attention,
-                 "decode-step cross-attention and its query projection as one kernel, as two, or auto (one for "
-                 "text widths up to 768)")
-      ->check(CLI::IsMember({"auto", "fused", "separate"}));
   bool bench_separate_kv_append = false;
   bn->add_flag("--separate-kv-append", bench_separate_kv_append,
                "decode-step K/V append as its own kernel instead of in the QKV GEMV's epilogue");

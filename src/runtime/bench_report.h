@@ -13,7 +13,7 @@ struct BenchResult {
   int batch = 0, tokens = 0, repeats = 0;
   // the options the run used (BenchOptions)
   bool cuda_graphs = true, gemv = true, programmatic_launch = true, fused_kv_append = true;
-  std::string norms, cross_attention, skip, kv_cache;
+  std::string norms, skip, kv_cache;
   int gemv_fill = 0;
   // medians over the repeats, milliseconds
   double mel_ms = 0, encoder_ms = 0, cross_kv_ms = 0, decode_ms = 0;

@@ -48,13 +48,6 @@ GpuWhisper::NormPlacement norm_placement(const std::string& name) {
   throw std::invalid_argument("--norms must be auto, folded or separate");
 }
 
-GpuWhisper::CrossAttentionPlacement cross_attention_placement(const std::string& name) {
-  if (name == "auto") return GpuWhisper::CrossAttentionPlacement::kAuto;
-  if (name == "fused") return GpuWhisper::CrossAttentionPlacement::kFused;
-  if (name == "separate") return GpuWhisper::CrossAttentionPlacement::kSeparate;
-  throw std::invalid_argument("--cross-attention must be auto, fused or separate");
-}
-
 }  // namespace
 
 BenchResult run_bench(const BenchOptions& o) {
@@ -91,7 +84,6 @@ BenchResult run_bench(const BenchOptions& o) {
   m->set_programmatic_launch(o.programmatic_launch);
   m->set_norm_placement(norm_placement(o.norms));
   m->set_fused_kv_append(o.fused_kv_append);
-  m->set_cross_attention_placement(cross_attention_placement(o.cross_attention));
   m->set_step_ablation(skip);
   m->set_gemv_fill(o.gemv_fill);
   std::vector<double> mel, enc, ckv, dec;
@@ -110,7 +102,7 @@ BenchResult run_bench(const BenchOptions& o) {
   res.card = m->device_name();
   res.batch = B, res.tokens = N, res.repeats = o.repeats;
   res.cuda_graphs = o.cuda_graphs, res.gemv = o.gemv, res.programmatic_launch = o.programmatic_launch;
-  res.norms = o.norms, res.fused_kv_append = o.fused_kv_append, res.cross_attention = o.cross_attention;
+  res.norms = o.norms, res.fused_kv_append = o.fused_kv_append;
   res.skip = o.skip, res.gemv_fill = o.gemv_fill, res.kv_cache = o.kv_cache;
   res.mel_ms = median(mel), res.encoder_ms = median(enc), res.cross_kv_ms = median(ckv), res.decode_ms = median(dec);
   res.weights_gb = double(m->weight_bytes()) / 1e9;

@@ -49,7 +49,6 @@ std::shared_ptr<float> PinnedBuffers::take(size_t floats) {
 std::vector<float> GpuWhisper::log_mel_host(const float*, int64_t) { no_cuda(); }
 void GpuWhisper::set_fused_kv_append(bool) {}
 void GpuWhisper::set_norm_placement(NormPlacement) {}
-void GpuWhisper::set_cross_attention_placement(CrossAttentionPlacement) {}
 int GpuWhisper::window_slots() const { return 0; }
 int GpuWhisper::sequence_slots() const { return 0; }
 void GpuWhisper::encode_windows(const float*, const int*, int) { no_cuda(); }

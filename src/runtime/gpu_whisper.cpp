@@ -19,7 +19,6 @@
 #include "core/dtype.h"
 #include "core/mel_filters.h"
 #include "format/tensor_names.h"
-#include "kernels/cuda/cross_attention.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/gemv.h"
@@ -129,8 +128,7 @@ struct GpuWhisper::Impl {
   bool use_gemv = true;    // up to kc::kGemvMaxRows rows: the GEMV kernels instead of cuBLASLt
   GpuWhisper::NormPlacement norms = GpuWhisper::NormPlacement::kAuto;  // set_norm_placement
   bool fuse_kv_append = true;  // the K/V append in the QKV GEMV's epilogue (set_fused_kv_append)
-  GpuWhisper::CrossAttentionPlacement cross_placement = GpuWhisper::CrossAttentionPlacement::kAuto;
-  unsigned skip = 0;  // GpuWhisper::StepPart bits left out of decode steps (set_step_ablation)
+  unsigned skip = 0;           // GpuWhisper::StepPart bits left out of decode steps (set_step_ablation)
   __half* enc_pos = nullptr;
   std::vector<DBlock> enc, dec;
   DNorm ln_post, dec_ln;
@@ -632,13 +630,11 @@ struct GpuWhisper::Impl {
                                            true, attn_ws, attn_ws_bytes, stream));
       }
       if (linears) residual_apply(b.attn_out, da_, B);
-      // cross-attention over the window's audio K/V, with its query projection in one launch where it can
-      if (!cross_attention_with_query(b, cross, B)) {
-        if (linears) norm_apply(b.cross_ln, b.cross_q, dy, B, false);
-        if (!(skip & GpuWhisper::kStepCrossAttention)) {
-          CK(kc::decoder_attention_quantized(dy, dt, dt, cross, nullptr, nc, da_, dt, dt, B, 1, d.n_text_head, hd,
-                                             false, attn_ws, attn_ws_bytes, stream));
-        }
+      // cross-attention over the window's audio K/V
+      if (linears) norm_apply(b.cross_ln, b.cross_q, dy, B, false);
+      if (!(skip & GpuWhisper::kStepCrossAttention)) {
+        CK(kc::decoder_attention_quantized(dy, dt, dt, cross, nullptr, nc, da_, dt, dt, B, 1, d.n_text_head, hd, false,
+                                           attn_ws, attn_ws_bytes, stream));
       }
       if (linears) residual_apply(b.cross_out, da_, B);
       if (!(skip & GpuWhisper::kStepMlp)) feed_forward(b, B);
@@ -648,22 +644,6 @@ struct GpuWhisper::Impl {
       CK(kc::argmax(dlogits, B, d.n_vocab, d.n_vocab, next, next_lp, stream));
     }
     CK(kc::add_scalar_i32(pos, len, B, 1, stream));
-  }
-
-  // da_ [B, d] = the cross-attention of the B rows with its query projection (the layer's folded cross norm)
-  // in one kernel (kc::cross_attention_with_query), when the step folds that norm and the kernel takes the
-  // call; false: nothing launched, the caller runs the projection and the attention separately.
-  bool cross_attention_with_query(const DBlock& b, const kc::KvView& cross, int B) {
-    const unsigned parts = GpuWhisper::kStepAttentionLinears | GpuWhisper::kStepCrossAttention;
-    using P = GpuWhisper::CrossAttentionPlacement;
-    if (cross_placement == P::kSeparate || (skip & parts) || !fold_norm(b.cross_q.view, B)) return false;
-    if (cross_placement == P::kAuto && d.n_text_state > GpuWhisper::kAutoFuseMaxWidth) return false;
-    const kc::Status s = kc::cross_attention_with_query(
-        dx, b.cross_q.view, b.cross_q.b, kc::RowNorm{b.cross_ln.gamma, b.cross_q.w_gamma, b.cross_q.w_beta, 1e-5f},
-        cross, d.n_audio_ctx, da_, B, d.n_text_head, d.n_text_state / d.n_text_head, stream);
-    if (s == kc::Status::kNotSupported) return false;
-    CK(s);
-    return true;
   }
 
   // The decoder's feed-forward sub-block over n rows of the residual stream: dx += fc2(gelu(fc1(mlp_ln(dx)))).
@@ -1029,9 +1009,6 @@ void GpuWhisper::set_cuda_graphs(bool on) { impl_->use_graphs = on; }
 void GpuWhisper::set_gemv(bool on) { impl_->use_gemv = on; }
 void GpuWhisper::set_programmatic_launch(bool on) { kc::set_programmatic_launch(on); }
 void GpuWhisper::set_norm_placement(NormPlacement placement) { impl_->norms = placement; }
-void GpuWhisper::set_cross_attention_placement(CrossAttentionPlacement placement) {
-  impl_->cross_placement = placement;
-}
 void GpuWhisper::set_fused_kv_append(bool on) { impl_->fuse_kv_append = on; }
 void GpuWhisper::set_step_ablation(unsigned parts) { impl_->skip = parts; }
 void GpuWhisper::set_gemv_fill(int percent) { kc::set_gemv_fill(percent); }

@@ -129,14 +129,6 @@ class GpuWhisper {
   // Default on: equal or faster at every row count and weight type measured on an H200 (batch 1 1.343 →
   // 1.325 ms; docs/cuda.md). Set before the first decode step.
   void set_fused_kv_append(bool on);
-  // Whether a decode step's cross-attention and its query projection run as one kernel
-  // (kernels/cuda/cross_attention.h) or as a GEMV and the decoder attention. The fused kernel needs the folded
-  // norm (above), fp16 weights and cache, sm_90+ and at most 2 rows; kAuto also asks for a text width of at
-  // most kAutoFuseMaxWidth, where it measured faster on an H200 (tiny batch 1: 0.125 → 0.122 ms a step;
-  // large-v2: 1.256 → 1.270, slower; docs/cuda.md). Set before the first decode step.
-  enum class CrossAttentionPlacement { kAuto, kFused, kSeparate };
-  static constexpr int kAutoFuseMaxWidth = 768;
-  void set_cross_attention_placement(CrossAttentionPlacement placement);
   // Measurement only (`wisp_gpu_bench --skip`): the decode step leaves out the launches of these parts (its
   // results are then meaningless); what a part adds to a step's time is the difference to the full step
   // (docs/cuda.md, "Where a decode step's time goes"). Set before the first decode step.
@@ -245,13 +237,12 @@ struct BenchOptions {
   bool programmatic_launch = true;
   std::string norms = "auto";  // NormPlacement: auto, folded or separate
   bool fused_kv_append = true;
-  std::string cross_attention = "auto";  // CrossAttentionPlacement: auto, fused or separate
-  int gemv_fill = 50;                    // set_gemv_fill (kernels/cuda/gemv.h kDefaultGemvFill)
-  std::string skip;                      // comma list of step parts left out (set_step_ablation): norms, append,
-                                         // self_attention, cross_attention, attention_linears, mlp, logits
-  std::string weights = "fp16";          // random weights stored as fp16, int8 or int4
-  int group = 64;                        // int4 group size
-  std::string kv_cache = "fp16";         // kv_cache_from_name
+  int gemv_fill = 50;             // set_gemv_fill (kernels/cuda/gemv.h kDefaultGemvFill)
+  std::string skip;               // comma list of step parts left out (set_step_ablation): norms, append,
+                                  // self_attention, cross_attention, attention_linears, mlp, logits
+  std::string weights = "fp16";   // random weights stored as fp16, int8 or int4
+  int group = 64;                 // int4 group size
+  std::string kv_cache = "fp16";  // kv_cache_from_name
 };
 BenchResult run_bench(const BenchOptions& options);
 
