@@ -9,10 +9,11 @@
 // One launch, no clusters, no atomics, no shared-memory staging before the first load. A "team" of L
 // threads (a power of two, 4..256, chosen per shape on the host) owns J adjacent weight rows; its threads
 // take the rows' 16-byte vectors (8 fp16, 16 int8 or 32 int4 columns) in turn, v = t, t + L, ..., with U
-// vectors of each of the J rows loaded before any is used (J·U loads in flight per thread). The host picks
-// the smallest L that fills every SM with resident threads in one wave. Weights are converted to exact fp32
-// values (fp16 directly; int8 and int4 through float/half exponent tricks), the activations of all M rows
-// are read through L1 (the same few KB for every thread) and converted once per 8 columns for the J rows:
+// vectors of each of the J rows loaded before any is used (J·U loads in flight per thread); at m = 1 the
+// thread's next round is also copied into shared memory (cp.async) before the wait (kTailRounds). The host
+// picks the smallest L that fills the share of the resident threads set by set_gemv_fill() in one wave. Weights are
+// converted to exact fp32 values (fp16 directly; int8 and int4 through float/half exponent tricks), the activations of
+// all M rows are read through L1 (the same few KB for every thread) and converted once per 8 columns for the J rows:
 // the J·M fp32 accumulators take exact products q·x. int4 sums each 32-column vector (inside one scale
 // group) into its own partials and scales them once; int8 scales once per row at the end. The team reduces
 // with shuffles and, beyond a warp, through shared memory, in a fixed order (deterministic).
@@ -87,8 +88,9 @@ struct GemvParams {
   int row_tiles;        // 16-row tiles per block (1, 2 or 4); the other warps split k
   int chunks_per_rank;  // chunks of k per block of a cluster
   // CUDA-core kernel.
-  int vecs;   // 16-byte vectors per weight row
-  int lanes;  // L: threads per team
+  int vecs;         // 16-byte vectors per weight row
+  int lanes;        // L: threads per team
+  int tail_rounds;  // rounds after the first that are copied into shared memory before the wait
   // The fused K/V append (KvAppend), or kv == null.
   char* kv;
   KvType kv_type;
@@ -114,6 +116,12 @@ __device__ __forceinline__ void append_kv(const GemvParams& p, int r, int j, __h
   const float inv = detail::kv_inverse(p.kv_scales[c / 64]);  // the head's scale: K heads, then V heads
   const float x = __half2float(h);
   p.kv[at] = static_cast<char>(p.kv_type == KvType::kFp8 ? detail::kv_code_fp8(x, inv) : detail::kv_code_i8(x, inv));
+}
+
+// 16 bytes global → shared memory without registers (cp.async; L2 only).
+__device__ __forceinline__ void copy16_async(void* smem, const void* gmem) {
+  const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
 }
 
 // Streaming loads: read once, so kept out of L1; the L2 fetches whole 256-byte runs of the row.
@@ -566,6 +574,12 @@ template <WeightType T, int M>
 constexpr int kSimtMinBlocks = T == WeightType::kI4 || M > 2 ? 2
                                : M == 1                      ? 4
                                                              : 3;
+// Rounds after the first whose weights a thread copies into shared memory before the wait (32 KB a block for
+// fp16): one at m = 1, where fc1 and fc2 need 5 vectors a thread against 4 in registers (large-v2 batch-1 step
+// on an H200: 1.253 → 1.220 ms; two rounds 1.221); none from m = 2 on, where it measured slower (batch 2
+// 1.446 → 1.477 ms, batch 5 2.011 → 2.028) and quantised weights, unchanged (docs/cuda.md).
+template <int M>
+constexpr int kTailRounds = M == 1 ? 1 : 0;
 // The kernel runs for m ≤ kSimtMaxRows (dispatch()).
 constexpr int kSimtMaxRows = 5;
 
@@ -673,8 +687,25 @@ __global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_
     }
   };
   // The first weights (constants) are requested before waiting for the kernels that write the activations,
-  // so their latency overlaps the end of those kernels.
+  // so their latency overlaps the end of those kernels: round 0 into registers, the next tail_rounds into
+  // shared memory (cp.async, no registers), so that a weight a little larger than one round of registers
+  // (fc1 and fc2 at batch 1: 5 vectors a thread against 4) does not wait a whole memory latency for its rest
+  // after the wait.
   load(t);
+  extern __shared__ uint4 tail[];  // [tail_rounds][U][J][kSimtThreads]
+  auto tail_slot = [&](int round, int u, int j) {
+    return tail + (((round - 1) * U + u) * J + j) * kSimtThreads + threadIdx.x;
+  };
+  for (int round = 1; round <= p.tail_rounds; ++round) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int v = t + (round * U + u) * lanes;
+      if (v >= p.vecs) continue;
+#pragma unroll
+      for (int j = 0; j < J; ++j) copy16_async(tail_slot(round, u, j), wrow[j] + 16 * static_cast<int64_t>(v));
+    }
+  }
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
 
   // The epilogue's constants for this thread's first output (e = t below), also before the wait.
   const int jt = min(j0 + t / M, p.n - 1), rt = t % M;
@@ -697,7 +728,8 @@ __global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_
   float2 stats[M] = {};
 
   float acc[J][M] = {};
-  for (int v0 = t; v0 < p.vecs; v0 += lanes * U) {
+  int round = 0;
+  for (int v0 = t; v0 < p.vecs; v0 += lanes * U, ++round) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int v = v0 + u * lanes;
@@ -716,7 +748,23 @@ __global__ void __launch_bounds__(kSimtThreads, kSimtMinBlocks<T, M>) simt_gemv_
         dot_vector<T, M, J, kNorm>(raw[u], x, p.k, gamma, x0, acc, stats);
       }
     }
-    if (v0 + lanes * U < p.vecs) load(v0 + lanes * U);
+    const int next = v0 + lanes * U;
+    if (next >= p.vecs) continue;
+    if (round < p.tail_rounds) {
+      if (round == 0) asm volatile("cp.async.wait_all;\n" ::: "memory");  // this thread's own copies
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int v = next + u * lanes;
+        if (v >= p.vecs) continue;
+#pragma unroll
+        for (int j = 0; j < J; ++j) {
+          raw[u][j] = *tail_slot(round + 1, u, j);
+          if constexpr (T == WeightType::kI4) scale[u][j] = __ldg(srow[j] + (v >> vec_shift));
+        }
+      }
+    } else {
+      load(next);
+    }
   }
 
   // Team sum: shuffles within a segment of ≤ 32 threads, then the segments' totals through shared memory.
@@ -794,7 +842,11 @@ Status launch_simt(GemvParams p, int sms, cudaStream_t stream) {
   p.lanes = lanes;
   const int64_t rows_per_block = static_cast<int64_t>(kSimtThreads / lanes) * J;
   const auto blocks = static_cast<unsigned>((p.n + rows_per_block - 1) / rows_per_block);
-  return launch_chained(simt_gemv_kernel<T, M, kF32Out, kNorm>, dim3(blocks), dim3(kSimtThreads), 0, stream, 1u, p);
+  constexpr int U = kUnroll<T, M>;
+  const int rounds = (p.vecs + lanes * U - 1) / (lanes * U);
+  p.tail_rounds = std::min(kTailRounds<M>, rounds - 1);
+  const size_t smem = sizeof(uint4) * static_cast<size_t>(p.tail_rounds) * U * J * kSimtThreads;
+  return launch_chained(simt_gemv_kernel<T, M, kF32Out, kNorm>, dim3(blocks), dim3(kSimtThreads), smem, stream, 1u, p);
 }
 
 template <WeightType T, bool kF32Out, bool kNorm>
