@@ -110,8 +110,9 @@ class GpuWhisper {
   int cache_length() const;
   // Decode steps replay one CUDA graph per batch size (default on; off: every kernel launched eagerly).
   void set_cuda_graphs(bool on);
-  // Linear layers of up to 8 rows (decode steps) use the hand-written GEMV kernels, with the pre-norms and
-  // residual adds fused into them (default on; off: cuBLASLt and separate norm kernels, for comparison). Set
+  // Linear layers of up to 8 rows (decode steps) use the hand-written GEMV kernels, with the residual adds
+  // (and, per set_norm_placement, the pre-norms) fused into them (default on; off: cuBLASLt and separate
+  // norm kernels, for comparison). Set
   // before the first decode step.
   void set_gemv(bool on);
   // Programmatic dependent launch of the decode-step kernels (kernels/cuda/cuda_kernels.h; default on, sm_90+;
