@@ -11,12 +11,13 @@
 // take the rows' 16-byte vectors (8 fp16, 16 int8 or 32 int4 columns) in turn, v = t, t + L, ..., with U
 // vectors of each of the J rows loaded before any is used (J·U loads in flight per thread); at m = 1 the
 // thread's next round is also copied into shared memory (cp.async) before the wait (kTailRounds). The host
-// picks the smallest L that fills the share of the resident threads set by set_gemv_fill() in one wave. Weights are
-// converted to exact fp32 values (fp16 directly; int8 and int4 through float/half exponent tricks), the activations of
-// all M rows are read through L1 (the same few KB for every thread) and converted once per 8 columns for the J rows:
-// the J·M fp32 accumulators take exact products q·x. int4 sums each 32-column vector (inside one scale
-// group) into its own partials and scales them once; int8 scales once per row at the end. The team reduces
-// with shuffles and, beyond a warp, through shared memory, in a fixed order (deterministic).
+// picks the smallest L that fills the share of the resident threads set by set_gemv_fill() in one wave.
+// Weights are converted to exact fp32 values (fp16 directly; int8 and int4 through float/half exponent
+// tricks), the activations of all M rows are read through L1 (the same few KB for every thread) and converted
+// once per 8 columns for the J rows: the J·M fp32 accumulators take exact products q·x. int4 sums each
+// 32-column vector (inside one scale group) into its own partials and scales them once; int8 scales once per
+// row at the end. The team reduces with shuffles and, beyond a warp, through shared memory, in a fixed order
+// (deterministic).
 //
 // ---- Tensor-core kernel (mma_gemv_kernel) ----
 //
