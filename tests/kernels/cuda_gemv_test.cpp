@@ -321,6 +321,20 @@ TEST_F(CudaGemv, WhisperShapes) {
   }
 }
 
+// One row through large-v2's fc1 and fc2: the CUDA-core kernel then needs more than one round of weight
+// vectors a thread, the second staged in shared memory before the wait (kTailRounds).
+TEST_F(CudaGemv, OneRowOverSeveralRounds) {
+  uint32_t seed = 700;
+  for (const Format& f : kFormats) {
+    Case fc1{f.type, f.group, 1, 4 * 1280, 1280};
+    fc1.bias = fc1.gelu = true;
+    run_case(fc1, seed++);
+    Case fc2{f.type, f.group, 1, 1280, 4 * 1280};
+    fc2.bias = fc2.residual = fc2.in_place = true;
+    run_case(fc2, seed++);
+  }
+}
+
 TEST_F(CudaGemv, EpiloguesAndOddSizes) {
   uint32_t seed = 200;
   for (const Format& f : kFormats) {
