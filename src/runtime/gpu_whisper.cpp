@@ -337,7 +337,7 @@ struct GpuWhisper::Impl {
   // to dh for cuBLASLt.
   bool fused(int64_t m) const { return use_gemv && m <= kc::kGemvMaxRows; }
   // Whether the norm before a GEMV of m rows over weight w is folded into it (set_norm_placement).
-  bool fold_norm(const kc::WeightView& w, int64_t m) const {
+  bool norm_folded(const kc::WeightView& w, int64_t m) const {
     using P = GpuWhisper::NormPlacement;
     if (!fused(m) || norms == P::kSeparate) return false;
     return norms == P::kFolded || (w.type == kc::WeightType::kF16 && m <= GpuWhisper::kAutoFoldMaxRows);
@@ -355,7 +355,7 @@ struct GpuWhisper::Impl {
   // y [m, out] = act(ln(dx) · Wᵀ + b).
   void norm_apply(const DNorm& ln, const DLinear& l, __half* y, int64_t m, bool gelu,
                   const kc::KvAppend* append = nullptr) {
-    if (fold_norm(l.view, m)) {
+    if (norm_folded(l.view, m)) {
       CK(kc::gemv(dx, l.view, l.b, nullptr, y, m, l.out, l.in, gelu, stream,
                   kc::RowNorm{ln.gamma, l.w_gamma, l.w_beta, 1e-5f}, append));
     } else {
@@ -377,7 +377,7 @@ struct GpuWhisper::Impl {
   // logits [m, n_vocab] fp32 = dec_ln(dx) · token_embeddingᵀ.
   void norm_logits(float* logits, int64_t m) {
     const kc::WeightView w{kc::WeightType::kF16, tok_emb, nullptr, 0};
-    if (fold_norm(w, m)) {
+    if (norm_folded(w, m)) {
       CK(kc::gemv_f32_out(dx, w, logits, m, d.n_vocab, d.n_text_state, stream,
                           kc::RowNorm{dec_ln.gamma, logits_w_gamma, logits_w_beta, 1e-5f}));
     } else {

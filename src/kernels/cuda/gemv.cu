@@ -274,6 +274,14 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
 #else
   constexpr int ranks = 1, rank = 0;
 #endif
+  // Block r's copy of one of this kernel's shared arrays (distributed shared memory; r == 0: this block's own).
+  const auto of_rank = [&](auto* array, int r) {
+#if __CUDA_ARCH__ >= 900
+    return r == 0 ? array : cluster.map_shared_rank(array, r);
+#else
+    return array;
+#endif
+  };
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
   const int splits = kWarps / p.row_tiles;
@@ -402,11 +410,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
   if (rank == 0 && ksub == 0) {
     float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int r = 0; r < ranks; ++r) {
-#if __CUDA_ARCH__ >= 900
-      const float4* src = r == 0 ? partial : cluster.map_shared_rank(partial, r);
-#else
-      const float4* src = partial;
-#endif
+      const float4* src = of_rank(partial, r);
       for (int q = 0; q < splits; ++q) {
         const float4 v = src[(q * p.row_tiles + tile) * 32 + lane];
         s[0] += v.x;
@@ -423,11 +427,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
         const int r = min(2 * t + e, p.m - 1);
         float s1 = 0.0f, s2 = 0.0f;
         for (int q = 0; q < ranks; ++q) {
-#if __CUDA_ARCH__ >= 900
-          const float2* src = q == 0 ? row_sums : cluster.map_shared_rank(row_sums, q);
-#else
-          const float2* src = row_sums;
-#endif
+          const float2* src = of_rank(row_sums, q);
           for (int w = 0; w < kWarps; ++w) {
             const float2 v = src[w * kGemvMaxRows + r];
             s1 += v.x;
