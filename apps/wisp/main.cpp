@@ -745,6 +745,10 @@ int main(int argc, char** argv) {
   bn->add_flag("--separate-kv-append", bench_separate_kv_append,
                "decode-step K/V append as its own kernel instead of in the QKV GEMV's epilogue");
   bn->add_flag("--no-pdl", bench_no_pdl, "launch decode-step kernels without programmatic dependent launch");
+  bn->add_option("--gemv-max-rows", bo.gemv_max_rows,
+                 "measurement only: linear layers of up to this many rows on the GEMV kernels, every weight type "
+                 "(up to 64; 0: 8 for fp16, 16 for int8/int4)")
+      ->check(CLI::Range(0, 64));
   bn->add_option("--gemv-fill", bo.gemv_fill,
                  "measurement only: percent of the GPU's resident threads a decode-step GEMV fills")
       ->check(CLI::Range(1, 100));

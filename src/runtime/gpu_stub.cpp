@@ -38,6 +38,7 @@ void GpuWhisper::decode_step_feedback(int) { no_cuda(); }
 int GpuWhisper::cache_length() const { return 0; }
 void GpuWhisper::set_cuda_graphs(bool) {}
 void GpuWhisper::set_gemv(bool) {}
+void GpuWhisper::set_gemv_max_rows(int) {}
 void GpuWhisper::set_programmatic_launch(bool) {}
 void GpuWhisper::log_mel(const float*, int) { no_cuda(); }
 

@@ -125,7 +125,8 @@ struct GpuWhisper::Impl {
   DLinear conv1, conv2;    // [d, c_in · 3]
   size_t max_dequant = 0;  // elements of the largest quantised weight
   __half* deq = nullptr;   // [max_dequant] a quantised weight dequantised for a GEMM (many rows)
-  bool use_gemv = true;    // up to kc::kGemvMaxRows rows: the GEMV kernels instead of cuBLASLt
+  bool use_gemv = true;    // up to gemv_rows() rows: the GEMV kernels instead of cuBLASLt
+  int gemv_max_rows = 0;   // set_gemv_max_rows; 0: per weight type (gemv_rows)
   GpuWhisper::NormPlacement norms = GpuWhisper::NormPlacement::kAuto;  // set_norm_placement
   bool fuse_kv_append = true;  // the K/V append in the QKV GEMV's epilogue (set_fused_kv_append)
   unsigned skip = 0;           // GpuWhisper::StepPart bits left out of decode steps (set_step_ablation)
@@ -318,7 +319,7 @@ struct GpuWhisper::Impl {
   // rows, cuBLASLt for many (a quantised weight is dequantised into `deq` first).
   // `append`: the K/V columns of y also go to a cache (kc::KvAppend), on the GEMV path only.
   void apply(const DLinear& l, const __half* x, __half* y, int64_t m, bool gelu, const kc::KvAppend* append = nullptr) {
-    if (use_gemv && m <= kc::kGemvMaxRows) {
+    if (use_gemv && m <= gemv_rows(l.view.type)) {
       CK(kc::gemv(x, l.view, l.b, nullptr, y, m, l.out, l.in, gelu, stream, {}, append));
       return;
     }
@@ -335,7 +336,22 @@ struct GpuWhisper::Impl {
   // (or, with fuse_norms, runs inside the GEMV that consumes it); with many, a linear layer's output waits
   // in dy (`residual_pending`) until the next norm adds it to dx (add_layer_norm) and writes the normed rows
   // to dh for cuBLASLt.
-  bool fused(int64_t m) const { return use_gemv && m <= kc::kGemvMaxRows; }
+  bool fused(int64_t m) const {
+    if (!use_gemv) return false;
+    for (const DBlock& b : dec) {
+      for (const DLinear* l : {&b.qkv, &b.attn_out, &b.cross_q, &b.cross_out, &b.fc1, &b.fc2}) {
+        if (m > gemv_rows(l->view.type)) return false;
+      }
+    }
+    return true;
+  }
+  // The most rows a linear layer over weights of type t runs on the GEMV kernels: up to 8 for fp16 weights, where
+  // cuBLASLt is faster beyond; up to GpuWhisper::kQuantizedGemvMaxRows for int8 / int4, where the GEMV reads the
+  // weights as stored instead of dequantising them for cuBLASLt first (docs/cuda.md has the measurements).
+  int64_t gemv_rows(kc::WeightType t) const {
+    if (gemv_max_rows > 0) return gemv_max_rows;
+    return t == kc::WeightType::kF16 ? kc::kGemvMaxRows : GpuWhisper::kQuantizedGemvMaxRows;
+  }
   // Whether the norm before a GEMV of m rows over weight w is folded into it (set_norm_placement).
   bool norm_folded(const kc::WeightView& w, int64_t m) const {
     using P = GpuWhisper::NormPlacement;
@@ -389,7 +405,7 @@ struct GpuWhisper::Impl {
   // logits [m, n_vocab] fp32 of the hidden rows x [m, d] (the output projection is the token embedding).
   void project_logits(const __half* x, float* logits, int64_t m) {
     const int64_t dt = d.n_text_state;
-    if (use_gemv && m <= kc::kGemvMaxRows) {
+    if (use_gemv && m <= gemv_rows(kc::WeightType::kF16)) {
       CK(kc::gemv_f32_out(x, kc::WeightView{kc::WeightType::kF16, tok_emb, nullptr, 0}, logits, m, d.n_vocab, dt,
                           stream));
     } else {
@@ -1007,6 +1023,9 @@ void GpuWhisper::reset(int batch) {
 
 void GpuWhisper::set_cuda_graphs(bool on) { impl_->use_graphs = on; }
 void GpuWhisper::set_gemv(bool on) { impl_->use_gemv = on; }
+void GpuWhisper::set_gemv_max_rows(int rows) {
+  impl_->gemv_max_rows = std::clamp(rows, 0, int(kc::kGemvMaxGroupedRows));
+}
 void GpuWhisper::set_programmatic_launch(bool on) { kc::set_programmatic_launch(on); }
 void GpuWhisper::set_norm_placement(NormPlacement placement) { impl_->norms = placement; }
 void GpuWhisper::set_fused_kv_append(bool on) { impl_->fuse_kv_append = on; }

@@ -115,6 +115,14 @@ class GpuWhisper {
   // norm kernels, for comparison). Set
   // before the first decode step.
   void set_gemv(bool on);
+  // The most rows a linear layer runs on the GEMV kernels, for every weight type (up to kernels/cuda/gemv.h
+  // kGemvMaxGroupedRows, as groups of 8 on the tensor-core kernel); more rows use cuBLASLt (quantised weights
+  // dequantised first). 0 (the default): kGemvMaxRows = 8 for fp16 weights, kQuantizedGemvMaxRows for int8 /
+  // int4. Measurement (`wisp bench --gemv-max-rows`). Set before the first decode step.
+  void set_gemv_max_rows(int rows);
+  // Up to this many rows, int8 / int4 layers run on the GEMV kernels by default (dequantised in registers, two
+  // groups of 8 rows a block); from 17 rows dequantising for cuBLASLt is faster (large-v2 on an H200, docs/cuda.md).
+  static constexpr int kQuantizedGemvMaxRows = 16;
   // Programmatic dependent launch of the decode-step kernels (kernels/cuda/cuda_kernels.h; default on, sm_90+;
   // process-wide). Set before the first decode step.
   void set_programmatic_launch(bool on);
@@ -239,6 +247,7 @@ struct BenchOptions {
   std::string norms = "auto";  // NormPlacement: auto, folded or separate
   bool fused_kv_append = true;
   int gemv_fill = 50;             // set_gemv_fill (kernels/cuda/gemv.h kDefaultGemvFill)
+  int gemv_max_rows = 0;          // set_gemv_max_rows (0: per weight type)
   std::string skip;               // comma list of step parts left out (set_step_ablation): norms, append,
                                   // self_attention, cross_attention, attention_linears, mlp, logits
   std::string weights = "fp16";   // random weights stored as fp16, int8 or int4

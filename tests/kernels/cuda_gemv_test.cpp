@@ -377,6 +377,30 @@ TEST_F(CudaGemv, FoldedRowNorm) {
   }
 }
 
+// More rows than one group of kGemvMaxRows: 2 groups a block with the weights converted once (m = 9, 12: the
+// second partial; 16: both full; 17, 23, 40, 64: further blocks along grid y, the last partial where m % 16 ≠ 0),
+// and with the folded norm one group a block (odd m); the epilogues and fp32 outputs, at decoder shapes and odd
+// ones.
+TEST_F(CudaGemv, RowGroupsBeyondEight) {
+  uint32_t seed = 600;
+  for (const Format& f : kFormats) {
+    for (int64_t m : {int64_t{9}, int64_t{16}, int64_t{23}, int64_t{40}, cuda::kGemvMaxGroupedRows}) {
+      Case qkv{f.type, f.group, m, 3 * 1280, 1280};
+      qkv.bias = qkv.norm = m % 2 == 1;
+      run_case(qkv, seed++);
+      Case fc2{f.type, f.group, m, 1280, 5120};
+      fc2.bias = fc2.residual = fc2.in_place = true;
+      run_case(fc2, seed++);
+    }
+    Case odd{f.type, f.group, 17, 769, 384};
+    odd.gelu = odd.bias = true;
+    run_case(odd, seed++);
+    Case logits{f.type, f.group, 12, 51865, 384};
+    logits.f32_out = true;
+    run_case(logits, seed++);
+  }
+}
+
 TEST_F(CudaGemv, LogitsF32Out) {
   uint32_t seed = 300;
   for (const Format& f : kFormats) {
@@ -421,8 +445,9 @@ TEST(CudaGemvArguments, RefusesWhatItCannotDo) {
   cuda::WeightView i8{WeightType::kI8, f16.data, scales, 0};
   cuda::WeightView i4{WeightType::kI4, f16.data, scales, 128};
 
-  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 0, 64, 64, false, nullptr), S::kInvalidArgument);   // m = 0
-  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 9, 64, 64, false, nullptr), S::kInvalidArgument);   // m > 8
+  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 0, 64, 64, false, nullptr), S::kInvalidArgument);  // m = 0
+  EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, cuda::kGemvMaxGroupedRows + 1, 64, 64, false, nullptr),
+            S::kInvalidArgument);  // m > kGemvMaxGroupedRows
   EXPECT_EQ(cuda::gemv(x, f16, nullptr, nullptr, y, 1, 0, 64, false, nullptr), S::kInvalidArgument);    // n = 0
   EXPECT_EQ(cuda::gemv(x, i4, nullptr, nullptr, y, 1, 64, 1344, false, nullptr), S::kInvalidArgument);  // k % G
   EXPECT_EQ(cuda::gemv(nullptr, f16, nullptr, nullptr, y, 1, 64, 64, false, nullptr), S::kInvalidArgument);
@@ -443,7 +468,7 @@ TEST(CudaGemvArguments, RefusesWhatItCannotDo) {
   bad.group = 0;
   EXPECT_EQ(cuda::gemv(x, bad, nullptr, nullptr, y, 1, 64, 128, false, nullptr), S::kInvalidArgument);
 
-  EXPECT_EQ(cuda::gemv_f32_out(x, i8, y32, 9, 64, 64, nullptr), S::kInvalidArgument);
+  EXPECT_EQ(cuda::gemv_f32_out(x, i8, y32, cuda::kGemvMaxGroupedRows + 1, 64, 64, nullptr), S::kInvalidArgument);
   const auto* gamma = reinterpret_cast<const float*>(uintptr_t{0x50000});
   auto* sums = reinterpret_cast<float*>(uintptr_t{0x60000});
   const cuda::RowNorm no_sums{gamma, nullptr, sums, 1e-5f}, no_eps{gamma, sums, sums, 0.0f},

@@ -1,7 +1,8 @@
 // Small-batch linear layers for the decoder step: y = x·Wᵀ for m ≤ kGemvMaxRows activation rows, with the
 // weight in fp16, int8 (per output channel) or int4 (grouped along k). Every weight byte is read once for
 // all m rows, so the time is the weight's size over the memory bandwidth; cuBLASLt reaches only a fraction
-// of it at these shapes (docs/cuda.md). For more rows, dequantise into a scratch buffer and use linear().
+// of it at these shapes (docs/cuda.md). Up to kGemvMaxGroupedRows rows run as groups of kGemvMaxRows with the
+// weights read once per 16 rows; for more, dequantise into a scratch buffer and use linear().
 //
 // Weight layouts (shared with the engine file and the CPU kernels), W[j, i] for output j < n, input i < k:
 //   kF16: data __half [n, k];                          W[j, i] = data[j, i]
@@ -32,6 +33,12 @@ struct WeightView {
 };
 
 inline constexpr int64_t kGemvMaxRows = 8;
+// Up to this many rows gemv() also serves, on the tensor-core kernel: a block multiplies each weight fragment, read
+// and converted once, into 2 groups of 8 rows (beyond 16 rows, further blocks read the weights again, from L2
+// after the first), so the weights stay in their stored type (int8 / int4 dequantised in registers) where a GEMM
+// needs them dequantised to fp16 first. Which of the two is faster at a row count is a measurement
+// (GpuWhisper::set_gemv_max_rows, docs/cuda.md).
+inline constexpr int64_t kGemvMaxGroupedRows = 64;
 
 // The share of the GPU's resident threads (percent, 1–100) that a CUDA-core GEMV's grid is sized to fill.
 // At 100 (one full wave) a GEMV takes every SM's registers, so the next kernel of a decode step cannot place
@@ -78,7 +85,7 @@ struct KvAppend {
 // Bytes of a weight of this type, data and scales (what one GEMV streams).
 int64_t weight_bytes(WeightType type, int64_t n, int64_t k, int group);
 
-// y[r, j] = act(Σ_i x̂[r, i]·W[j, i] + bias[j]) + residual[r, j] for r < m ≤ kGemvMaxRows, j < n; x̂ is x, or
+// y[r, j] = act(Σ_i x̂[r, i]·W[j, i] + bias[j]) + residual[r, j] for r < m ≤ kGemvMaxGroupedRows, j < n; x̂ is x, or
 // its layer norm when `norm` has a gamma; act is the erf GELU when `gelu`, else the identity. Accumulation
 // and the epilogue are fp32, with one rounding to fp16 at the end. bias and residual may be null; y may alias
 // residual (the in-place residual add x += W·h), not x. x must be 16-byte aligned. k must be a multiple of 8
