@@ -442,17 +442,28 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
   __syncthreads();
 #endif
   if (rank == 0 && ksub == 0) {
+    // One rank's partials are all requested before any is added (distributed shared memory has a round trip of
+    // its own); the order of the sums is fixed, rank by rank and split by split.
     float s[NG][4] = {};
     for (int r = 0; r < ranks; ++r) {
       const float4* src = of_rank(partial, r);
-      for (int q = 0; q < splits; ++q) {
+      float4 v[kWarps][NG];
+#pragma unroll
+      for (int q = 0; q < kWarps; ++q) {
 #pragma unroll
         for (int grp = 0; grp < NG; ++grp) {
-          const float4 v = src[grp * kMmaThreads + (q * p.row_tiles + tile) * 32 + lane];
-          s[grp][0] += v.x;
-          s[grp][1] += v.y;
-          s[grp][2] += v.z;
-          s[grp][3] += v.w;
+          if (q < splits) v[q][grp] = src[grp * kMmaThreads + (q * p.row_tiles + tile) * 32 + lane];
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < kWarps; ++q) {
+#pragma unroll
+        for (int grp = 0; grp < NG; ++grp) {
+          if (q >= splits) continue;
+          s[grp][0] += v[q][grp].x;
+          s[grp][1] += v[q][grp].y;
+          s[grp][2] += v[q][grp].z;
+          s[grp][3] += v[q][grp].w;
         }
       }
     }
@@ -465,10 +476,13 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
         float s1 = 0.0f, s2 = 0.0f;
         for (int q = 0; q < ranks; ++q) {
           const float2* src = of_rank(row_sums, q);
+          float2 v[kWarps];
+#pragma unroll
+          for (int w = 0; w < kWarps; ++w) v[w] = src[w * kGemvMaxRows + r];
+#pragma unroll
           for (int w = 0; w < kWarps; ++w) {
-            const float2 v = src[w * kGemvMaxRows + r];
-            s1 += v.x;
-            s2 += v.y;
+            s1 += v[w].x;
+            s2 += v[w].y;
           }
         }
         moments[e] = row_moments(s1, s2, p.k, p.ln_eps);
