@@ -110,10 +110,9 @@ class GpuWhisper {
   int cache_length() const;
   // Decode steps replay one CUDA graph per batch size (default on; off: every kernel launched eagerly).
   void set_cuda_graphs(bool on);
-  // Linear layers of up to 8 rows (decode steps) use the hand-written GEMV kernels, with the residual adds
-  // (and, per set_norm_placement, the pre-norms) fused into them (default on; off: cuBLASLt and separate
-  // norm kernels, for comparison). Set
-  // before the first decode step.
+  // Linear layers of up to 8 rows (16 with int8/int4 weights: decode steps) use the hand-written GEMV kernels,
+  // with the residual adds (and, per set_norm_placement, the pre-norms) fused into them (default on; off:
+  // cuBLASLt and separate norm kernels, for comparison). Set before the first decode step.
   void set_gemv(bool on);
   // The most rows a linear layer runs on the GEMV kernels, for every weight type (up to kernels/cuda/gemv.h
   // kGemvMaxGroupedRows, as groups of 8 on the tensor-core kernel); more rows use cuBLASLt (quantised weights
