@@ -488,7 +488,8 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
         moments[e] = row_moments(s1, s2, p.k, p.ln_eps);
       }
     }
-    // s[grp]: (row g, x row 8·grp + 2t), (row g, 8·grp + 2t + 1), (row g + 8, 8·grp + 2t), (row g + 8, 8·grp + 2t + 1).
+    // s[grp]: (row g, x row 8·grp + 2t), (row g, 8·grp + 2t + 1), (row g + 8, 8·grp + 2t),
+    // (row g + 8, 8·grp + 2t + 1).
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int j = j0 + g + 8 * h;
@@ -962,7 +963,7 @@ Status check_weight(const WeightView& w, int64_t n, int64_t k) {
 // cores, and on the logits (n = 51865), whose long streams it reads at ~3.8 TB/s.
 template <bool kF32Out, bool kNorm>
 Status dispatch_kernel(const GemvParams& p, WeightType type, cudaStream_t stream) {
-  const bool simt = p.m <= 2 ? p.n < 16384 : p.m <= kSimtMaxRows && p.n <= 2048;  // beyond 8 rows: groups
+  const bool simt = p.m <= 2 ? p.n < 16384 : p.m <= kSimtMaxRows && p.n <= 2048;
   if (!simt) {
     switch (type) {
       case WeightType::kF16:

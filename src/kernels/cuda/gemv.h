@@ -85,8 +85,8 @@ struct KvAppend {
 // Bytes of a weight of this type, data and scales (what one GEMV streams).
 int64_t weight_bytes(WeightType type, int64_t n, int64_t k, int group);
 
-// y[r, j] = act(Σ_i x̂[r, i]·W[j, i] + bias[j]) + residual[r, j] for r < m ≤ kGemvMaxGroupedRows, j < n; x̂ is x, or
-// its layer norm when `norm` has a gamma; act is the erf GELU when `gelu`, else the identity. Accumulation
+// y[r, j] = act(Σ_i x̂[r, i]·W[j, i] + bias[j]) + residual[r, j] for r < m ≤ kGemvMaxGroupedRows, j < n; x̂ is
+// x, or its layer norm when `norm` has a gamma; act is the erf GELU when `gelu`, else the identity. Accumulation
 // and the epilogue are fp32, with one rounding to fp16 at the end. bias and residual may be null; y may alias
 // residual (the in-place residual add x += W·h), not x. x must be 16-byte aligned. k must be a multiple of 8
 // (kF16) or 16 (kI8); for kI4 a multiple of the group. kNotSupported
