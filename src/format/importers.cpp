@@ -659,7 +659,17 @@ void import_engine(const std::string& path, const ConvertOptions& opts, EngineWr
   ModelBuilder b(path);
   for (const TensorEntry& e : f.entries()) b.put(e.name, f.tensor(e.name));
   meta.source["converted_from"] = fs::absolute(path).string();
+  const int n_text_layer = meta.dims.n_text_layer;
   b.finish(std::move(meta), f.vocabulary(), opts, writer);
+  // The K/V calibration (`wisp calibrate`) travels with the weights, so that a calibrated model quantised to
+  // int8/int4 still runs the int8 K/V cache. Its maxima were measured with the source's weights, which the
+  // quantisation moves by a rounding each; `wisp calibrate` on the result measures them with its own.
+  for (int l = 0; l < n_text_layer; ++l) {
+    for (const bool cross : {false, true}) {
+      const std::string name = names::kv_amax(l, cross);
+      if (f.has(name)) writer.add_tensor(name, f.tensor(name));
+    }
+  }
 }
 
 void convert_model(const std::string& src, const std::string& dst, const ConvertOptions& opts) {

@@ -248,6 +248,39 @@ TEST(ConvertEngine, RealModelToInt8) {
   EXPECT_TRUE(same_bytes(out.tensor("decoder.token_embedding.weight"), in.tensor("decoder.token_embedding.weight")));
 }
 
+// A calibrated model (`wisp calibrate` adds the K/V maxima) keeps its calibration through `convert --weights`,
+// byte for byte, with the note of where it came from.
+TEST(ConvertEngine, QuantisingKeepsTheKvCalibration) {
+  ScratchDir dir;
+  const std::string src = dir.file("calibrated.wisp");
+  std::map<std::string, Tensor> tensors = test::synthetic_tensors(5);
+  const ModelDims d = test::synthetic_dims();
+  for (int l = 0; l < d.n_text_layer; ++l) {
+    for (const bool cross : {false, true}) {
+      Tensor amax = Tensor::empty({2 * int64_t(d.n_text_head)}, DType::kF32);
+      for (int64_t i = 0; i < amax.numel(); ++i)
+        amax.data<float>()[i] = 1.5f + float(l) + (cross ? 0.25f : 0.0f) + float(i);
+      tensors[names::kv_amax(l, cross)] = amax;
+    }
+  }
+  test::write_synthetic(src, tensors, [](ModelMetadata& m) { m.source["kv_calibration"] = "3 clips"; });
+  for (const WeightType w : {WeightType::kInt8, WeightType::kInt4, WeightType::kF16}) {
+    ConvertOptions o;
+    o.weights = w;
+    const std::string dst = dir.file("out.wisp");
+    convert_model(src, dst, o);
+    const EngineFile out = EngineFile::open(dst);
+    for (int l = 0; l < d.n_text_layer; ++l) {
+      for (const bool cross : {false, true}) {
+        const std::string name = names::kv_amax(l, cross);
+        ASSERT_TRUE(out.has(name)) << name;
+        EXPECT_TRUE(same_bytes(out.tensor(name), tensors.at(name))) << name;
+      }
+    }
+    EXPECT_EQ(out.metadata().source.at("kv_calibration"), "3 clips");
+  }
+}
+
 TEST(ConvertEngine, OptionAndSourceErrors) {
   ScratchDir dir;
   const std::string src = dir.file("f32.wisp");
