@@ -333,7 +333,7 @@ struct GpuWhisper::Impl {
 
   // The decoder's pre-norm sub-layers over m rows of the residual stream dx. With few rows (the GEMV path)
   // each residual add runs inside the GEMV that produces it, and each norm is a layer_norm kernel into dh
-  // (or, with fuse_norms, runs inside the GEMV that consumes it); with many, a linear layer's output waits
+  // or folded into the GEMV that consumes it (norm_folded); with many, a linear layer's output waits
   // in dy (`residual_pending`) until the next norm adds it to dx (add_layer_norm) and writes the normed rows
   // to dh for cuBLASLt.
   bool fused(int64_t m) const {
