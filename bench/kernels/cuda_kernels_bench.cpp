@@ -388,7 +388,7 @@ constexpr GemvShape kGemvShapes[] = {{"qkv", 3 * kD, kD, GemvOp::kBias},
                                      {"fc1+gelu", 4 * kD, kD, GemvOp::kBiasGelu},
                                      {"fc2+res", kD, 4 * kD, GemvOp::kBiasResidual},
                                      {"logits", kVocab, kD, GemvOp::kLogits}};
-constexpr int64_t kGemvRows[] = {1, 2, 5, 8};
+constexpr int64_t kGemvRows[] = {1, 2, 5, 8, 16, 32};
 
 void bench_gemvs(cuda::GemmContext& ctx) {
   std::unique_ptr<GemvArena> arena;

@@ -110,7 +110,7 @@ class GpuWhisper {
   int cache_length() const;
   // Decode steps replay one CUDA graph per batch size (default on; off: every kernel launched eagerly).
   void set_cuda_graphs(bool on);
-  // Linear layers of up to 8 rows (16 with int8/int4 weights: decode steps) use the hand-written GEMV kernels,
+  // Linear layers of up to 8 rows (64 with int8/int4 weights: decode steps) use the hand-written GEMV kernels,
   // with the residual adds (and, per set_norm_placement, the pre-norms) fused into them (default on; off:
   // cuBLASLt and separate norm kernels, for comparison). Set before the first decode step.
   void set_gemv(bool on);
@@ -119,9 +119,10 @@ class GpuWhisper {
   // dequantised first). 0 (the default): kGemvMaxRows = 8 for fp16 weights, kQuantizedGemvMaxRows for int8 /
   // int4. Measurement (`wisp bench --gemv-max-rows`). Set before the first decode step.
   void set_gemv_max_rows(int rows);
-  // Up to this many rows, int8 / int4 layers run on the GEMV kernels by default (dequantised in registers, two
-  // groups of 8 rows a block); from 17 rows dequantising for cuBLASLt is faster (large-v2 on an H200, docs/cuda.md).
-  static constexpr int kQuantizedGemvMaxRows = 16;
+  // Up to this many rows, int8 / int4 layers run on the GEMV kernels by default (dequantised in registers; from 9
+  // rows every row of a layer in one block), which is faster than dequantising them for cuBLASLt at every batch up
+  // to 32 (large-v2 on an H200, docs/cuda.md). kernels/cuda/gemv.h kGemvMaxGroupedRows.
+  static constexpr int kQuantizedGemvMaxRows = 64;
   // Programmatic dependent launch of the decode-step kernels (kernels/cuda/cuda_kernels.h; default on, sm_90+;
   // process-wide). Set before the first decode step.
   void set_programmatic_launch(bool on);

@@ -609,15 +609,15 @@ TEST_F(CudaKvQuant, WorkspaceServesCallsOfAnyBatch) {
 }
 
 // The K/V append fused into the QKV GEMV (gemv.h KvAppend): the same y, and the cache bytes that
-// kv_append_quantized stores from that y, for both GEMV kernels (few rows / many outputs), rows in scattered
-// slots and one row outside the cache (skipped).
+// kv_append_quantized stores from that y, for every GEMV kernel (few rows / many outputs / 9..64 rows), rows in
+// scattered slots and one row outside the cache (skipped).
 TEST_F(CudaKvQuant, GemvEpilogueAppendsLikeKvAppend) {
   struct Shape {
     int64_t m, heads;
   };
   std::mt19937 gen(171);
   std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
-  for (const Shape sh : {Shape{1, 6}, Shape{5, 6}, Shape{5, 20}, Shape{8, 20}}) {
+  for (const Shape sh : {Shape{1, 6}, Shape{5, 6}, Shape{5, 20}, Shape{8, 20}, Shape{20, 20}, Shape{33, 6}}) {
     const int64_t d = sh.heads * kHd, n = 3 * d, k = d, slots = 9, n_rows = 448;
     std::vector<float> x(static_cast<size_t>(sh.m * k)), w(static_cast<size_t>(n * k)), bias(static_cast<size_t>(n));
     for (auto& v : x) v = r16(unit(gen));

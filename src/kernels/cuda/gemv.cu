@@ -1,5 +1,5 @@
 // Small-batch mixed-precision GEMV (gemv.h): every weight byte is read once for up to 16 rows (m ≤ 8 on either
-// kernel; 9..64 on the tensor-core kernel, two groups of 8 a block).
+// kernel; 9..64 on a tensor-core kernel that takes them all in one block).
 //
 // Two kernels; the host picks per shape (dispatch()). At layer sizes (a few MB) the time is mostly a fixed
 // cost, and a plain CUDA-core kernel has the smallest; where the FMAs of many rows would bound it (m ≥ 3 on
@@ -23,8 +23,9 @@
 // ---- Tensor-core kernel (mma_gemv_kernel) ----
 //
 // The products run on the tensor cores with the operands swapped: mma.sync m16n8k16 takes 16 weight rows as
-// A and (up to) 8 activation rows as B, so one instruction serves 8 rows (rows ≥ m are zeros). With more rows a
-// block takes 2 groups of 8 (NG) and issues one mma per group with the same A fragment, converted once.
+// A and (up to) 8 activation rows as B, so one instruction serves 8 rows (rows ≥ m are zeros). With more rows
+// (rows_gemv_kernel, below) a block takes up to 8 groups of 8 and issues one mma per group with the same A
+// fragment, converted once.
 //
 // Loads. Lane (g, t) of a warp (g = lane / 4, t = lane % 4) owns weight rows g and g + 8 of its 16-row tile.
 // Per "chunk" of k, each lane loads one vector from each of its rows: 16 bytes of fp16 (8 columns) or int8
@@ -125,6 +126,25 @@ __device__ __forceinline__ void append_kv(const GemvParams& p, int r, int j, __h
 __device__ __forceinline__ void copy16_async(void* smem, const void* gmem) {
   const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+
+// Bytes (16, 8 or 4) global → shared memory without registers; only the first `valid` of them are read, the
+// rest of the destination is zero-filled (cp.async's source size).
+template <int kBytes>
+__device__ __forceinline__ void copy_async_zfill(void* smem, const void* gmem, int valid) {
+  const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  if constexpr (kBytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid) : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(s), "l"(gmem), "n"(kBytes), "r"(valid)
+                 : "memory");
+  }
+}
+__device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Until at most N of this thread's committed copy groups are still pending.
+template <int N>
+__device__ __forceinline__ void wait_async() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 // Streaming loads: read once, so kept out of L1; the L2 fetches whole 256-byte runs of the row.
@@ -276,11 +296,11 @@ __device__ __forceinline__ uint4 interleave_i4(const uint4& v) {
                     __byte_perm(v.y, v.w, 0x7632));
 }
 
-// NG: groups of 8 activation rows per block (1 or 2), all multiplied with the same converted weights (rows beyond
-// 8·NG run as further blocks along grid y, which read the weights again). The folded norm only with one group.
-template <WeightType T, bool kF32Out, bool kNorm, int NG>
+// One group of 8 activation rows per block; more rows (the folded norm's, whose statistics are kept for one group)
+// run as further blocks along grid y, which read the weights again.
+template <WeightType T, bool kF32Out, bool kNorm>
 __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams p) {
-  static_assert(!kNorm || NG == 1, "the folded norm's statistics are kept for one row group");
+  constexpr int NG = 1;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using Raw = typename Format<T>::Raw;
   constexpr int kElems = Format<T>::kElems, kUnroll = Format<T>::kUnroll, kC = kChunk<T>;
@@ -526,6 +546,222 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
 #endif
 }
 
+// ---- tensor-core kernel for many rows (rows_gemv_kernel) ----
+//
+// 9..64 rows in one block: NG groups of 8 (up to 8) multiply the same converted weight fragments, so every weight
+// is read once for all rows. Differences from mma_gemv_kernel (which a sixth-session version ran for 9..64 rows
+// with two groups a block and further rows on more blocks along grid y, a second wave at 32 rows):
+// - the weights travel through a ring of kRingDepth chunks per lane in shared memory (cp.async, no registers):
+//   the first kRingDepth chunks are requested before the wait for the previous kernel (all of a warp's share at
+//   the usual splits), and each consumed chunk's slot is refilled with the chunk kRingDepth ahead. A lane reads
+//   back only what it copied, so the ring needs no barrier;
+// - the partial tiles are reduced by every thread of the cluster (each takes some of the fragments, the
+//   epilogue too), first over the block's k-split warps, then over the cluster's ranks, in a fixed order.
+
+// Chunks a lane keeps in flight: 32 bytes a chunk for fp16 and int8 (two rows of 16), 16 + 8 for int4.
+template <WeightType T>
+constexpr int kRingDepth = T == WeightType::kI4 ? 12 : 8;
+
+// Bytes of one block's ring (every warp's), weights and int4 group scales.
+template <WeightType T>
+constexpr size_t ring_bytes() {
+  const size_t per_lane_chunk = 2 * sizeof(typename Format<T>::Raw) + (T == WeightType::kI4 ? 2 * sizeof(float) : 0);
+  return per_lane_chunk * kRingDepth<T> * kMmaThreads;
+}
+
+template <WeightType T, bool kF32Out, int NG>
+__global__ void __launch_bounds__(kMmaThreads) rows_gemv_kernel(const GemvParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  using Raw = typename Format<T>::Raw;
+  constexpr int kElems = Format<T>::kElems, kC = kChunk<T>, kD = kRingDepth<T>;
+  extern __shared__ __align__(16) unsigned char smem[];
+
+#if __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int ranks = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
+#else
+  constexpr int ranks = 1, rank = 0;
+#endif
+  // Block r's copy of one of this kernel's shared arrays (distributed shared memory; r == rank: this block's own).
+  const auto of_rank = [&](auto* array, int r) {
+#if __CUDA_ARCH__ >= 900
+    return r == rank ? array : cluster.map_shared_rank(array, r);
+#else
+    return array;
+#endif
+  };
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane >> 2, t = lane & 3;
+  const int m = p.m;  // ≤ 8·NG: this block takes every row
+  const int splits = kWarps / p.row_tiles;
+  const int tile = warp % p.row_tiles, ksub = warp / p.row_tiles;
+  const int tile0 = static_cast<int>(blockIdx.x) / ranks * p.row_tiles;
+
+  // This block's chunks [cb0, cb1), and this warp's share [c0, c1).
+  const int n_chunks = (p.k + kC - 1) / kC;
+  const int cb0 = min(n_chunks, rank * p.chunks_per_rank), cb1 = min(n_chunks, cb0 + p.chunks_per_rank);
+  const int per_warp = (cb1 - cb0 + splits - 1) / splits;
+  const int c0 = min(cb1, cb0 + ksub * per_warp), c1 = min(cb1, c0 + per_warp);
+
+  // Shared memory: the activations [m][stride] (halves), the partial tiles [kWarps][NG][32] (float4), the rings
+  // [kWarps][kD][2 rows][32 lanes] (Raw), and for int4 the rows' group scales in the same layout (float).
+  const int width = p.chunks_per_rank * kC, stride = width + kPad;
+  auto* xs = reinterpret_cast<__half*>(smem);
+  auto* partial = reinterpret_cast<float4*>(smem + sizeof(__half) * m * stride);
+  auto* rings = reinterpret_cast<Raw*>(partial + kWarps * NG * 32);
+  Raw* ring = rings + warp * kD * 64;
+  float* ring_scales = reinterpret_cast<float*>(rings + kWarps * kD * 64) + warp * kD * 64;
+
+  // Rows past n read row n − 1 (valid memory); their results are dropped.
+  const int j0 = (tile0 + tile) * 16;
+  const int64_t row_bytes = col_bytes<T>(p.k);
+  const int ja = min(j0 + g, p.n - 1), jb = min(j0 + g + 8, p.n - 1);
+  const char* wa = static_cast<const char*>(p.w) + ja * row_bytes;
+  const char* wb = static_cast<const char*>(p.w) + jb * row_bytes;
+  const int n_groups = p.k >> (p.group_shift + 6);
+
+  // Chunk c0 + i of this lane's two rows into ring slot i % kD, as one commit group; nothing past the share, so
+  // that every group holds a chunk. Columns past k are zero-filled.
+  const auto fetch = [&](int i) {
+    const int c = c0 + i;
+    if (c < c1) {
+      const int slot = i % kD, e = c * kC + t * kElems;
+      const int valid = e < p.k ? static_cast<int>(sizeof(Raw)) : 0;
+      const int64_t off = valid ? col_bytes<T>(e) : 0;
+      copy_async_zfill<sizeof(Raw)>(ring + slot * 64 + lane, wa + off, valid);
+      copy_async_zfill<sizeof(Raw)>(ring + slot * 64 + 32 + lane, wb + off, valid);
+      if constexpr (T == WeightType::kI4) {
+        const int grp = c >> p.group_shift;
+        copy_async_zfill<4>(ring_scales + slot * 64 + lane, p.scales + static_cast<int64_t>(ja) * n_groups + grp, 4);
+        copy_async_zfill<4>(ring_scales + slot * 64 + 32 + lane, p.scales + static_cast<int64_t>(jb) * n_groups + grp,
+                            4);
+      }
+      commit_async();
+    }
+  };
+  // The weights (constants) are requested before waiting for the kernels that write the activations.
+#pragma unroll
+  for (int i = 0; i < kD; ++i) fetch(i);
+  wait_prior_kernels();
+  allow_next_kernel();
+
+  // Activations [m, k range of this block] → shared memory (zeros past k), in the order the lanes use.
+  const int64_t k_base = static_cast<int64_t>(cb0) * kC;
+  for (int i = threadIdx.x; i < m * (width / 8); i += kMmaThreads) {
+    const int r = i / (width / 8), v = i % (width / 8);
+    const int64_t e = k_base + 8 * v;
+    uint4 val = make_uint4(0, 0, 0, 0);
+    if (e < p.k) val = *reinterpret_cast<const uint4*>(p.x + static_cast<int64_t>(r) * p.k + e);
+    if constexpr (T == WeightType::kI4) val = interleave_i4(val);
+    *reinterpret_cast<uint4*>(xs + r * stride + 8 * v) = val;
+  }
+  __syncthreads();
+
+  float acc[NG][4] = {};
+  bool has_x[NG];  // rows ≥ m multiply zeros (the pointer stays inside the array)
+  const __half* x_lane[NG];
+#pragma unroll
+  for (int q = 0; q < NG; ++q) {
+    const int r = q * kGemvMaxRows + g;
+    has_x[q] = r < m;
+    x_lane[q] = xs + min(r, m - 1) * stride + t * kElems;
+  }
+  for (int i = 0; i < c1 - c0; ++i) {
+    // Chunk i's group: groups complete in order, and kD − 1 later ones are in flight while kD or more chunks
+    // remain; nearer the end, all of them (already requested long before) are awaited at once.
+    if (c1 - c0 - i >= kD) {
+      wait_async<kD - 1>();
+    } else {
+      wait_async<0>();
+    }
+    const int slot = i % kD;
+    const Raw a = ring[slot * 64 + lane], b = ring[slot * 64 + 32 + lane];
+    float sa = 1.0f, sb = 1.0f;
+    if constexpr (T == WeightType::kI4) {
+      sa = ring_scales[slot * 64 + lane];
+      sb = ring_scales[slot * 64 + 32 + lane];
+    }
+    const uint4* xv[NG];
+#pragma unroll
+    for (int q = 0; q < NG; ++q) xv[q] = reinterpret_cast<const uint4*>(x_lane[q] + (c0 + i - cb0) * kC);
+    mma_chunk<T, NG>(acc, a, b, xv, has_x, sa, sb);
+    fetch(i + kD);  // after the products that used the slot's registers
+  }
+
+  // Partial tiles → shared memory; the k-split warps of the block are summed first (split 0's slots end up
+  // holding the block's sums), then the cluster's ranks.
+#pragma unroll
+  for (int q = 0; q < NG; ++q)
+    partial[(warp * NG + q) * 32 + lane] = make_float4(acc[q][0], acc[q][1], acc[q][2], acc[q][3]);
+  const int fragments = p.row_tiles * NG * 32;  // (tile, group, lane), the slot index of split 0
+  if (splits > 1) {
+    __syncthreads();
+    for (int f = threadIdx.x; f < fragments; f += kMmaThreads) {
+      float4 s = partial[f];
+      for (int q = 1; q < splits; ++q) {
+        const float4 v = partial[q * fragments + f];
+        s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
+      }
+      partial[f] = s;
+    }
+  }
+#if __CUDA_ARCH__ >= 900
+  if (ranks > 1) {
+    cluster.sync();
+  } else {
+    __syncthreads();
+  }
+#else
+  __syncthreads();
+#endif
+  for (int f = rank * kMmaThreads + static_cast<int>(threadIdx.x); f < fragments; f += ranks * kMmaThreads) {
+    float4 v[kMaxCluster];
+#pragma unroll
+    for (int r = 0; r < kMaxCluster; ++r) {
+      if (r < ranks) v[r] = of_rank(partial, r)[f];
+    }
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int r = 0; r < kMaxCluster; ++r) {
+      if (r >= ranks) break;
+      s[0] += v[r].x, s[1] += v[r].y, s[2] += v[r].z, s[3] += v[r].w;
+    }
+    // s: (row g, x row 8·grp + 2t), (row g, 8·grp + 2t + 1), (row g + 8, 8·grp + 2t), (row g + 8, 8·grp + 2t + 1)
+    // of the fragment's lane.
+    const int f_lane = f % 32, grp = (f / 32) % NG, f_tile = f / (32 * NG);
+    const int fg = f_lane >> 2, ft = f_lane & 3;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int j = (tile0 + f_tile) * 16 + fg + 8 * h;
+      if (j >= p.n) continue;
+      const float scale = T == WeightType::kI8 ? __ldg(p.scales + j) : 1.0f;
+      const float bias = !kF32Out && p.bias ? __half2float(p.bias[j]) : 0.0f;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int r = grp * kGemvMaxRows + 2 * ft + e;
+        if (r >= m) continue;
+        const int64_t o = static_cast<int64_t>(r) * p.n + j;
+        float val = s[2 * h + e] * scale;
+        if constexpr (kF32Out) {
+          p.y32[o] = val;
+        } else {
+          val += bias;
+          if (p.gelu) val = gelu_erf(val);
+          if (p.residual) val += __half2float(p.residual[o]);
+          const __half y = __float2half_rn(val);
+          p.y[o] = y;
+          append_kv(p, r, j, y);
+        }
+      }
+    }
+  }
+#if __CUDA_ARCH__ >= 900
+  if (ranks > 1) cluster.sync();  // this block's partials must outlive the other ranks' reads
+#endif
+#endif
+}
+
 struct DeviceInfo {
   int major = 0, sms = 0, smem_optin = 0;
 };
@@ -543,15 +779,14 @@ bool device_info(DeviceInfo& info) {
 }
 
 // Opt in to the device's whole shared memory per block, once per device and kernel.
-template <WeightType T, bool kF32Out, bool kNorm, int NG>
+template <auto Kernel>
 bool prepare_kernel(const DeviceInfo& info) {
   static std::atomic<uint64_t> done{0};
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) return false;
   const uint64_t bit = uint64_t{1} << (dev & 63);
   if (done.load(std::memory_order_acquire) & bit) return true;
-  if (cudaFuncSetAttribute(mma_gemv_kernel<T, kF32Out, kNorm, NG>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           info.smem_optin) != cudaSuccess) {
+  if (cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, info.smem_optin) != cudaSuccess) {
     return false;
   }
   done.fetch_or(bit, std::memory_order_acq_rel);
@@ -567,8 +802,8 @@ struct Plan {
 // The split: at least ~3 blocks per SM (so every SM keeps enough loads in flight), preferring more row tiles
 // per block (fewer copies of the activations) and then smaller clusters; every k-split warp keeps ≥ 2
 // chunks. Otherwise the split with the most blocks. row_tiles == 0: nothing fits in shared memory. m: the rows of
-// one block, in groups of 8 (`groups`).
-Plan make_plan(int64_t m, int groups, int64_t n, int64_t k, int chunk, const DeviceInfo& info) {
+// one block; fixed_smem: the block's shared memory besides the activations.
+Plan make_plan(int64_t m, size_t fixed_smem, int64_t n, int64_t k, int chunk, const DeviceInfo& info) {
   const int64_t n_chunks = (k + chunk - 1) / chunk, target = 3 * static_cast<int64_t>(info.sms);
   const int max_cluster = info.major >= 9 ? kMaxCluster : 1;
   Plan best;
@@ -576,8 +811,7 @@ Plan make_plan(int64_t m, int groups, int64_t n, int64_t k, int chunk, const Dev
     for (int cluster = 1; cluster <= max_cluster; cluster *= 2) {
       const int64_t per_rank = (n_chunks + cluster - 1) / cluster;
       if (cluster > 1 && per_rank < 2 * (kWarps / tiles)) break;
-      const size_t smem = sizeof(__half) * static_cast<size_t>(m * (per_rank * chunk + kPad)) +
-                          sizeof(float4) * kMmaThreads * groups + sizeof(float2) * kWarps * kGemvMaxRows;
+      const size_t smem = sizeof(__half) * static_cast<size_t>(m * (per_rank * chunk + kPad)) + fixed_smem;
       if (smem > static_cast<size_t>(info.smem_optin)) continue;
       const int64_t blocks = (n + 16 * tiles - 1) / (16 * tiles) * cluster;
       if (blocks > best.blocks) best = Plan{tiles, cluster, static_cast<int>(per_rank), blocks, smem};
@@ -587,36 +821,89 @@ Plan make_plan(int64_t m, int groups, int64_t n, int64_t k, int chunk, const Dev
   return best;
 }
 
-template <WeightType T, bool kF32Out, bool kNorm, int NG>
+template <WeightType T, bool kF32Out, bool kNorm>
 Status launch_mma_groups(GemvParams p, const DeviceInfo& info, cudaStream_t stream) {
+  constexpr int NG = 1;
   constexpr int64_t kRows = NG * kGemvMaxRows;
   const int64_t rows = std::min<int64_t>(p.m, kRows), blocks_y = (p.m + kRows - 1) / kRows;
-  const Plan plan = make_plan(rows, NG, p.n, p.k, kChunk<T>, info);
+  const size_t fixed = sizeof(float4) * kMmaThreads * NG + sizeof(float2) * kWarps * kGemvMaxRows;
+  const Plan plan = make_plan(rows, fixed, p.n, p.k, kChunk<T>, info);
   if (plan.row_tiles == 0) return Status::kNotSupported;
-  if (!prepare_kernel<T, kF32Out, kNorm, NG>(info)) {
+  if (!prepare_kernel<mma_gemv_kernel<T, kF32Out, kNorm>>(info)) {
     cudaGetLastError();
     return Status::kCudaError;
   }
   p.row_tiles = plan.row_tiles;
   p.chunks_per_rank = plan.chunks_per_rank;
-  return launch_chained(mma_gemv_kernel<T, kF32Out, kNorm, NG>,
+  return launch_chained(mma_gemv_kernel<T, kF32Out, kNorm>,
                         dim3(static_cast<unsigned>(plan.blocks), static_cast<unsigned>(blocks_y)), dim3(kMmaThreads),
                         plan.smem, stream, static_cast<unsigned>(plan.cluster), p);
 }
 
-// Up to 8 rows: one group; more: 2 groups a block (each weight converted once for both), and further blocks along
-// grid y beyond 16 rows. (4 groups a block measured slower than 2 at 24 and 32 rows: large-v2 int8 batch-32 step
-// 5.61 against 5.28 ms on an H200; the partial sums to reduce grow with the groups.) The folded norm keeps one
-// group a block.
+// The split for rows_gemv_kernel. Every block stages its k range of all m rows, so the activations read from L2
+// are the weights' bytes × m / (16 · row tiles): many rows want many row tiles a block. So the most row tiles
+// whose largest cluster (≤ 8, every warp keeping ≥ 2 chunks) still makes at least one block per SM, with
+// the cluster no larger than what keeps every block resident at once (a second wave would start its weight
+// loads only after the first has left).
+template <auto Kernel>
+Plan make_rows_plan(int64_t m, size_t fixed_smem, int64_t n, int64_t k, int chunk, const DeviceInfo& info) {
+  const int64_t n_chunks = (k + chunk - 1) / chunk;
+  const int max_cluster = info.major >= 9 ? kMaxCluster : 1;
+  Plan best;
+  for (int tiles : {4, 2, 1}) {
+    for (int cluster = max_cluster; cluster >= 1; cluster /= 2) {
+      const int64_t per_rank = (n_chunks + cluster - 1) / cluster;
+      if (cluster > 1 && per_rank < 2 * (kWarps / tiles)) continue;
+      const size_t smem = sizeof(__half) * static_cast<size_t>(m * (per_rank * chunk + kPad)) + fixed_smem;
+      if (smem > static_cast<size_t>(info.smem_optin)) continue;
+      int per_sm = 0;
+      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, kMmaThreads, smem) != cudaSuccess) {
+        cudaGetLastError();
+        per_sm = 1;
+      }
+      const int64_t blocks = (n + 16 * tiles - 1) / (16 * tiles) * cluster;
+      if (blocks > static_cast<int64_t>(std::max(per_sm, 1)) * info.sms && cluster > 1) continue;
+      if (blocks > best.blocks) best = Plan{tiles, cluster, static_cast<int>(per_rank), blocks, smem};
+      break;  // the largest cluster that fits decides this tile count
+    }
+    if (best.blocks >= info.sms) return best;
+  }
+  return best;
+}
+
+// All m ≤ 8·NG rows in one block of rows_gemv_kernel.
+template <WeightType T, bool kF32Out, int NG>
+Status launch_rows_groups(GemvParams p, const DeviceInfo& info, cudaStream_t stream) {
+  constexpr auto kernel = rows_gemv_kernel<T, kF32Out, NG>;
+  if (!prepare_kernel<kernel>(info)) {
+    cudaGetLastError();
+    return Status::kCudaError;
+  }
+  const size_t fixed = sizeof(float4) * kMmaThreads * NG + ring_bytes<T>();
+  const Plan plan = make_rows_plan<kernel>(p.m, fixed, p.n, p.k, kChunk<T>, info);
+  if (plan.row_tiles == 0) return Status::kNotSupported;
+  p.row_tiles = plan.row_tiles;
+  p.chunks_per_rank = plan.chunks_per_rank;
+  return launch_chained(kernel, dim3(static_cast<unsigned>(plan.blocks)), dim3(kMmaThreads), plan.smem, stream,
+                        static_cast<unsigned>(plan.cluster), p);
+}
+
+// Up to 8 rows: mma_gemv_kernel's one group; more: rows_gemv_kernel with 2, 4 or 8 groups a block (large-v2 on an
+// H200, 32 rows: QKV 16.0 → 8.4 µs, fc2 22.8 → 10.6 µs against two groups a block and a second block along grid y;
+// docs/cuda.md). The folded norm keeps mma_gemv_kernel's one group a block.
 template <WeightType T, bool kF32Out, bool kNorm>
 Status launch_mma(const GemvParams& p, cudaStream_t stream) {
   DeviceInfo info;
   if (!device_info(info)) return Status::kCudaError;
   if (info.major < 8) return Status::kNotSupported;
   if constexpr (!kNorm) {
-    if (p.m > kGemvMaxRows) return launch_mma_groups<T, kF32Out, kNorm, 2>(p, info, stream);
+    if (p.m > kGemvMaxRows) {
+      if (p.m <= 2 * kGemvMaxRows) return launch_rows_groups<T, kF32Out, 2>(p, info, stream);
+      if (p.m <= 4 * kGemvMaxRows) return launch_rows_groups<T, kF32Out, 4>(p, info, stream);
+      return launch_rows_groups<T, kF32Out, 8>(p, info, stream);
+    }
   }
-  return launch_mma_groups<T, kF32Out, kNorm, 1>(p, info, stream);
+  return launch_mma_groups<T, kF32Out, kNorm>(p, info, stream);
 }
 
 // ---- CUDA-core kernel --------------------------------------------------------------------------------

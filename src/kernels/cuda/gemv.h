@@ -2,7 +2,7 @@
 // weight in fp16, int8 (per output channel) or int4 (grouped along k). Every weight byte is read once for
 // all m rows, so the time is the weight's size over the memory bandwidth; cuBLASLt reaches only a fraction
 // of it at these shapes (docs/cuda.md). Up to kGemvMaxGroupedRows rows run as groups of kGemvMaxRows with the
-// weights read once per 16 rows; for more, dequantise into a scratch buffer and use linear().
+// weights read once for all of them; for more, dequantise into a scratch buffer and use linear().
 //
 // Weight layouts (shared with the engine file and the CPU kernels), W[j, i] for output j < n, input i < k:
 //   kF16: data __half [n, k];                          W[j, i] = data[j, i]
@@ -33,10 +33,10 @@ struct WeightView {
 };
 
 inline constexpr int64_t kGemvMaxRows = 8;
-// Up to this many rows gemv() also serves, on the tensor-core kernel: a block multiplies each weight fragment, read
-// and converted once, into 2 groups of 8 rows (beyond 16 rows, further blocks read the weights again, from L2
-// after the first), so the weights stay in their stored type (int8 / int4 dequantised in registers) where a GEMM
-// needs them dequantised to fp16 first. Which of the two is faster at a row count is a measurement
+// Up to this many rows gemv() also serves, on a tensor-core kernel: one block multiplies each weight fragment, read
+// and converted once, into every group of 8 rows (a folded norm keeps one group a block, further blocks reading the
+// weights again from L2), so the weights stay in their stored type (int8 / int4 dequantised in registers) where a
+// GEMM needs them dequantised to fp16 first. Which of the two is faster at a row count is a measurement
 // (GpuWhisper::set_gemv_max_rows, docs/cuda.md).
 inline constexpr int64_t kGemvMaxGroupedRows = 64;
 
