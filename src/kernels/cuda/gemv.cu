@@ -50,6 +50,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <vector>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/gemv.h"
@@ -840,6 +841,33 @@ Status launch_mma_groups(GemvParams p, const DeviceInfo& info, cudaStream_t stre
                         plan.smem, stream, static_cast<unsigned>(plan.cluster), p);
 }
 
+// Blocks of Kernel (kMmaThreads threads, `smem` bytes of dynamic shared memory) one SM holds at once, at least 1;
+// cached per thread, device and size, since prompts launch it eagerly for every layer.
+template <auto Kernel>
+int resident_blocks(size_t smem) {
+  struct Entry {
+    int device;
+    size_t smem;
+    int blocks;
+  };
+  thread_local std::vector<Entry> cache;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return 1;
+  }
+  for (const Entry& e : cache) {
+    if (e.device == dev && e.smem == smem) return e.blocks;
+  }
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, Kernel, kMmaThreads, smem) != cudaSuccess) {
+    cudaGetLastError();
+    return 1;
+  }
+  cache.push_back(Entry{dev, smem, std::max(blocks, 1)});
+  return cache.back().blocks;
+}
+
 // The split for rows_gemv_kernel. Every block stages its k range of all m rows, so the activations read from L2
 // are the weights' bytes × m / (16 · row tiles): many rows want many row tiles a block. So the most row tiles
 // whose largest cluster (≤ 8, every warp keeping ≥ 2 chunks) still makes at least one block per SM, with
@@ -856,13 +884,9 @@ Plan make_rows_plan(int64_t m, size_t fixed_smem, int64_t n, int64_t k, int chun
       if (cluster > 1 && per_rank < 2 * (kWarps / tiles)) continue;
       const size_t smem = sizeof(__half) * static_cast<size_t>(m * (per_rank * chunk + kPad)) + fixed_smem;
       if (smem > static_cast<size_t>(info.smem_optin)) continue;
-      int per_sm = 0;
-      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, kMmaThreads, smem) != cudaSuccess) {
-        cudaGetLastError();
-        per_sm = 1;
-      }
+      const int per_sm = resident_blocks<Kernel>(smem);
       const int64_t blocks = (n + 16 * tiles - 1) / (16 * tiles) * cluster;
-      if (blocks > static_cast<int64_t>(std::max(per_sm, 1)) * info.sms && cluster > 1) continue;
+      if (blocks > static_cast<int64_t>(per_sm) * info.sms && cluster > 1) continue;
       if (blocks > best.blocks) best = Plan{tiles, cluster, static_cast<int>(per_rank), blocks, smem};
       break;  // the largest cluster that fits decides this tile count
     }
@@ -889,7 +913,7 @@ Status launch_rows_groups(GemvParams p, const DeviceInfo& info, cudaStream_t str
 }
 
 // Up to 8 rows: mma_gemv_kernel's one group; more: rows_gemv_kernel with 2, 4 or 8 groups a block (large-v2 on an
-// H200, 32 rows: QKV 16.0 → 8.4 µs, fc2 22.8 → 10.6 µs against two groups a block and a second block along grid y;
+// H200, 32 rows: QKV 16.0 → 8.4 µs, fc2 22.8 → 11.2 µs against two groups a block and a second block along grid y;
 // docs/cuda.md). The folded norm keeps mma_gemv_kernel's one group a block.
 template <WeightType T, bool kF32Out, bool kNorm>
 Status launch_mma(const GemvParams& p, cudaStream_t stream) {
