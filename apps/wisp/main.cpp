@@ -682,6 +682,7 @@ int main(int argc, char** argv) {
 
   std::string conv_src, conv_dst, conv_weights = "keep", conv_name;
   int conv_group = 0;
+  bool conv_act_scaling = false;
   auto* cv = app.add_subcommand(
       "convert", "Convert a CTranslate2 or Hugging Face model directory, or quantise a .wisp file, to a .wisp file");
   cv->add_option("source", conv_src,
@@ -693,11 +694,16 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"keep", "f16", "fp16", "f32", "fp32", "int8", "int4"}));
   cv->add_option("--group-size", conv_group, "int4: inputs per scale, 64 (default) or 128");
   cv->add_option("--name", conv_name, "model name stored in the file");
+  cv->add_flag("--activation-scaling", conv_act_scaling,
+               "int8/int4 from a calibrated .wisp (`wisp calibrate`): scale the layers after the block norms by "
+               "their measured inputs before rounding (helps int4 --group-size 128; see docs/quantization.md)");
 
   std::vector<std::string> cal_files;
   std::string cal_model, cal_out;
   auto* ca = app.add_subcommand(
-      "calibrate", "Measure the K/V ranges of a model on audio files (for --kv-cache int8/fp8 on the GPU)");
+      "calibrate",
+      "Measure a model on audio files: K/V ranges (for --kv-cache int8/fp8 on the GPU) and the inputs of the "
+      "layers after the block norms (for `convert --weights int8|int4`)");
   ca->add_option("files", cal_files, "audio files to transcribe (a few minutes of typical speech)")->required();
   ca->add_option("-m,--model", cal_model, "engine file or installed model name (default: base)");
   ca->add_option("-o,--output", cal_out, "engine file to write (default: the model file itself)");
@@ -782,6 +788,7 @@ int main(int argc, char** argv) {
       o.weights = conv_weights;
       o.group_size = conv_group;
       o.name = conv_name;
+      o.activation_scaling = conv_act_scaling;
       wisp::convert(conv_src, conv_dst, o);
       std::printf("wrote %s\n", conv_dst.c_str());
       return 0;

@@ -11,12 +11,16 @@ struct ConvertOptions {
   std::string weights = "keep";
   int group_size = 0;  // int4: inputs per scale, 64 or 128 (0: 64); any other value is refused
   std::string name;    // model name recorded in the file
+  // int8 / int4 from an engine file that `wisp calibrate` measured: scale the linear layers after the block
+  // norms by their calibrated inputs before rounding (docs/quantization.md, "Activation-aware scaling", for
+  // when it helps); false (the default): plain rounding.
+  bool activation_scaling = false;
 };
 
 // Converts a CTranslate2 directory (model.bin), a Hugging Face directory (model.safetensors) or an f16/f32
 // engine file (to quantise it) into an engine file at `dst`, written atomically. Throws IoError, ModelError
 // or InvalidArgument (an unknown weight type, a group size other than 64 or 128 or given without int4, a
-// quantised engine file as the source).
+// quantised engine file as the source, activation scaling without int8/int4 or without a calibrated .wisp).
 void convert(const std::string& src, const std::string& dst, const ConvertOptions& options = {});
 
 }  // namespace wisp

@@ -5,10 +5,13 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <sstream>
+#include <vector>
 
 #include "format/mapped_file.h"
 #include "format/tensor_names.h"
+#include "ops/column_scaling.h"
 #include "ops/ops.h"
 #include "tokenizer/vocabulary.h"
 #include "wisp/errors.h"
@@ -40,6 +43,14 @@ class ModelBuilder {
   explicit ModelBuilder(std::string source) : source_(std::move(source)) {}
 
   void put(const std::string& name, Tensor t) { tensors_[name] = std::move(t); }
+  // Before quantising the block linear layer `weight` [n, k], multiply its columns by `scale` [k], and divide
+  // the gamma and beta of the norm `norm` ("<stack>.blocks.N.<norm>", the layer's only input) by it: the same
+  // function, rounded differently (ops/column_scaling.h).
+  void scale_columns(const std::string& weight, const std::string& norm, std::vector<float> scale) {
+    norm_divisor_[norm + ".weight"] = scale;
+    norm_divisor_[norm + ".bias"] = scale;
+    column_scale_[weight] = std::move(scale);
+  }
   bool has(const std::string& name) const { return tensors_.count(name) != 0; }
   const Tensor& get(const std::string& name) const {
     const auto it = tensors_.find(name);
@@ -133,10 +144,17 @@ class ModelBuilder {
       // (never the case for Whisper's widths, all multiples of 128).
       if (block_linear && (opts.weights == WeightType::kInt8 ||
                            (opts.weights == WeightType::kInt4 && shape[1] % opts.group_size == 0))) {
+        const Tensor w = scaled_columns(name, t);
         const ops::QuantizedWeight q =
-            opts.weights == WeightType::kInt8 ? ops::quantize_int8(t) : ops::quantize_int4(t, opts.group_size);
+            opts.weights == WeightType::kInt8 ? ops::quantize_int8(w) : ops::quantize_int4(w, opts.group_size);
         writer.add_tensor(name, q.codes);
         writer.add_tensor(name + "_scale", q.scale);
+        continue;
+      }
+      if (const auto it = norm_divisor_.find(name); it != norm_divisor_.end()) {
+        Tensor out = t.to_f32();  // f32, so that the division is the only rounding
+        for (int64_t i = 0; i < out.numel(); ++i) out.data<float>()[i] /= it->second[size_t(i)];
+        writer.add_tensor(name, out);
         continue;
       }
       const Tensor out = convert(t, quantize ? WeightType::kKeep : opts.weights);
@@ -161,6 +179,18 @@ class ModelBuilder {
   }
 
  private:
+  // t [n, k] with its columns multiplied by the layer's scale_columns() scale (f32), or t itself.
+  Tensor scaled_columns(const std::string& name, const Tensor& t) const {
+    const auto it = column_scale_.find(name);
+    if (it == column_scale_.end()) return t;
+    Tensor w = t.to_f32();
+    const int64_t n = w.dim(0), k = w.dim(1);
+    for (int64_t j = 0; j < n; ++j) {
+      for (int64_t i = 0; i < k; ++i) w.data<float>()[j * k + i] *= it->second[size_t(i)];
+    }
+    return w;
+  }
+
   static Tensor convert(const Tensor& t, WeightType w) {
     // Vectors (norms, biases) and embeddings tables of positions stay as they are unless forced: they are
     // small and read once per window.
@@ -178,6 +208,7 @@ class ModelBuilder {
 
   std::string source_;
   std::map<std::string, Tensor> tensors_;
+  std::map<std::string, std::vector<float>> column_scale_, norm_divisor_;  // scale_columns()
 };
 
 // Concatenates tensors along dimension 0 (fusing q/k/v projections). A missing part (the key bias,
@@ -649,6 +680,59 @@ void import_safetensors(const std::string& dir, const ConvertOptions& opts, Engi
   b.finish(std::move(meta), vocabulary_from_strings(bpe, n_vocab), opts, writer);
 }
 
+namespace {
+
+// For int8 / int4: every block linear layer whose input norm has calibrated statistics in `f`
+// (names::norm_stats) gets the column scale of ops::search_column_scaling, unless plain rounding is as good.
+// Returns a summary for the file's provenance ("" when the source has no statistics).
+std::string scale_by_activations(const EngineFile& f, const ModelDims& d, const ConvertOptions& opts, ModelBuilder& b) {
+  const int bits = opts.weights == WeightType::kInt8 ? 8 : opts.weights == WeightType::kInt4 ? 4 : 0;
+  if (bits == 0) return "";
+  struct Pair {
+    const char* norm;
+    const char* linear;
+    bool decoder_only;
+  };
+  static const Pair kPairs[] = {
+      {"attn_ln", "attn.qkv", false}, {"cross_attn_ln", "cross_attn.query", true}, {"mlp_ln", "mlp.fc1", false}};
+  int measured = 0, scaled = 0;
+  double exponents = 0.0, gain = 0.0;
+  for (const bool decoder : {false, true}) {
+    const std::string stack = decoder ? "decoder" : "encoder";
+    for (int i = 0; i < (decoder ? d.n_text_layer : d.n_audio_layer); ++i) {
+      for (const Pair& p : kPairs) {
+        if (p.decoder_only && !decoder) continue;
+        const std::string stats_name = names::norm_stats(stack, i, p.norm);
+        if (!f.has(stats_name)) continue;
+        const Tensor stats = f.tensor(stats_name).to_f32();
+        const std::string weight = names::block(stack, i, std::string(p.linear) + ".weight");
+        const Tensor& w = b.get(weight);
+        if (stats.rank() != 2 || stats.dim(0) != 2 || w.rank() != 2 || stats.dim(1) != w.dim(1)) {
+          throw ModelError(stats_name + " is " + stats.describe() + ", its layer's weight " + w.describe());
+        }
+        if (bits == 4 && w.dim(1) % opts.group_size != 0) continue;  // stays float (finish())
+        const int64_t k = w.dim(1);
+        const std::span<const float> mean_abs(stats.data<float>(), size_t(k)),
+            mean_sq(stats.data<float>() + k, size_t(k));
+        ops::ColumnScaling c = ops::search_column_scaling(w, mean_abs, mean_sq, bits, opts.group_size);
+        ++measured;
+        if (c.exponent == 0.0f) continue;
+        ++scaled;
+        exponents += c.exponent;
+        gain += c.plain_error > 0.0 ? c.error / c.plain_error : 1.0;
+        b.scale_columns(weight, names::block(stack, i, p.norm), std::move(c.scale));
+      }
+    }
+  }
+  if (measured == 0) return "";
+  std::ostringstream s;
+  s << scaled << " of " << measured << " layers after a norm";
+  if (scaled > 0) s << ", mean exponent " << exponents / scaled << ", error model " << gain / scaled << "x plain";
+  return s.str();
+}
+
+}  // namespace
+
 void import_engine(const std::string& path, const ConvertOptions& opts, EngineWriter& writer) {
   const EngineFile f = EngineFile::open(path);
   ModelMetadata meta = f.metadata();
@@ -659,6 +743,14 @@ void import_engine(const std::string& path, const ConvertOptions& opts, EngineWr
   ModelBuilder b(path);
   for (const TensorEntry& e : f.entries()) b.put(e.name, f.tensor(e.name));
   meta.source["converted_from"] = fs::absolute(path).string();
+  if (opts.activation_scaling) {
+    const std::string summary = scale_by_activations(f, meta.dims, opts, b);
+    if (summary.empty()) {
+      throw InvalidArgument("activation scaling needs the input statistics of `wisp calibrate`; '" + path +
+                            "' has none");
+    }
+    meta.source["activation_scaling"] = summary;
+  }
   const int n_text_layer = meta.dims.n_text_layer;
   b.finish(std::move(meta), f.vocabulary(), opts, writer);
   // The K/V calibration (`wisp calibrate`) travels with the weights, so that a calibrated model quantised to
@@ -677,6 +769,12 @@ void convert_model(const std::string& src, const std::string& dst, const Convert
     throw InvalidArgument("int4 group size " + std::to_string(opts.group_size) + " is not supported (64 or 128)");
   }
   if (!fs::exists(src)) throw IoError("model source '" + src + "' does not exist");
+  if (opts.activation_scaling && opts.weights != WeightType::kInt8 && opts.weights != WeightType::kInt4) {
+    throw InvalidArgument("activation scaling applies to int8 and int4 weights only");
+  }
+  if (opts.activation_scaling && detect_source(src) != SourceKind::kEngine) {
+    throw InvalidArgument("activation scaling needs a .wisp source measured by `wisp calibrate`, not '" + src + "'");
+  }
   EngineWriter writer;
   switch (detect_source(src)) {
     case SourceKind::kCTranslate2:

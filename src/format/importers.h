@@ -15,6 +15,10 @@ struct ConvertOptions {
   WeightType weights = WeightType::kKeep;  // matrices keep the source dtype unless asked otherwise
   int group_size = 64;                     // kInt4: inputs per scale, 64 or 128
   std::string name;                        // model name recorded in the file ("" = from the source)
+  // kInt8 / kInt4 from an engine file with calibrated norm statistics (`wisp calibrate`): scale the layers
+  // after the block norms by their inputs before rounding (ops/column_scaling.h); false: plain rounding. Off by
+  // default: on the dev set it helped int8 and int4 G128 and hurt int4 G64 (docs/quantization.md).
+  bool activation_scaling = false;
 };
 
 enum class SourceKind { kCTranslate2, kSafetensors, kEngine, kUnknown };

@@ -18,4 +18,12 @@ inline std::string kv_amax(int layer, bool cross) {
   return block("decoder", layer, cross ? "cross_attn.kv_amax" : "attn.kv_amax");
 }
 
+// The calibrated statistics of a block layer norm's output (`wisp calibrate`), the input of the one linear layer
+// it feeds: "<stack>.blocks.N.<norm>.output_stats", norm attn_ln, cross_attn_ln (decoder) or mlp_ln; f32 [2, d],
+// row 0 the mean |x| of each column, row 1 the mean x². `wisp convert --weights int8|int4` scales the layer's
+// columns by them (ops/column_scaling.h).
+inline std::string norm_stats(const std::string& stack, int layer, const std::string& norm) {
+  return block(stack, layer, norm + ".output_stats");
+}
+
 }  // namespace wisp::format::names

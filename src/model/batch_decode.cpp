@@ -170,7 +170,7 @@ Tensor WhisperModel::decode_batch(std::span<const int> tokens, const CrossKV& cr
   for (size_t l = 0; l < dec_.size(); ++l) {
     const Block& b = dec_[l];
     {  // causal self-attention: sequence i over its own cache rows
-      const Tensor h = ops::layer_norm(x, b.attn_ln.gamma, b.attn_ln.beta);
+      const Tensor h = block_norm(b, BlockNorm::kAttention, x);
       const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.scale, b.qkv.b);  // [n, 3d]
       for (int64_t i = 0; i < n; ++i) {
         const Tensor row = qkv.rows(i, i + 1);
@@ -184,7 +184,7 @@ Tensor WhisperModel::decode_batch(std::span<const int> tokens, const CrossKV& cr
       ops::add_(x, y);
     }
     {  // cross-attention: every sequence over the window's keys/values
-      const Tensor h = ops::layer_norm(x, b.cross_ln.gamma, b.cross_ln.beta);
+      const Tensor h = block_norm(b, BlockNorm::kCrossAttention, x);
       const Tensor q = ops::linear(h, b.cross_q.w, b.cross_q.scale, b.cross_q.b);  // [n, d]
       const Tensor& kv = cross.kv[l];                                              // [n_audio_ctx, 2d]
       const Tensor a = ops::attention_decode({&q, 0, n}, {&kv, 0, kv.dim(0)}, {&kv, width, kv.dim(0)}, width,

@@ -1,6 +1,7 @@
 #include "model/whisper.h"
 
 #include <cstring>
+#include <functional>
 
 #include "format/tensor_names.h"
 #include "ops/ops.h"
@@ -153,10 +154,34 @@ Tensor WhisperModel::decode_logits(std::span<const int> tokens, const CrossKV& c
   return logits(sel);
 }
 
+namespace {
+thread_local const NormObserver* t_norm_observer = nullptr;
+}  // namespace
+
+ScopedNormObserver::ScopedNormObserver(NormObserver observer) : observer_(std::move(observer)) {
+  if (t_norm_observer) throw InternalError("a norm observer is already installed on this thread");
+  t_norm_observer = &observer_;
+}
+ScopedNormObserver::~ScopedNormObserver() { t_norm_observer = nullptr; }
+
+Tensor WhisperModel::block_norm(const Block& b, BlockNorm which, const Tensor& x) const {
+  const Norm& n = which == BlockNorm::kAttention        ? b.attn_ln
+                  : which == BlockNorm::kCrossAttention ? b.cross_ln
+                                                        : b.mlp_ln;
+  Tensor h = ops::layer_norm(x, n.gamma, n.beta);
+  if (t_norm_observer) {
+    const std::less<const Block*> before;  // a total order, also between the two stacks' arrays
+    const bool decoder = enc_.empty() || before(&b, enc_.data()) || !before(&b, enc_.data() + enc_.size());
+    const int index = static_cast<int>(&b - (decoder ? dec_.data() : enc_.data()));
+    (*t_norm_observer)(decoder, index, which, h);
+  }
+  return h;
+}
+
 // Pre-LN bidirectional self-attention sub-block of the encoder: x + out(attn(qkv(ln(x)))).
 Tensor WhisperModel::encoder_attention(const Block& b, const Tensor& x) const {
   const int64_t n = x.dim(0), d = x.dim(1);
-  const Tensor h = ops::layer_norm(x, b.attn_ln.gamma, b.attn_ln.beta);
+  const Tensor h = block_norm(b, BlockNorm::kAttention, x);
   const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.scale, b.qkv.b);  // [n, 3d]
   const Tensor a = ops::attention({&qkv, 0, n}, {&qkv, d, n}, {&qkv, 2 * d, n}, d, dims().n_audio_head, false, 0);
   Tensor y = ops::linear(a, b.attn_out.w, b.attn_out.scale, b.attn_out.b);
@@ -166,7 +191,7 @@ Tensor WhisperModel::encoder_attention(const Block& b, const Tensor& x) const {
 
 // Pre-LN feed-forward sub-block, in place: x += fc2(GELU(fc1(ln(x)))).
 void WhisperModel::feed_forward(const Block& b, Tensor& x) const {
-  const Tensor h = ops::layer_norm(x, b.mlp_ln.gamma, b.mlp_ln.beta);
+  const Tensor h = block_norm(b, BlockNorm::kFeedForward, x);
   Tensor f = ops::linear(h, b.fc1.w, b.fc1.scale, b.fc1.b);  // [n, 4d]
   ops::gelu_(f);
   const Tensor y = ops::linear(f, b.fc2.w, b.fc2.scale, b.fc2.b);
@@ -277,7 +302,7 @@ Tensor WhisperModel::decoder_forward(std::span<const int> tokens, const CrossKV&
   for (size_t l = 0; l < dec_.size(); ++l) {
     const Block& b = dec_[l];
     {  // causal self-attention over the cache
-      const Tensor h = ops::layer_norm(x, b.attn_ln.gamma, b.attn_ln.beta);
+      const Tensor h = block_norm(b, BlockNorm::kAttention, x);
       const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.scale, b.qkv.b);  // [n, 3d]
       ops::copy_rows({&qkv, width, n}, width, cache.k[l], past);
       ops::copy_rows({&qkv, 2 * width, n}, width, cache.v[l], past);
@@ -287,7 +312,7 @@ Tensor WhisperModel::decoder_forward(std::span<const int> tokens, const CrossKV&
       ops::add_(x, y);
     }
     {  // cross-attention over the window's precomputed keys/values
-      const Tensor h = ops::layer_norm(x, b.cross_ln.gamma, b.cross_ln.beta);
+      const Tensor h = block_norm(b, BlockNorm::kCrossAttention, x);
       const Tensor q = ops::linear(h, b.cross_q.w, b.cross_q.scale, b.cross_q.b);  // [n, d]
       const Tensor& kv = cross.kv[l];                                              // [n_audio_ctx, 2d]
       const Tensor a =

@@ -90,6 +90,26 @@ void broadcast_cache(const KVCache& prompt, BatchKVCache& cache, int64_t batch);
 // sampling drops finished sequences with it. Copies only the rows in use, and only for changed sequences.
 void reorder_cache(BatchKVCache& cache, std::span<const int> origins);
 
+// The block layer norms whose output feeds exactly one linear layer, so that a per-column scale of that layer can
+// move into the norm's gamma and beta (activation-aware quantisation, format/activation_scaling.h):
+// attn_ln → attn.qkv, cross_attn_ln → cross_attn.query (decoder), mlp_ln → mlp.fc1.
+enum class BlockNorm { kAttention, kCrossAttention, kFeedForward };
+
+// Sees the rows [n, d] (f32) every block norm of those three produces on this thread while it is installed, with
+// the stack (decoder or encoder) and the block index: how `wisp calibrate` measures the layers' inputs. CPU
+// passes only (a device backend's passes are not seen). Not nested: installing a second one is an InternalError.
+using NormObserver = std::function<void(bool decoder, int block, BlockNorm norm, const Tensor& rows)>;
+class ScopedNormObserver {
+ public:
+  explicit ScopedNormObserver(NormObserver observer);
+  ~ScopedNormObserver();
+  ScopedNormObserver(const ScopedNormObserver&) = delete;
+  ScopedNormObserver& operator=(const ScopedNormObserver&) = delete;
+
+ private:
+  NormObserver observer_;
+};
+
 class WhisperModel;
 
 // Runs the network on another device (the GPU runner, src/runtime/gpu_network.cpp) for a WhisperModel,
@@ -203,7 +223,9 @@ class WhisperModel {
 
  private:
   Tensor encoder_attention(const Block& b, const Tensor& x) const;  // x [n_audio_ctx, d]
-  void feed_forward(const Block& b, Tensor& x) const;               // x [n, d], updated in place
+  // ln(x) of block b's norm `which` [n, d], shown to this thread's ScopedNormObserver if there is one.
+  Tensor block_norm(const Block& b, BlockNorm which, const Tensor& x) const;
+  void feed_forward(const Block& b, Tensor& x) const;  // x [n, d], updated in place
   // Token embedding + learned position embedding [tokens, d]: token i at position `position + i · step`
   // (step 1: a sequence; step 0: one step of a batch whose sequences share a length).
   Tensor embed(std::span<const int> tokens, int64_t position, int64_t step) const;

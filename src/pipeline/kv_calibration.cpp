@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "format/engine_file.h"
@@ -211,6 +213,54 @@ class HostBackend final : public model::DeviceBackend {
   long tokens_ = 0;
 };
 
+// Per-column mean |x| and mean x² of the block norms' outputs (format::names::norm_stats), over every row the
+// recording backend's network normalises: the inputs of attn.qkv, cross_attn.query and mlp.fc1.
+class NormStats {
+ public:
+  void add(bool decoder, int block, model::BlockNorm norm, const Tensor& rows /* [n, d] f32 */) {
+    Sums& s = sums_[Key{decoder, block, norm}];
+    const int64_t n = rows.dim(0), d = rows.dim(1);
+    if (s.abs.empty()) s.abs.assign(size_t(d), 0.0), s.sq.assign(size_t(d), 0.0);
+    const float* x = rows.data<float>();
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t c = 0; c < d; ++c) {
+        const double v = x[r * d + c];
+        s.abs[size_t(c)] += std::fabs(v);
+        s.sq[size_t(c)] += v * v;
+      }
+    }
+    s.rows += n;
+  }
+
+  void write(format::EngineWriter& out) const {
+    for (const auto& [key, s] : sums_) {
+      const auto d = int64_t(s.abs.size());
+      Tensor t = Tensor::empty({2, d}, DType::kF32);
+      for (int64_t c = 0; c < d; ++c) {
+        t.data<float>()[c] = float(s.abs[size_t(c)] / double(s.rows));
+        t.data<float>()[d + c] = float(s.sq[size_t(c)] / double(s.rows));
+      }
+      static const char* kNorms[] = {"attn_ln", "cross_attn_ln", "mlp_ln"};
+      out.add_tensor(
+          format::names::norm_stats(key.decoder ? "decoder" : "encoder", key.block, kNorms[static_cast<int>(key.norm)]),
+          t);
+    }
+  }
+
+ private:
+  struct Key {
+    bool decoder;
+    int block;
+    model::BlockNorm norm;
+    bool operator<(const Key& o) const { return std::tie(decoder, block, norm) < std::tie(o.decoder, o.block, o.norm); }
+  };
+  struct Sums {
+    std::vector<double> abs, sq;  // [d]
+    int64_t rows = 0;
+  };
+  std::map<Key, Sums> sums_;
+};
+
 }  // namespace
 
 float round_e4m3(float x) {
@@ -245,9 +295,16 @@ CalibrationResult calibrate_kv_cache_on(const std::string& model_path, size_t n_
   greedy.beam_size = 1;
   greedy.temperatures = {0.0};
   CalibrationResult result;
-  for (size_t i = 0; i < n_clips; ++i) {
-    model->transcribe(clip(i), greedy);
-    ++result.clips;
+  NormStats norms;
+  {
+    // The recording backend's network runs on this thread: its block norms' outputs pass through here.
+    const model::ScopedNormObserver observer([&](bool decoder, int block, model::BlockNorm norm, const Tensor& rows) {
+      norms.add(decoder, block, norm, rows);
+    });
+    for (size_t i = 0; i < n_clips; ++i) {
+      model->transcribe(clip(i), greedy);
+      ++result.clips;
+    }
   }
   result.windows = recorder->windows();
   result.tokens = recorder->tokens();
@@ -259,10 +316,12 @@ CalibrationResult calibrate_kv_cache_on(const std::string& model_path, size_t n_
                                   " windows, " + std::to_string(result.tokens) + " decoder positions";
   out.set_metadata(meta);
   out.set_vocabulary(in.vocabulary());
-  // Everything but earlier maxima and the vocabulary's own tensors (the writer stores the vocabulary itself).
-  auto keep = [](const std::string& name) {
-    const bool amax = name.size() > 8 && name.compare(name.size() - 8, 8, ".kv_amax") == 0;
-    return !amax && name.rfind("tokenizer.", 0) != 0;
+  // Everything but earlier measurements and the vocabulary's own tensors (the writer stores the vocabulary itself).
+  auto ends_with = [](const std::string& name, const std::string& tail) {
+    return name.size() > tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  auto keep = [&](const std::string& name) {
+    return !ends_with(name, ".kv_amax") && !ends_with(name, ".output_stats") && name.rfind("tokenizer.", 0) != 0;
   };
   for (const format::TensorEntry& e : in.entries()) {
     if (keep(e.name)) out.add_tensor(e.name, in.tensor(e.name));
@@ -276,6 +335,7 @@ CalibrationResult calibrate_kv_cache_on(const std::string& model_path, size_t n_
       out.add_tensor(format::names::kv_amax(static_cast<int>(l), cross), t);
     }
   }
+  norms.write(out);
   out.write(out_path);
   return result;
 }

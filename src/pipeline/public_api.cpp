@@ -29,6 +29,7 @@ void write_file_atomic(const std::string& path, const std::string& contents) {
 void convert(const std::string& src, const std::string& dst, const ConvertOptions& options) {
   format::ConvertOptions o;
   o.name = options.name;
+  o.activation_scaling = options.activation_scaling;
   const std::map<std::string, format::WeightType> weights = {
       {"keep", format::WeightType::kKeep}, {"f16", format::WeightType::kF16},  {"fp16", format::WeightType::kF16},
       {"f32", format::WeightType::kF32},   {"fp32", format::WeightType::kF32}, {"int8", format::WeightType::kInt8},

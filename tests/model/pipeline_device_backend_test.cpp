@@ -3,8 +3,8 @@
 //     which computes with a plain CPU model) transcribes exactly as the CPU model does, with beam search,
 //     the fallback and word timestamps: every window, cache copy, broadcast and reorder goes through the
 //     backend interface the GPU backend implements;
-//   - calibrate_kv_cache writes the K/V maxima of every layer and head, keeps the rest of the file, and the
-//     calibrated file transcribes as before;
+//   - calibrate_kv_cache writes the K/V maxima of every layer and head and the block norms' output statistics,
+//     keeps the rest of the file, and the calibrated file transcribes as before;
 //   - the CPU rounding of K/V rows as the GPU's int8/FP8 caches store them (accuracy studies);
 //   - the load options reject what cannot run (unknown device or cache type, quantised caches on the CPU).
 #include <gtest/gtest.h>
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "format/engine_file.h"
+#include "format/tensor_names.h"
 #include "model/whisper.h"
 #include "pipeline/kv_calibration.h"
 #include "pipeline/model_access.h"
@@ -138,6 +139,29 @@ TEST(Calibration, WritesMaximaOfEveryLayerAndHead) {
       for (int64_t i = 0; i < t.numel(); ++i) {
         const float a = t.data<float>()[i];
         EXPECT_TRUE(std::isfinite(a) && a > 0.0f && a < 1e4f) << name << "[" << i << "] = " << a;
+      }
+    }
+  }
+  // The block norms' output statistics: mean |x| and mean x² of every column, for every norm that feeds one layer.
+  for (const bool decoder : {false, true}) {
+    const int layers = decoder ? d.n_text_layer : d.n_audio_layer;
+    const int64_t width = decoder ? d.n_text_state : d.n_audio_state;
+    for (int l = 0; l < layers; ++l) {
+      for (const char* norm : {"attn_ln", "cross_attn_ln", "mlp_ln"}) {
+        const std::string name = wisp::format::names::norm_stats(decoder ? "decoder" : "encoder", l, norm);
+        if (!decoder && std::string(norm) == "cross_attn_ln") {
+          EXPECT_FALSE(cal.has(name)) << name;
+          continue;
+        }
+        ASSERT_TRUE(cal.has(name)) << name;
+        const wisp::core::Tensor t = cal.tensor(name);
+        ASSERT_EQ(t.shape(), (wisp::core::Shape{2, width})) << name;
+        for (int64_t c = 0; c < width; ++c) {
+          const float mean_abs = t.data<float>()[c], mean_sq = t.data<float>()[width + c];
+          // mean |x| > 0 and, by Jensen, mean x² ≥ (mean |x|)²
+          EXPECT_TRUE(mean_abs > 0.0f && mean_sq >= mean_abs * mean_abs * (1.0f - 1e-5f) && mean_sq < 1e8f)
+              << name << " column " << c << ": " << mean_abs << ", " << mean_sq;
+        }
       }
     }
   }

@@ -4,14 +4,17 @@
 // byte for byte, and the option and source errors.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 
 #include "format/engine_file.h"
 #include "format/importers.h"
 #include "format/tensor_names.h"
+#include "ops/column_scaling.h"
 #include "ops/ops.h"
 #include "support/expect_error.h"
 #include "support/synthetic_model.h"
@@ -279,6 +282,126 @@ TEST(ConvertEngine, QuantisingKeepsTheKvCalibration) {
     }
     EXPECT_EQ(out.metadata().source.at("kv_calibration"), "3 clips");
   }
+}
+
+// A model with calibrated norm statistics (`wisp calibrate`): int8 / int4 scale the layer after each measured norm
+// when asked (ops::search_column_scaling's scale multiplies its columns, the norm's gamma and beta are divided by
+// it, as f32), so that the converted model computes the same function with differently rounded weights; plain
+// rounding by default and where nothing was measured; a statistics tensor of the wrong shape is an error.
+TEST(ConvertEngine, CalibratedNormStatisticsScaleTheirLayers) {
+  ScratchDir dir;
+  const std::string src = dir.file("calibrated.wisp");
+  std::map<std::string, Tensor> tensors = test::synthetic_tensors(6);
+  const ModelDims d = test::synthetic_dims();
+  struct Pair {
+    std::string norm, linear;
+  };
+  std::vector<Pair> measured;  // every norm of the decoder's block 1 and the encoder's block 0; not decoder 0
+  for (const char* norm : {"attn_ln", "cross_attn_ln", "mlp_ln"}) {
+    const std::string linear = std::string(norm) == "attn_ln"         ? "attn.qkv"
+                               : std::string(norm) == "cross_attn_ln" ? "cross_attn.query"
+                                                                      : "mlp.fc1";
+    measured.push_back({names::block("decoder", 1, norm), names::block("decoder", 1, linear)});
+    if (std::string(norm) != "cross_attn_ln") {
+      measured.push_back({names::block("encoder", 0, norm), names::block("encoder", 0, linear)});
+    }
+  }
+  for (const Pair& p : measured) {
+    Tensor stats = Tensor::empty({2, int64_t(d.n_text_state)}, DType::kF32);
+    for (int64_t c = 0; c < stats.dim(1); ++c) {
+      const float a = c % 29 == 3 ? 25.0f : 0.5f + 0.05f * float(c % 11);  // a few outlier columns
+      stats.data<float>()[c] = a;
+      stats.data<float>()[stats.dim(1) + c] = 1.2f * a * a;
+    }
+    tensors[p.norm + ".output_stats"] = stats;
+  }
+  test::write_synthetic(src, tensors);
+  const EngineFile in = EngineFile::open(src);
+
+  for (const WeightType w : {WeightType::kInt8, WeightType::kInt4}) {
+    SCOPED_TRACE(w == WeightType::kInt8 ? "int8" : "int4");
+    ConvertOptions o;
+    o.weights = w;
+    const std::string scaled_path = dir.file("scaled.wisp"), plain_path = dir.file("plain.wisp");
+    convert_model(src, plain_path, o);  // the default: plain rounding
+    o.activation_scaling = true;
+    convert_model(src, scaled_path, o);
+    const EngineFile scaled = EngineFile::open(scaled_path), plain = EngineFile::open(plain_path);
+    EXPECT_EQ(scaled.metadata().source.count("activation_scaling"), 1u);
+    EXPECT_EQ(plain.metadata().source.count("activation_scaling"), 0u);
+    for (const Pair& p : measured) {
+      SCOPED_TRACE(p.linear);
+      const Tensor stats = in.tensor(p.norm + ".output_stats");
+      const int64_t k = stats.dim(1);
+      const std::span<const float> mean_abs(stats.data<float>(), size_t(k)),
+          mean_sq(stats.data<float>() + k, size_t(k));
+      const Tensor weight = in.tensor(p.linear + ".weight");
+      const ops::ColumnScaling want =
+          ops::search_column_scaling(weight, mean_abs, mean_sq, w == WeightType::kInt8 ? 8 : 4, 64);
+      ASSERT_GT(want.exponent, 0.0f);
+      // the norm divided by the scale, in f32
+      for (const char* leaf : {".weight", ".bias"}) {
+        const Tensor before = in.tensor(p.norm + leaf), after = scaled.tensor(p.norm + leaf);
+        ASSERT_EQ(after.dtype(), DType::kF32);
+        for (int64_t i = 0; i < k; ++i) {
+          EXPECT_EQ(after.data<float>()[i], before.data<float>()[i] / want.scale[size_t(i)]) << leaf << " " << i;
+        }
+        EXPECT_TRUE(same_bytes(plain.tensor(p.norm + leaf), before));
+      }
+      // the layer quantised from its scaled columns
+      Tensor cols = weight.to_f32();
+      for (int64_t j = 0; j < cols.dim(0); ++j)
+        for (int64_t i = 0; i < k; ++i) cols.data<float>()[j * k + i] *= want.scale[size_t(i)];
+      const ops::QuantizedWeight q = w == WeightType::kInt8 ? ops::quantize_int8(cols) : ops::quantize_int4(cols, 64);
+      EXPECT_TRUE(same_bytes(scaled.tensor(p.linear + ".weight"), q.codes));
+      EXPECT_TRUE(same_bytes(scaled.tensor(p.linear + ".weight_scale"), q.scale));
+      // the same function: ln(x)·Wᵀ = (ln(x) / s)·(W·diag(s))ᵀ, here through the dequantised weights' sums
+      Tensor x = Tensor::empty({3, k}, DType::kF32);
+      for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = std::sin(0.37f * float(i)) * 2.0f;
+      const Tensor h_plain =
+          ops::layer_norm(x, plain.tensor(p.norm + ".weight").to_f32(), plain.tensor(p.norm + ".bias").to_f32());
+      const Tensor h_scaled = ops::layer_norm(x, scaled.tensor(p.norm + ".weight"), scaled.tensor(p.norm + ".bias"));
+      const Tensor y_float = ops::linear(h_plain, weight.to_f32(), Tensor());
+      const Tensor y_scaled = ops::linear(h_scaled, scaled.tensor(p.linear + ".weight"),
+                                          scaled.tensor(p.linear + ".weight_scale"), Tensor());
+      double worst = 0.0, top = 0.0;
+      for (int64_t i = 0; i < y_float.numel(); ++i) {
+        worst = std::max(worst, std::fabs(double(y_scaled.data<float>()[i]) - y_float.data<float>()[i]));
+        top = std::max(top, std::fabs(double(y_float.data<float>()[i])));
+      }
+      EXPECT_LT(worst, (w == WeightType::kInt8 ? 0.02 : 0.2) * top);  // a rounding, not another function
+    }
+    // decoder block 0 has no statistics: plain rounding there
+    const std::string unmeasured = names::block("decoder", 0, "mlp.fc1.weight");
+    EXPECT_TRUE(same_bytes(scaled.tensor(unmeasured), plain.tensor(unmeasured)));
+    EXPECT_TRUE(same_bytes(scaled.tensor(names::block("decoder", 0, "mlp_ln.weight")),
+                           in.tensor(names::block("decoder", 0, "mlp_ln.weight"))));
+    // the statistics describe the source's inputs: not carried into the converted file
+    EXPECT_FALSE(scaled.has(measured[0].norm + ".output_stats"));
+  }
+
+  // Asked for where it cannot apply: float weights, a source without statistics.
+  ConvertOptions f16;
+  f16.weights = WeightType::kF16;
+  f16.activation_scaling = true;
+  expect_error<InvalidArgument>([&] { convert_model(src, dir.file("f16.wisp"), f16); }, "int8 and int4");
+  const std::string uncalibrated = dir.file("uncalibrated.wisp");
+  test::write_synthetic(uncalibrated, test::synthetic_tensors(7));
+  ConvertOptions int4;
+  int4.weights = WeightType::kInt4;
+  int4.activation_scaling = true;
+  expect_error<InvalidArgument>([&] { convert_model(uncalibrated, dir.file("u.wisp"), int4); }, "wisp calibrate");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("f16.wisp")));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("u.wisp")));
+
+  // Statistics of the wrong width are refused.
+  tensors[measured[0].norm + ".output_stats"] = Tensor::zeros({2, 64}, DType::kF32);
+  test::write_synthetic(src, tensors);
+  ConvertOptions o;
+  o.weights = WeightType::kInt8;
+  o.activation_scaling = true;
+  expect_error<ModelError>([&] { convert_model(src, dir.file("bad.wisp"), o); }, "output_stats");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("bad.wisp")));
 }
 
 TEST(ConvertEngine, OptionAndSourceErrors) {
