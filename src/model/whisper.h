@@ -91,7 +91,7 @@ void broadcast_cache(const KVCache& prompt, BatchKVCache& cache, int64_t batch);
 void reorder_cache(BatchKVCache& cache, std::span<const int> origins);
 
 // The block layer norms whose output feeds exactly one linear layer, so that a per-column scale of that layer can
-// move into the norm's gamma and beta (activation-aware quantisation, format/activation_scaling.h):
+// move into the norm's gamma and beta (activation-aware quantisation, ops/column_scaling.h):
 // attn_ln → attn.qkv, cross_attn_ln → cross_attn.query (decoder), mlp_ln → mlp.fc1.
 enum class BlockNorm { kAttention, kCrossAttention, kFeedForward };
 

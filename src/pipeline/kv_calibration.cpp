@@ -2,7 +2,8 @@
 // model::DeviceBackend that computes on the CPU with a second, plain WhisperModel over the same file and sees every K/V
 // row it produces, so the measured caches are exactly those of a real transcription (prompts, the decoded tokens, every
 // window of the seek loop). The same backend can round those rows as the GPU's int8 / FP8 caches store them
-// (make_rounding_backend), to measure their accuracy on the CPU.
+// (make_rounding_backend), to measure their accuracy on the CPU. The calibration also watches the block norms'
+// outputs of that network (model::ScopedNormObserver) for the input statistics of activation-aware quantisation.
 #include "pipeline/kv_calibration.h"
 
 #include <algorithm>
