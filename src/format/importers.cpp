@@ -688,19 +688,12 @@ namespace {
 std::string scale_by_activations(const EngineFile& f, const ModelDims& d, const ConvertOptions& opts, ModelBuilder& b) {
   const int bits = opts.weights == WeightType::kInt8 ? 8 : opts.weights == WeightType::kInt4 ? 4 : 0;
   if (bits == 0) return "";
-  struct Pair {
-    const char* norm;
-    const char* linear;
-    bool decoder_only;
-  };
-  static const Pair kPairs[] = {
-      {"attn_ln", "attn.qkv", false}, {"cross_attn_ln", "cross_attn.query", true}, {"mlp_ln", "mlp.fc1", false}};
   int measured = 0, scaled = 0;
   double exponents = 0.0, gain = 0.0;
   for (const bool decoder : {false, true}) {
     const std::string stack = decoder ? "decoder" : "encoder";
     for (int i = 0; i < (decoder ? d.n_text_layer : d.n_audio_layer); ++i) {
-      for (const Pair& p : kPairs) {
+      for (const names::NormedLinear& p : names::kNormedLinears) {
         if (p.decoder_only && !decoder) continue;
         const std::string stats_name = names::norm_stats(stack, i, p.norm);
         if (!f.has(stats_name)) continue;

@@ -26,4 +26,14 @@ inline std::string norm_stats(const std::string& stack, int layer, const std::st
   return block(stack, layer, norm + ".output_stats");
 }
 
+// The block norms whose output feeds exactly one linear layer, in model::BlockNorm's order: the norm's leaf name,
+// the layer's, and whether only the decoder's blocks have it.
+struct NormedLinear {
+  const char* norm;
+  const char* linear;
+  bool decoder_only;
+};
+inline constexpr NormedLinear kNormedLinears[] = {
+    {"attn_ln", "attn.qkv", false}, {"cross_attn_ln", "cross_attn.query", true}, {"mlp_ln", "mlp.fc1", false}};
+
 }  // namespace wisp::format::names

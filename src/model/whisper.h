@@ -93,6 +93,7 @@ void reorder_cache(BatchKVCache& cache, std::span<const int> origins);
 // The block layer norms whose output feeds exactly one linear layer, so that a per-column scale of that layer can
 // move into the norm's gamma and beta (activation-aware quantisation, ops/column_scaling.h):
 // attn_ln → attn.qkv, cross_attn_ln → cross_attn.query (decoder), mlp_ln → mlp.fc1.
+// (format::names::kNormedLinears lists their names in this order.)
 enum class BlockNorm { kAttention, kCrossAttention, kFeedForward };
 
 // Sees the rows [n, d] (f32) every block norm of those three produces on this thread while it is installed, with

@@ -241,10 +241,8 @@ class NormStats {
         t.data<float>()[c] = float(s.abs[size_t(c)] / double(s.rows));
         t.data<float>()[d + c] = float(s.sq[size_t(c)] / double(s.rows));
       }
-      static const char* kNorms[] = {"attn_ln", "cross_attn_ln", "mlp_ln"};
-      out.add_tensor(
-          format::names::norm_stats(key.decoder ? "decoder" : "encoder", key.block, kNorms[static_cast<int>(key.norm)]),
-          t);
+      const char* norm = format::names::kNormedLinears[static_cast<int>(key.norm)].norm;
+      out.add_tensor(format::names::norm_stats(key.decoder ? "decoder" : "encoder", key.block, norm), t);
     }
   }
 
