@@ -271,11 +271,15 @@ struct GemvFormat {
   const char* name;
   cuda::WeightType type;
   int group;
+  int wgmma_cluster = cuda::kDefaultGemvWgmmaCluster;  // set_gemv_wgmma while measuring
 };
-constexpr GemvFormat kGemvFormats[] = {{"f16", cuda::WeightType::kF16, 0},
-                                       {"i8", cuda::WeightType::kI8, 0},
-                                       {"i4g64", cuda::WeightType::kI4, 64},
-                                       {"i4g128", cuda::WeightType::kI4, 128}};
+// f16 takes the Hopper (wgmma) kernel for 9..64 rows on an H100/H200; f16mma the mma.sync kernel it replaces
+// there, f16wg2 / f16wg4 the wgmma kernel with smaller clusters.
+constexpr GemvFormat kGemvFormats[] = {
+    {"f16", cuda::WeightType::kF16, 0},       {"f16mma", cuda::WeightType::kF16, 0, 0},
+    {"f16wg2", cuda::WeightType::kF16, 0, 2}, {"f16wg4", cuda::WeightType::kF16, 0, 4},
+    {"i8", cuda::WeightType::kI8, 0},         {"i4g64", cuda::WeightType::kI4, 64},
+    {"i4g128", cuda::WeightType::kI4, 128}};
 
 std::string gemv_name(const char* format, int64_t m, const char* what, int64_t n, int64_t k) {
   return "gemv " + std::string(format) + " m" + std::to_string(m) + " " + what + " " + std::to_string(n) + "x" +
@@ -362,8 +366,10 @@ void bench_gemv(std::unique_ptr<GemvArena>& arena, cuda::GemmContext& ctx, int64
       }
     };
     const std::string name = gemv_name(f.name, m, what, n, k);
+    cuda::set_gemv_wgmma(f.wgmma_cluster);
     measure(name, flops, static_cast<double>(bytes), [&](int i) { return call(i, nullptr); });
     measure_graph(name, flops, static_cast<double>(bytes), call);
+    cuda::set_gemv_wgmma(cuda::kDefaultGemvWgmmaCluster);
   }
   const size_t w_stride = static_cast<size_t>(2 * n * k + 255) / 256 * 256;
   const int copies = std::min<int>(rotation(w_stride), static_cast<int>(GemvArena::kWeightBytes / w_stride));
@@ -388,7 +394,7 @@ constexpr GemvShape kGemvShapes[] = {{"qkv", 3 * kD, kD, GemvOp::kBias},
                                      {"fc1+gelu", 4 * kD, kD, GemvOp::kBiasGelu},
                                      {"fc2+res", kD, 4 * kD, GemvOp::kBiasResidual},
                                      {"logits", kVocab, kD, GemvOp::kLogits}};
-constexpr int64_t kGemvRows[] = {1, 2, 5, 8, 16, 32};
+constexpr int64_t kGemvRows[] = {1, 2, 5, 8, 16, 32, 64};
 
 void bench_gemvs(cuda::GemmContext& ctx) {
   std::unique_ptr<GemvArena> arena;
@@ -409,7 +415,7 @@ void print_gemv_sweep() {
   bool header = false;
   for (const char* timing : {"", " graph"}) {
     for (int64_t m : kGemvRows) {
-      for (const char* format : {"f16", "i8", "i4g64", "i4g128", "cublas"}) {
+      for (const char* format : {"f16", "f16mma", "i8", "i4g64", "i4g128", "cublas"}) {
         const int count[] = {1, 3, 1, 1};  // per layer: QKV, 3 projections, fc1, fc2
         double ms = 0, bytes = 0;
         bool complete = true;

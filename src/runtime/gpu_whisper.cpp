@@ -345,12 +345,14 @@ struct GpuWhisper::Impl {
     }
     return true;
   }
-  // The most rows a linear layer over weights of type t runs on the GEMV kernels: up to 8 for fp16 weights, where
-  // cuBLASLt is faster beyond; up to GpuWhisper::kQuantizedGemvMaxRows for int8 / int4, where the GEMV reads the
-  // weights as stored instead of dequantising them for cuBLASLt first (docs/cuda.md has the measurements).
+  // The most rows a linear layer over weights of type t runs on the GEMV kernels: for fp16 weights 64 where the
+  // Hopper (wgmma) kernel takes 9..64 rows, else 8, cuBLASLt being faster beyond; up to
+  // GpuWhisper::kQuantizedGemvMaxRows for int8 / int4, where the GEMV reads the weights as stored instead of
+  // dequantising them for cuBLASLt first (docs/cuda.md has the measurements).
   int64_t gemv_rows(kc::WeightType t) const {
     if (gemv_max_rows > 0) return gemv_max_rows;
-    return t == kc::WeightType::kF16 ? kc::kGemvMaxRows : GpuWhisper::kQuantizedGemvMaxRows;
+    if (t != kc::WeightType::kF16) return GpuWhisper::kQuantizedGemvMaxRows;
+    return kc::gemv_half_rows_on_wgmma() ? kc::kGemvMaxGroupedRows : kc::kGemvMaxRows;
   }
   // Whether the norm before a GEMV of m rows over weight w is folded into it (set_norm_placement).
   bool norm_folded(const kc::WeightView& w, int64_t m) const {
@@ -1031,6 +1033,7 @@ void GpuWhisper::set_norm_placement(NormPlacement placement) { impl_->norms = pl
 void GpuWhisper::set_fused_kv_append(bool on) { impl_->fuse_kv_append = on; }
 void GpuWhisper::set_step_ablation(unsigned parts) { impl_->skip = parts; }
 void GpuWhisper::set_gemv_fill(int percent) { kc::set_gemv_fill(percent); }
+void GpuWhisper::set_gemv_wgmma(int max_cluster) { kc::set_gemv_wgmma(max_cluster); }
 
 std::vector<int> GpuWhisper::decode_step(const int* tokens, int batch, std::vector<float>* logprob) {
   check_batch(*impl_, batch);

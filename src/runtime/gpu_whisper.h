@@ -153,6 +153,8 @@ class GpuWhisper {
   void set_step_ablation(unsigned parts);
   // kernels/cuda/gemv.h set_gemv_fill (process-wide; measurement).
   void set_gemv_fill(int percent);
+  // kernels/cuda/gemv.h set_gemv_wgmma (process-wide; measurement).
+  void set_gemv_wgmma(int max_cluster);
 
   // ---- Transcription form: the caller (runtime/gpu_network.cpp) decides which slot holds what. Every call
   // but copy_sequences synchronises; token ids and lengths are checked and throw std::invalid_argument.
@@ -248,6 +250,7 @@ struct BenchOptions {
   bool fused_kv_append = true;
   int gemv_fill = 50;             // set_gemv_fill (kernels/cuda/gemv.h kDefaultGemvFill)
   int gemv_max_rows = 0;          // set_gemv_max_rows (0: per weight type)
+  int gemv_wgmma = 8;             // set_gemv_wgmma (kernels/cuda/gemv.h kDefaultGemvWgmmaCluster; 0: off)
   std::string skip;               // comma list of step parts left out (set_step_ablation): norms, append,
                                   // self_attention, cross_attention, attention_linears, mlp, logits
   std::string weights = "fp16";   // random weights stored as fp16, int8 or int4

@@ -392,6 +392,15 @@ Status launch(const DecoderParams& p, int64_t batch, int64_t n_head, cudaStream_
       return detail::launch_chained(decoder_attention_kernel<T, MAXQ, true>, grid, dim3(kThreads), 0, stream, 1u, p);
     }
   }
+  // A call of at least two blocks per SM before any split is launched in plain stream order. Chained, it ran much
+  // slower after the Hopper GEMVs (likely: its blocks are placed while the previous kernel's still hold SMs, so
+  // unevenly; not profiled). Measured (large-v2 on an H200, decode step with the Hopper GEMVs around it: batch 32 FP8
+  // K/V 3.55 → 2.97 ms, fp16 3.75 → 3.54, batch 16 FP8 2.63 → 2.37; batch 8, 160 blocks before splitting,
+  // measured 2.434 → 2.445 and stays chained; docs/cuda.md). Its own wait for the previous kernel then returns at once.
+  if (batch * n_head >= 2 * int64_t{sm_count()}) {
+    decoder_attention_kernel<T, MAXQ, false><<<grid, kThreads, 0, stream>>>(p);
+    return detail::launch_status();
+  }
   return detail::launch_chained(decoder_attention_kernel<T, MAXQ, false>, grid, dim3(kThreads), 0, stream, 1u, p);
 }
 

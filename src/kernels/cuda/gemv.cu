@@ -1,9 +1,10 @@
-// Small-batch mixed-precision GEMV (gemv.h): every weight byte is read once for up to 16 rows (m ≤ 8 on either
-// kernel; 9..64 on a tensor-core kernel that takes them all in one block).
+// Small-batch mixed-precision GEMV (gemv.h): every weight byte is read once for all m ≤ 64 rows (m ≤ 8 on either
+// of the first two kernels; 9..64 on a tensor-core kernel that takes them all in one block, or for fp16 weights on
+// an H100/H200 on the wgmma kernel of gemv_sm90a.cu).
 //
-// Two kernels; the host picks per shape (dispatch()). At layer sizes (a few MB) the time is mostly a fixed
-// cost, and a plain CUDA-core kernel has the smallest; where the FMAs of many rows would bound it (m ≥ 3 on
-// wide layers) and on the logits, a tensor-core kernel wins.
+// The host picks per shape (dispatch()). At layer sizes (a few MB) the time is mostly a fixed cost, and a plain
+// CUDA-core kernel has the smallest; where the FMAs of many rows would bound it (m ≥ 3 on wide layers) and on
+// the logits, a tensor-core kernel wins.
 //
 // ---- CUDA-core kernel (simt_gemv_kernel) ----
 //
@@ -45,8 +46,6 @@
 // order (no atomics, deterministic) and runs the epilogue. The host picks the split that gives at least
 // ~3 blocks per SM with the fewest activation copies (more tiles per block), so that a 1280-row matrix
 // still keeps every SM's loads in flight.
-#include <cooperative_groups.h>
-
 #include <algorithm>
 #include <atomic>
 #include <climits>
@@ -54,7 +53,7 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/gemv.h"
-#include "kernels/cuda/kv_codes.cuh"
+#include "kernels/cuda/gemv_internal.cuh"
 
 namespace wisp::kernels::cuda {
 
@@ -70,83 +69,19 @@ using detail::unfold_norm;
 using detail::unpack8;
 using detail::wait_prior_kernels;
 using detail::warp_sum;
+using gemv_detail::append_kv;
+using gemv_detail::ClusterRanks;
+using gemv_detail::commit_async;
+using gemv_detail::copy16_async;
+using gemv_detail::copy_async_zfill;
+using gemv_detail::device_info;
+using gemv_detail::DeviceInfo;
+using gemv_detail::GemvParams;
+using gemv_detail::prepare_kernel;
+using gemv_detail::resident_blocks;
+using gemv_detail::wait_async;
 
 namespace {
-
-struct GemvParams {
-  const __half* x;
-  const void* w;
-  const float* scales;
-  const __half* bias;
-  const __half* residual;  // may alias y
-  __half* y;
-  float* y32;
-  // The folded row norm (RowNorm; the kernels' kNorm), or unused.
-  const float* ln_gamma;    // [k]
-  const float* ln_w_gamma;  // [n]
-  const float* ln_w_beta;   // [n]
-  float ln_eps;
-  int m, n, k;
-  int group_shift;  // kI4: log2(group / 64)
-  bool gelu;
-  // Tensor-core kernel.
-  int row_tiles;        // 16-row tiles per block (1, 2 or 4); the other warps split k
-  int chunks_per_rank;  // chunks of k per block of a cluster
-  // CUDA-core kernel.
-  int vecs;         // 16-byte vectors per weight row
-  int lanes;        // L: threads per team
-  int tail_rounds;  // rounds after the first that are copied into shared memory before the wait
-  // The fused K/V append (KvAppend), or kv == null.
-  char* kv;
-  KvType kv_type;
-  int64_t kv_ld, kv_batch_stride;
-  const float* kv_scales;  // static: [2·n_head]
-  const int32_t* kv_row;   // [m]
-  const int32_t* kv_slot;  // [m] or null
-  int kv_rows, kv_col0, kv_width;
-};
-
-// Stores output (r, j), rounded to fp16 as h, into the K/V cache when j is one of its columns (KvAppend).
-__device__ __forceinline__ void append_kv(const GemvParams& p, int r, int j, __half h) {
-  const int c = j - p.kv_col0;
-  if (!p.kv || c < 0 || c >= p.kv_width) return;
-  const int row = p.kv_row[r];
-  if (row < 0 || row >= p.kv_rows) return;
-  const int64_t seq = p.kv_slot ? p.kv_slot[r] : r;
-  const int64_t at = seq * p.kv_batch_stride + static_cast<int64_t>(row) * p.kv_ld + c;
-  if (p.kv_type == KvType::kF16) {
-    reinterpret_cast<__half*>(p.kv)[at] = h;
-    return;
-  }
-  const float inv = detail::kv_inverse(p.kv_scales[c / 64]);  // the head's scale: K heads, then V heads
-  const float x = __half2float(h);
-  p.kv[at] = static_cast<char>(p.kv_type == KvType::kFp8 ? detail::kv_code_fp8(x, inv) : detail::kv_code_i8(x, inv));
-}
-
-// 16 bytes global → shared memory without registers (cp.async; L2 only).
-__device__ __forceinline__ void copy16_async(void* smem, const void* gmem) {
-  const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
-}
-
-// Bytes (16, 8 or 4) global → shared memory without registers; only the first `valid` of them are read, the
-// rest of the destination is zero-filled (cp.async's source size).
-template <int kBytes>
-__device__ __forceinline__ void copy_async_zfill(void* smem, const void* gmem, int valid) {
-  const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  if constexpr (kBytes == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid) : "memory");
-  } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(s), "l"(gmem), "n"(kBytes), "r"(valid)
-                 : "memory");
-  }
-}
-__device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-// Until at most N of this thread's committed copy groups are still pending.
-template <int N>
-__device__ __forceinline__ void wait_async() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 // Streaming loads: read once, so kept out of L1; the L2 fetches whole 256-byte runs of the row.
 __device__ __forceinline__ void ld_stream(uint4& r, const void* p) {
@@ -307,21 +242,8 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
   constexpr int kElems = Format<T>::kElems, kUnroll = Format<T>::kUnroll, kC = kChunk<T>;
   extern __shared__ __align__(16) unsigned char smem[];
 
-#if __CUDA_ARCH__ >= 900
-  namespace cg = cooperative_groups;
-  const cg::cluster_group cluster = cg::this_cluster();
-  const int ranks = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
-#else
-  constexpr int ranks = 1, rank = 0;
-#endif
-  // Block r's copy of one of this kernel's shared arrays (distributed shared memory; r == 0: this block's own).
-  const auto of_rank = [&](auto* array, int r) {
-#if __CUDA_ARCH__ >= 900
-    return r == 0 ? array : cluster.map_shared_rank(array, r);
-#else
-    return array;
-#endif
-  };
+  const ClusterRanks cluster;
+  const int ranks = cluster.ranks, rank = cluster.rank;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
   // This block's activation rows [row0, row0 + m): NG groups of 8.
@@ -453,21 +375,13 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
 #pragma unroll
   for (int q = 0; q < NG; ++q)
     partial[q * kMmaThreads + threadIdx.x] = make_float4(acc[q][0], acc[q][1], acc[q][2], acc[q][3]);
-#if __CUDA_ARCH__ >= 900
-  if (ranks > 1) {
-    cluster.sync();
-  } else {
-    __syncthreads();
-  }
-#else
-  __syncthreads();
-#endif
+  cluster.sync();
   if (rank == 0 && ksub == 0) {
     // One rank's partials are all requested before any is added (distributed shared memory has a round trip of
     // its own); the order of the sums is fixed, rank by rank and split by split.
     float s[NG][4] = {};
     for (int r = 0; r < ranks; ++r) {
-      const float4* src = of_rank(partial, r);
+      const float4* src = cluster.of(partial, r);
       float4 v[kWarps][NG];
 #pragma unroll
       for (int q = 0; q < kWarps; ++q) {
@@ -496,7 +410,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
         const int r = min(2 * t + e, m - 1);
         float s1 = 0.0f, s2 = 0.0f;
         for (int q = 0; q < ranks; ++q) {
-          const float2* src = of_rank(row_sums, q);
+          const float2* src = cluster.of(row_sums, q);
           float2 v[kWarps];
 #pragma unroll
           for (int w = 0; w < kWarps; ++w) v[w] = src[w * kGemvMaxRows + r];
@@ -541,9 +455,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
       }
     }
   }
-#if __CUDA_ARCH__ >= 900
-  if (ranks > 1) cluster.sync();  // this block's partials must outlive rank 0's reads
-#endif
+  cluster.sync_before_exit();  // this block's partials must outlive rank 0's reads
 #endif
 }
 
@@ -577,21 +489,8 @@ __global__ void __launch_bounds__(kMmaThreads) rows_gemv_kernel(const GemvParams
   constexpr int kElems = Format<T>::kElems, kC = kChunk<T>, kD = kRingDepth<T>;
   extern __shared__ __align__(16) unsigned char smem[];
 
-#if __CUDA_ARCH__ >= 900
-  namespace cg = cooperative_groups;
-  const cg::cluster_group cluster = cg::this_cluster();
-  const int ranks = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
-#else
-  constexpr int ranks = 1, rank = 0;
-#endif
-  // Block r's copy of one of this kernel's shared arrays (distributed shared memory; r == rank: this block's own).
-  const auto of_rank = [&](auto* array, int r) {
-#if __CUDA_ARCH__ >= 900
-    return r == rank ? array : cluster.map_shared_rank(array, r);
-#else
-    return array;
-#endif
-  };
+  const ClusterRanks cluster;
+  const int ranks = cluster.ranks, rank = cluster.rank;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
   const int m = p.m;  // ≤ 8·NG: this block takes every row
@@ -707,20 +606,12 @@ __global__ void __launch_bounds__(kMmaThreads) rows_gemv_kernel(const GemvParams
       partial[f] = s;
     }
   }
-#if __CUDA_ARCH__ >= 900
-  if (ranks > 1) {
-    cluster.sync();
-  } else {
-    __syncthreads();
-  }
-#else
-  __syncthreads();
-#endif
+  cluster.sync();
   for (int f = rank * kMmaThreads + static_cast<int>(threadIdx.x); f < fragments; f += ranks * kMmaThreads) {
     float4 v[kMaxCluster];
 #pragma unroll
     for (int r = 0; r < kMaxCluster; ++r) {
-      if (r < ranks) v[r] = of_rank(partial, r)[f];
+      if (r < ranks) v[r] = cluster.of(partial, r)[f];
     }
     float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
@@ -757,41 +648,8 @@ __global__ void __launch_bounds__(kMmaThreads) rows_gemv_kernel(const GemvParams
       }
     }
   }
-#if __CUDA_ARCH__ >= 900
-  if (ranks > 1) cluster.sync();  // this block's partials must outlive the other ranks' reads
+  cluster.sync_before_exit();  // this block's partials must outlive the other ranks' reads
 #endif
-#endif
-}
-
-struct DeviceInfo {
-  int major = 0, sms = 0, smem_optin = 0;
-};
-
-bool device_info(DeviceInfo& info) {
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&info.major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&info.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return true;
-}
-
-// Opt in to the device's whole shared memory per block, once per device and kernel.
-template <auto Kernel>
-bool prepare_kernel(const DeviceInfo& info) {
-  static std::atomic<uint64_t> done{0};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  const uint64_t bit = uint64_t{1} << (dev & 63);
-  if (done.load(std::memory_order_acquire) & bit) return true;
-  if (cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, info.smem_optin) != cudaSuccess) {
-    return false;
-  }
-  done.fetch_or(bit, std::memory_order_acq_rel);
-  return true;
 }
 
 struct Plan {
@@ -841,33 +699,6 @@ Status launch_mma_groups(GemvParams p, const DeviceInfo& info, cudaStream_t stre
                         plan.smem, stream, static_cast<unsigned>(plan.cluster), p);
 }
 
-// Blocks of Kernel (kMmaThreads threads, `smem` bytes of dynamic shared memory) one SM holds at once, at least 1;
-// cached per thread, device and size, since prompts launch it eagerly for every layer.
-template <auto Kernel>
-int resident_blocks(size_t smem) {
-  struct Entry {
-    int device;
-    size_t smem;
-    int blocks;
-  };
-  thread_local std::vector<Entry> cache;
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) {
-    cudaGetLastError();
-    return 1;
-  }
-  for (const Entry& e : cache) {
-    if (e.device == dev && e.smem == smem) return e.blocks;
-  }
-  int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, Kernel, kMmaThreads, smem) != cudaSuccess) {
-    cudaGetLastError();
-    return 1;
-  }
-  cache.push_back(Entry{dev, smem, std::max(blocks, 1)});
-  return cache.back().blocks;
-}
-
 // The split for rows_gemv_kernel. Every block stages its k range of all m rows, so the activations read from L2
 // are the weights' bytes × m / (16 · row tiles): many rows want many row tiles a block. So the most row tiles
 // whose largest cluster (≤ 8, every warp keeping ≥ 2 chunks) still makes at least one block per SM, with
@@ -884,7 +715,7 @@ Plan make_rows_plan(int64_t m, size_t fixed_smem, int64_t n, int64_t k, int chun
       if (cluster > 1 && per_rank < 2 * (kWarps / tiles)) continue;
       const size_t smem = sizeof(__half) * static_cast<size_t>(m * (per_rank * chunk + kPad)) + fixed_smem;
       if (smem > static_cast<size_t>(info.smem_optin)) continue;
-      const int per_sm = resident_blocks<Kernel>(smem);
+      const int per_sm = resident_blocks<Kernel, kMmaThreads>(smem);
       const int64_t blocks = (n + 16 * tiles - 1) / (16 * tiles) * cluster;
       if (blocks > static_cast<int64_t>(per_sm) * info.sms && cluster > 1) continue;
       if (blocks > best.blocks) best = Plan{tiles, cluster, static_cast<int>(per_rank), blocks, smem};
@@ -922,6 +753,10 @@ Status launch_mma(const GemvParams& p, cudaStream_t stream) {
   if (info.major < 8) return Status::kNotSupported;
   if constexpr (!kNorm) {
     if (p.m > kGemvMaxRows) {
+      if constexpr (T == WeightType::kF16) {
+        const Status s = gemv_detail::launch_wgmma_rows(p, kF32Out, info, stream);
+        if (s != Status::kNotSupported) return s;
+      }
       if (p.m <= 2 * kGemvMaxRows) return launch_rows_groups<T, kF32Out, 2>(p, info, stream);
       if (p.m <= 4 * kGemvMaxRows) return launch_rows_groups<T, kF32Out, 4>(p, info, stream);
       return launch_rows_groups<T, kF32Out, 8>(p, info, stream);
@@ -1423,6 +1258,13 @@ std::atomic<int> g_gemv_fill{kDefaultGemvFill};
 
 void set_gemv_fill(int percent) { g_gemv_fill.store(std::clamp(percent, 1, 100), std::memory_order_relaxed); }
 int gemv_fill() { return g_gemv_fill.load(std::memory_order_relaxed); }
+std::atomic<int> g_gemv_wgmma{kDefaultGemvWgmmaCluster};
+void set_gemv_wgmma(int max_cluster) { g_gemv_wgmma.store(std::clamp(max_cluster, 0, 8), std::memory_order_relaxed); }
+int gemv_wgmma() { return g_gemv_wgmma.load(std::memory_order_relaxed); }
+bool gemv_half_rows_on_wgmma() {
+  DeviceInfo info;
+  return gemv_wgmma() > 0 && device_info(info) && info.major == 9 && info.minor == 0;
+}
 
 Status gemv(const __half* x, const WeightView& w, const __half* bias, const __half* residual, __half* y, int64_t m,
             int64_t n, int64_t k, bool gelu, cudaStream_t stream, const RowNorm& norm, const KvAppend* append) {

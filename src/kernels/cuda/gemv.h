@@ -49,6 +49,16 @@ inline constexpr int kDefaultGemvFill = 50;
 void set_gemv_fill(int percent);
 int gemv_fill();
 
+// 9..64 rows of fp16 weights on a compute-capability-9.0 device run on the Hopper tensor-core kernel
+// (gemv_sm90a.cu: wgmma, clusters of up to this many blocks splitting k); 0 sends them to the mma.sync kernel
+// that every sm_80+ device runs. Process-wide; for measurements (`wisp bench --gemv-wgmma`).
+inline constexpr int kDefaultGemvWgmmaCluster = 8;
+void set_gemv_wgmma(int max_cluster);
+int gemv_wgmma();
+// Whether gemv() runs 9..64 rows of fp16 weights on that kernel on the current device (compute capability 9.0,
+// set_gemv_wgmma > 0): there it is faster than cuBLASLt at these rows (docs/cuda.md), elsewhere slower.
+bool gemv_half_rows_on_wgmma();
+
 // A layer norm of each activation row folded into the product (the decoder's pre-norms: one launch fewer per
 // norm). With x̂ = (x − μ)·ρ·γ + β for each row (μ its mean, ρ = 1/sqrt(variance + eps)) and d = x − x[r, 0]:
 //   Σ_i W[j, i]·x̂_i = ρ·(Σ_i W[j, i]·γ_i·d_i − mean(d)·wγ[j]) + wβ[j],   wγ = W·γ, wβ = W·β (fold_norm()).

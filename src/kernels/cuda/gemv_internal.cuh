@@ -1,0 +1,197 @@
+// What the GEMV kernels of gemv.cu and gemv_sm90a.cu share (not part of the kernels' interface): the
+// parameter block, the K/V-append epilogue, the asynchronous-copy and cluster helpers, the device queries.
+#pragma once
+
+#include <cooperative_groups.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/gemv.h"
+#include "kernels/cuda/kv_codes.cuh"
+
+namespace wisp::kernels::cuda::gemv_detail {
+
+struct GemvParams {
+  const __half* x;
+  const void* w;
+  const float* scales;
+  const __half* bias;
+  const __half* residual;  // may alias y
+  __half* y;
+  float* y32;
+  // The folded row norm (RowNorm; the kernels' kNorm), or unused.
+  const float* ln_gamma;    // [k]
+  const float* ln_w_gamma;  // [n]
+  const float* ln_w_beta;   // [n]
+  float ln_eps;
+  int m, n, k;
+  int group_shift;  // kI4: log2(group / 64)
+  bool gelu;
+  // Tensor-core kernels.
+  int row_tiles;        // 16-row tiles per block (1, 2 or 4); the other warps split k
+  int chunks_per_rank;  // chunks of k per block of a cluster (the sm_90a kernel: 64-column atoms)
+  // CUDA-core kernel.
+  int vecs;         // 16-byte vectors per weight row
+  int lanes;        // L: threads per team
+  int tail_rounds;  // rounds after the first that are copied into shared memory before the wait
+  // The fused K/V append (KvAppend), or kv == null.
+  char* kv;
+  KvType kv_type;
+  int64_t kv_ld, kv_batch_stride;
+  const float* kv_scales;  // static: [2·n_head]
+  const int32_t* kv_row;   // [m]
+  const int32_t* kv_slot;  // [m] or null
+  int kv_rows, kv_col0, kv_width;
+};
+
+// Stores output (r, j), rounded to fp16 as h, into the K/V cache when j is one of its columns (KvAppend).
+__device__ __forceinline__ void append_kv(const GemvParams& p, int r, int j, __half h) {
+  const int c = j - p.kv_col0;
+  if (!p.kv || c < 0 || c >= p.kv_width) return;
+  const int row = p.kv_row[r];
+  if (row < 0 || row >= p.kv_rows) return;
+  const int64_t seq = p.kv_slot ? p.kv_slot[r] : r;
+  const int64_t at = seq * p.kv_batch_stride + static_cast<int64_t>(row) * p.kv_ld + c;
+  if (p.kv_type == KvType::kF16) {
+    reinterpret_cast<__half*>(p.kv)[at] = h;
+    return;
+  }
+  const float inv = detail::kv_inverse(p.kv_scales[c / 64]);  // the head's scale: K heads, then V heads
+  const float x = __half2float(h);
+  p.kv[at] = static_cast<char>(p.kv_type == KvType::kFp8 ? detail::kv_code_fp8(x, inv) : detail::kv_code_i8(x, inv));
+}
+
+// 16 bytes global → shared memory without registers (cp.async; L2 only).
+__device__ __forceinline__ void copy16_async(void* smem, const void* gmem) {
+  const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+
+// Bytes (16, 8 or 4) global → shared memory without registers; only the first `valid` of them are read, the
+// rest of the destination is zero-filled (cp.async's source size).
+template <int kBytes>
+__device__ __forceinline__ void copy_async_zfill(void* smem, const void* gmem, int valid) {
+  const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  if constexpr (kBytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid) : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(s), "l"(gmem), "n"(kBytes), "r"(valid)
+                 : "memory");
+  }
+}
+__device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Until at most N of this thread's committed copy groups are still pending.
+template <int N>
+__device__ __forceinline__ void wait_async() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// The thread-block cluster a GEMV block belongs to (a single block below sm_90 or when launched without one),
+// and the same shared array in another block of it (distributed shared memory).
+struct ClusterRanks {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();  // before ranks and rank
+  int ranks = 1, rank = 0;
+  __device__ ClusterRanks()
+      : ranks(static_cast<int>(cluster.num_blocks())), rank(static_cast<int>(cluster.block_rank())) {}
+#else
+  int ranks = 1, rank = 0;
+  __device__ ClusterRanks() {}
+#endif
+  // Block r's copy of one of the kernel's shared arrays; r == rank is this block's own.
+  template <typename T>
+  __device__ T* of(T* array, int r) const {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    return r == rank ? array : cluster.map_shared_rank(array, r);
+#else
+    return array;
+#endif
+  }
+  // A barrier for every thread of the cluster (of the block when it is alone).
+  __device__ void sync() const {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (ranks > 1) {
+      cluster.sync();
+      return;
+    }
+#endif
+    __syncthreads();
+  }
+  // Before the block exits: its shared arrays must outlive the other ranks' reads.
+  __device__ void sync_before_exit() const {
+    if (ranks > 1) sync();
+  }
+};
+
+struct DeviceInfo {
+  int major = 0, minor = 0, sms = 0, smem_optin = 0;
+};
+
+inline bool device_info(DeviceInfo& info) {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&info.major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&info.minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&info.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return true;
+}
+
+// Opt in to the device's whole shared memory per block, once per device and kernel.
+template <auto Kernel>
+bool prepare_kernel(const DeviceInfo& info) {
+  static std::atomic<uint64_t> done{0};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  const uint64_t bit = uint64_t{1} << (dev & 63);
+  if (done.load(std::memory_order_acquire) & bit) return true;
+  if (cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, info.smem_optin) != cudaSuccess) {
+    return false;
+  }
+  done.fetch_or(bit, std::memory_order_acq_rel);
+  return true;
+}
+
+// Blocks of Kernel (kThreads threads, `smem` bytes of dynamic shared memory) one SM holds at once, at least 1;
+// cached per thread, device and size, since prompts launch it eagerly for every layer.
+template <auto Kernel, int kThreads>
+int resident_blocks(size_t smem) {
+  struct Entry {
+    int device;
+    size_t smem;
+    int blocks;
+  };
+  thread_local std::vector<Entry> cache;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return 1;
+  }
+  for (const Entry& e : cache) {
+    if (e.device == dev && e.smem == smem) return e.blocks;
+  }
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, Kernel, kThreads, smem) != cudaSuccess) {
+    cudaGetLastError();
+    return 1;
+  }
+  cache.push_back(Entry{dev, smem, std::max(blocks, 1)});
+  return cache.back().blocks;
+}
+
+// 9..64 rows of fp16 weights on the Hopper tensor cores (wgmma; gemv_sm90a.cu), for sm_90 devices. p as for
+// the kernels of gemv.cu (m, n, k, x, w, bias, residual, y / y32, gelu, the K/V append); row_tiles and
+// chunks_per_rank are set here. kNotSupported where the kernel does not apply (a folded norm, k % 8 != 0, a
+// device other than compute capability 9.0).
+Status launch_wgmma_rows(GemvParams p, bool f32_out, const DeviceInfo& info, cudaStream_t stream);
+
+}  // namespace wisp::kernels::cuda::gemv_detail

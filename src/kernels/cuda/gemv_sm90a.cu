@@ -1,0 +1,268 @@
+// gemv() for 9..64 rows of fp16 weights on the Hopper tensor cores (wgmma, sm_90a): the kernel the GEMV
+// dispatch (gemv.cu, launch_mma) takes on a compute-capability-9.0 device. This file is compiled for sm_90a only
+// (CMakeLists.txt); elsewhere the kernel is empty and never launched.
+//
+// Why. At 16..64 rows a decoder layer is still a stream of weights (a few MB read once), but mma.sync kernels
+// re-read the staged activations for every 16 weight rows and convert fragments per warp (rows_gemv_kernel:
+// large-v2 QKV at 32 rows 8.4 µs against cuBLASLt's 5.5 µs; docs/cuda.md). One wgmma m64nNk16 multiplies 64
+// weight rows into all N (16, 32 or 64) activation rows straight from shared memory.
+//
+// Layout. A block (one warpgroup, 128 threads) owns 64 weight rows; a thread-block cluster of up to 8 blocks
+// splits k into ranges of whole 64-column atoms. Each atom is 64 (weights) or N (activations) rows of 128 bytes
+// in shared memory, stored in the 128-byte swizzle wgmma reads (16-byte chunk c of row r at chunk c ^ (r % 8)), so
+// both operands are K-major: D[weight row, activation row] = Σ_k W[row, k] · x[activation row, k].
+// Copies are cp.async (no registers) through a ring of kStages slots of one atom each (weights and activations):
+// the first kStages atoms' weights are requested before the wait for the previous kernel (programmatic dependent
+// launch), their activations right after it; a slot is refilled once every warp's products on it are done, and
+// where no refill follows, the products of the next atom are issued without waiting for them.
+// Reduction. The accumulators (64 × N fp32 a block) meet in shared memory; every thread of the cluster sums
+// some outputs over the ranks in a fixed order (deterministic) and runs the epilogue (bias, GELU, residual,
+// K/V append; or fp32 output) for them.
+#include "kernels/cuda/gemv_internal.cuh"
+
+namespace wisp::kernels::cuda::gemv_detail {
+namespace {
+
+using detail::allow_next_kernel;
+using detail::gelu_erf;
+using detail::launch_chained;
+using detail::wait_prior_kernels;
+
+constexpr int kThreads = 128;  // one warpgroup
+constexpr int kTileRows = 64;  // weight rows a block: wgmma's M
+constexpr int kAtomCols = 64;  // columns of one 128-byte swizzle atom (fp16)
+constexpr int kRowBytes = 128;
+constexpr int kStages = 4;  // weight atoms a block keeps in flight
+constexpr int kWeightAtomBytes = kTileRows * kRowBytes;
+constexpr int kMaxCluster = 8;
+
+// Byte offset of 16-byte chunk c (0..7) of row r in a 128-byte-swizzled atom (1024-byte aligned).
+__device__ __forceinline__ uint32_t swizzled(int r, int c) {
+  return static_cast<uint32_t>(r * kRowBytes + ((c ^ (r & 7)) << 4));
+}
+
+// The wgmma descriptor of a K-major operand in shared memory at addr: 128-byte swizzle, groups of 8 rows 1024
+// bytes apart (the leading-dimension offset is unused with this swizzle and set to 1).
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
+  return (static_cast<uint64_t>(addr & 0x3FFFF) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
+         (uint64_t{1} << 62);
+}
+
+// d [64 × N, this thread's N / 2] += a [64 × 16] · b [N × 16]ᵀ, both from shared memory.
+template <int N>
+struct Wgmma;
+template <>
+struct Wgmma<16> {
+  static __device__ __forceinline__ void run(float (&d)[8], uint64_t a, uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "l"(a), "l"(b), "r"(1));
+  }
+};
+
+template <>
+struct Wgmma<32> {
+  static __device__ __forceinline__ void run(float (&d)[16], uint64_t a, uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, "
+        "%16, %17, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(a), "l"(b), "r"(1));
+  }
+};
+
+template <>
+struct Wgmma<64> {
+  static __device__ __forceinline__ void run(float (&d)[32], uint64_t a, uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%"
+        "29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(a), "l"(b), "r"(1));
+  }
+};
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// This thread's shared-memory writes (cp.async, the generic proxy) become visible to wgmma's reads (async proxy).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+template <int N, bool kF32Out>
+__global__ void __launch_bounds__(kThreads) wgmma_rows_kernel(const GemvParams p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ unsigned char smem_raw[];
+  const ClusterRanks cluster;
+  const int ranks = cluster.ranks, rank = cluster.rank;
+  const int tid = static_cast<int>(threadIdx.x);
+
+  // Shared memory (from a 1024-byte boundary): kStages slots, each one atom of the weights [64][128 B] and of the
+  // activations [N][128 B]; after the products, the accumulators [N][64] fp32 in their place.
+  constexpr int kSlotBytes = kWeightAtomBytes + N * kRowBytes;
+  const auto raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  unsigned char* ring = smem_raw + ((1024 - (raw_addr & 1023)) & 1023);
+  const auto ring_addr = static_cast<uint32_t>(__cvta_generic_to_shared(ring));
+
+  // This block's weight rows [j0, j0 + 64) and atoms [a0, a0 + n_atoms).
+  const int j0 = static_cast<int>(blockIdx.x) / ranks * kTileRows;
+  const int atoms = (p.k + kAtomCols - 1) / kAtomCols;
+  const int a0 = min(atoms, rank * p.chunks_per_rank);
+  const int n_atoms = min(atoms, a0 + p.chunks_per_rank) - a0;
+  const auto* w = static_cast<const __half*>(p.w);
+
+  // Atom i's weights / activations into slot i % kStages (nothing past the block's range). Weight rows past n
+  // read row n − 1 (valid memory; their results are dropped); activation rows past m and columns past k are zeros.
+  const auto copy_weights = [&](int i) {
+    if (i >= n_atoms) return;
+    unsigned char* slot = ring + (i % kStages) * kSlotBytes;
+    const int64_t col0 = static_cast<int64_t>(a0 + i) * kAtomCols;
+    for (int q = tid; q < kTileRows * 8; q += kThreads) {
+      const int r = q >> 3, c = q & 7;
+      const int64_t col = col0 + 8 * c;
+      const bool valid = col < p.k;
+      const __half* src = w + static_cast<int64_t>(min(j0 + r, p.n - 1)) * p.k + (valid ? col : 0);
+      copy_async_zfill<16>(slot + swizzled(r, c), src, valid ? 16 : 0);
+    }
+  };
+  const auto copy_activations = [&](int i) {
+    if (i >= n_atoms) return;
+    unsigned char* slot = ring + (i % kStages) * kSlotBytes + kWeightAtomBytes;
+    const int64_t col0 = static_cast<int64_t>(a0 + i) * kAtomCols;
+    for (int q = tid; q < N * 8; q += kThreads) {
+      const int r = q >> 3, c = q & 7;
+      const int64_t col = col0 + 8 * c;
+      const bool valid = r < p.m && col < p.k;
+      const __half* src = p.x + (valid ? static_cast<int64_t>(r) * p.k + col : 0);
+      copy_async_zfill<16>(slot + swizzled(r, c), src, valid ? 16 : 0);
+    }
+  };
+  // Commit groups, in order: the first kStages atoms' weights (constants, requested before waiting for the kernels
+  // that write the activations), their activations, then one group per atom consumed (the atom kStages later, or
+  // empty). Before atom i, the groups after the one holding it are always the kStages − 1 that follow.
+#pragma unroll
+  for (int i = 0; i < kStages; ++i) {
+    copy_weights(i);
+    commit_async();
+  }
+  wait_prior_kernels();
+  allow_next_kernel();
+#pragma unroll
+  for (int i = 0; i < kStages; ++i) {
+    copy_activations(i);
+    commit_async();
+  }
+
+  float acc[N / 2] = {};
+  for (int i = 0; i < n_atoms; ++i) {
+    wait_async<kStages - 1>();
+    fence_proxy_async();
+    __syncthreads();
+    wgmma_fence();
+    const uint32_t a = ring_addr + (i % kStages) * kSlotBytes, b = a + kWeightAtomBytes;
+#pragma unroll
+    for (int kk = 0; kk < kAtomCols / 16; ++kk) Wgmma<N>::run(acc, smem_desc(a + 32 * kk), smem_desc(b + 32 * kk));
+    wgmma_commit();
+    if (i + kStages < n_atoms) {
+      wgmma_wait_all();
+      __syncthreads();  // every warp's products on the slot are done before it is refilled
+      copy_weights(i + kStages);
+      copy_activations(i + kStages);
+    }
+    commit_async();
+  }
+  wgmma_wait_all();
+  __syncthreads();  // every warp's products are done before the accumulators take the slots' place
+  auto* partial = reinterpret_cast<float*>(ring);
+
+  // Accumulator i of lane l in warp v: weight row 16v + l / 4 + 8·((i / 2) % 2), activation row
+  // 8·(i / 4) + 2·(l % 4) + i % 2.
+  const int warp = tid / 32, lane = tid % 32;
+#pragma unroll
+  for (int i = 0; i < N / 2; ++i) {
+    const int row = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1), col = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
+    partial[col * kTileRows + row] = acc[i];
+  }
+  cluster.sync();
+  // Output (r, j0 + jr) for f = r·64 + jr: consecutive threads write consecutive outputs of a row.
+  for (int f = rank * kThreads + tid; f < p.m * kTileRows; f += ranks * kThreads) {
+    float v[kMaxCluster];
+#pragma unroll
+    for (int q = 0; q < kMaxCluster; ++q) {
+      if (q < ranks) v[q] = cluster.of(partial, q)[f];
+    }
+    float s = 0.0f;
+#pragma unroll
+    for (int q = 0; q < kMaxCluster; ++q) {
+      if (q < ranks) s += v[q];
+    }
+    const int r = f / kTileRows, j = j0 + f % kTileRows;
+    if (j >= p.n) continue;
+    const int64_t o = static_cast<int64_t>(r) * p.n + j;
+    if constexpr (kF32Out) {
+      p.y32[o] = s;
+    } else {
+      if (p.bias) s += __half2float(p.bias[j]);
+      if (p.gelu) s = gelu_erf(s);
+      if (p.residual) s += __half2float(p.residual[o]);
+      const __half y = __float2half_rn(s);
+      p.y[o] = y;
+      append_kv(p, r, j, y);
+    }
+  }
+  cluster.sync_before_exit();  // this block's accumulators must outlive the other ranks' reads
+#endif
+}
+
+// The largest cluster (≤ max_cluster, every rank with ≥ 2 atoms) whose blocks are all resident at once: the
+// ranks split the weight stream further, and a second wave would start its weight loads only after the first
+// has left.
+template <int N, bool kF32Out>
+Status launch_n(GemvParams p, const DeviceInfo& info, int max_cluster, cudaStream_t stream) {
+  constexpr auto kernel = wgmma_rows_kernel<N, kF32Out>;
+  if (!prepare_kernel<kernel>(info)) {
+    cudaGetLastError();
+    return Status::kCudaError;
+  }
+  const int64_t tiles = (p.n + kTileRows - 1) / kTileRows, atoms = (p.k + kAtomCols - 1) / kAtomCols;
+  for (int ranks = std::min(max_cluster, kMaxCluster); ranks >= 1; ranks /= 2) {
+    const int64_t per_rank = (atoms + ranks - 1) / ranks;
+    if (ranks > 1 && per_rank < 2) continue;
+    const size_t smem = 1024 + kStages * (kWeightAtomBytes + N * kRowBytes);
+    if (smem > static_cast<size_t>(info.smem_optin)) continue;
+    const int64_t blocks = tiles * ranks;
+    if (ranks > 1 && blocks > static_cast<int64_t>(resident_blocks<kernel, kThreads>(smem)) * info.sms) continue;
+    p.chunks_per_rank = static_cast<int>(per_rank);
+    p.row_tiles = 1;
+    return launch_chained(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), smem, stream,
+                          static_cast<unsigned>(ranks), p);
+  }
+  return Status::kNotSupported;
+}
+
+}  // namespace
+
+Status launch_wgmma_rows(GemvParams p, bool f32_out, const DeviceInfo& info, cudaStream_t stream) {
+  const int max_cluster = gemv_wgmma();
+  if (max_cluster <= 0 || info.major != 9 || info.minor != 0 || p.ln_gamma || p.k % 8 != 0 || p.m < 1 ||
+      p.m > kGemvMaxGroupedRows) {
+    return Status::kNotSupported;
+  }
+  if (p.m <= 16)
+    return f32_out ? launch_n<16, true>(p, info, max_cluster, stream)
+                   : launch_n<16, false>(p, info, max_cluster, stream);
+  if (p.m <= 32)
+    return f32_out ? launch_n<32, true>(p, info, max_cluster, stream)
+                   : launch_n<32, false>(p, info, max_cluster, stream);
+  return f32_out ? launch_n<64, true>(p, info, max_cluster, stream) : launch_n<64, false>(p, info, max_cluster, stream);
+}
+
+}  // namespace wisp::kernels::cuda::gemv_detail
