@@ -755,9 +755,10 @@ int main(int argc, char** argv) {
                  "measurement only: linear layers of up to this many rows on the GEMV kernels, every weight type "
                  "(up to 64; 0: 8 for fp16, 64 for int8/int4)")
       ->check(CLI::Range(0, 64));
-  bn->add_option("--gemv-wgmma", bo.gemv_wgmma,
-                 "measurement only: largest cluster of the Hopper (wgmma) kernel for 9..64 rows of fp16 weights; 0 "
-                 "runs them on the mma.sync kernel")
+  bn->add_option(
+        "--gemv-wgmma", bo.gemv_wgmma,
+        "measurement only: largest cluster of the Hopper (wgmma) kernel for 9..64 rows of fp16 / int8 weights; 0 "
+        "runs them on the mma.sync kernel")
       ->check(CLI::Range(0, 8));
   bn->add_option("--gemv-fill", bo.gemv_fill,
                  "measurement only: percent of the GPU's resident threads a decode-step GEMV fills")

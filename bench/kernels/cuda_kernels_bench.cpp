@@ -273,13 +273,13 @@ struct GemvFormat {
   int group;
   int wgmma_cluster = cuda::kDefaultGemvWgmmaCluster;  // set_gemv_wgmma while measuring
 };
-// f16 takes the Hopper (wgmma) kernel for 9..64 rows on an H100/H200; f16mma the mma.sync kernel it replaces
-// there, f16wg2 / f16wg4 the wgmma kernel with smaller clusters.
+// f16 and i8 take the Hopper (wgmma) kernel for 9..64 rows on an H100/H200; f16mma / i8mma the mma.sync kernel it
+// replaces there, f16wg2 / f16wg4 the wgmma kernel with smaller clusters.
 constexpr GemvFormat kGemvFormats[] = {
     {"f16", cuda::WeightType::kF16, 0},       {"f16mma", cuda::WeightType::kF16, 0, 0},
     {"f16wg2", cuda::WeightType::kF16, 0, 2}, {"f16wg4", cuda::WeightType::kF16, 0, 4},
-    {"i8", cuda::WeightType::kI8, 0},         {"i4g64", cuda::WeightType::kI4, 64},
-    {"i4g128", cuda::WeightType::kI4, 128}};
+    {"i8", cuda::WeightType::kI8, 0},         {"i8mma", cuda::WeightType::kI8, 0, 0},
+    {"i4g64", cuda::WeightType::kI4, 64},     {"i4g128", cuda::WeightType::kI4, 128}};
 
 std::string gemv_name(const char* format, int64_t m, const char* what, int64_t n, int64_t k) {
   return "gemv " + std::string(format) + " m" + std::to_string(m) + " " + what + " " + std::to_string(n) + "x" +
@@ -415,7 +415,7 @@ void print_gemv_sweep() {
   bool header = false;
   for (const char* timing : {"", " graph"}) {
     for (int64_t m : kGemvRows) {
-      for (const char* format : {"f16", "f16mma", "i8", "i4g64", "i4g128", "cublas"}) {
+      for (const char* format : {"f16", "f16mma", "i8", "i8mma", "i4g64", "i4g128", "cublas"}) {
         const int count[] = {1, 3, 1, 1};  // per layer: QKV, 3 projections, fc1, fc2
         double ms = 0, bytes = 0;
         bool complete = true;

@@ -407,35 +407,37 @@ TEST_F(CudaGemv, RowGroupsBeyondEight) {
   }
 }
 
-// fp16 weights at 9..64 rows on an H100/H200 run the wgmma kernel (gemv_sm90a.cu): each case with clusters of up
-// to 8, 2 and 1 block, and with the kernel switched off (the mma.sync kernel), against the fp64 reference. Partial
-// weight tiles (n % 64 ≠ 0), a k that ends inside a 64-column atom, every padded row count (16, 32, 64), the
-// epilogues and fp32 outputs. On other devices every setting runs the mma.sync kernel.
-TEST_F(CudaGemv, HalfWeightsOnEitherTensorCoreKernel) {
+// fp16 and int8 weights at 9..64 rows on an H100/H200 run the wgmma kernel (gemv_sm90a.cu): each case with
+// clusters of up to 8 and 1 block, and with the kernel switched off (rows_gemv_kernel), against the fp64
+// reference. Partial weight tiles (n % 64 ≠ 0), a k that ends inside a 64-column atom, every padded row count (16,
+// 32, 64), the epilogues and fp32 outputs. On other devices every setting runs rows_gemv_kernel.
+TEST_F(CudaGemv, WeightsOnEitherTensorCoreKernel) {
   struct Restore {
     ~Restore() { cuda::set_gemv_wgmma(cuda::kDefaultGemvWgmmaCluster); }
   } restore;
-  for (int cluster : {8, 2, 1, 0}) {
-    SCOPED_TRACE("max cluster " + std::to_string(cluster));
-    cuda::set_gemv_wgmma(cluster);
-    uint32_t seed = 700;
-    for (int64_t m : {int64_t{9}, int64_t{16}, int64_t{31}, int64_t{33}, cuda::kGemvMaxGroupedRows}) {
-      Case qkv{WeightType::kF16, 0, m, 3 * 1280, 1280};
-      qkv.bias = true;
-      run_case(qkv, seed++);
-      Case fc2{WeightType::kF16, 0, m, 1280, 5120};
-      fc2.bias = fc2.residual = fc2.in_place = true;
-      run_case(fc2, seed++);
+  for (WeightType type : {WeightType::kF16, WeightType::kI8}) {
+    for (int cluster : {8, 1, 0}) {
+      SCOPED_TRACE(std::string(type_name(type, 0)) + ", max cluster " + std::to_string(cluster));
+      cuda::set_gemv_wgmma(cluster);
+      uint32_t seed = 700;
+      for (int64_t m : {int64_t{9}, int64_t{16}, int64_t{31}, int64_t{33}, cuda::kGemvMaxGroupedRows}) {
+        Case qkv{type, 0, m, 3 * 1280, 1280};
+        qkv.bias = true;
+        run_case(qkv, seed++);
+        Case fc2{type, 0, m, 1280, 5120};
+        fc2.bias = fc2.residual = fc2.in_place = true;
+        run_case(fc2, seed++);
+      }
+      Case odd{type, 0, 17, 769, 400};
+      odd.gelu = odd.bias = true;
+      run_case(odd, seed++);
+      Case logits{type, 0, 12, 51865, 384};
+      logits.f32_out = true;
+      run_case(logits, seed++);
+      Case part{type, 0, 64, 200, 1296};
+      part.bias = part.residual = true;
+      run_case(part, seed++);
     }
-    Case odd{WeightType::kF16, 0, 17, 769, 392};
-    odd.gelu = odd.bias = true;
-    run_case(odd, seed++);
-    Case logits{WeightType::kF16, 0, 12, 51865, 384};
-    logits.f32_out = true;
-    run_case(logits, seed++);
-    Case part{WeightType::kF16, 0, 64, 200, 1296};
-    part.bias = part.residual = true;
-    run_case(part, seed++);
   }
 }
 

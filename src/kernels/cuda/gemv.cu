@@ -77,8 +77,11 @@ using gemv_detail::copy_async_zfill;
 using gemv_detail::device_info;
 using gemv_detail::DeviceInfo;
 using gemv_detail::GemvParams;
+using gemv_detail::h2_sub;
+using gemv_detail::i8_to_h2;
 using gemv_detail::prepare_kernel;
 using gemv_detail::resident_blocks;
+using gemv_detail::store_output;
 using gemv_detail::wait_async;
 
 namespace {
@@ -93,10 +96,6 @@ __device__ __forceinline__ void ld_stream(uint2& r, const void* p) {
   asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0, %1}, [%2];\n" : "=r"(r.x), "=r"(r.y) : "l"(p));
 }
 
-__device__ __forceinline__ uint32_t h2_sub(uint32_t a, uint32_t b) {
-  const __half2 r = __hsub2(*reinterpret_cast<const __half2*>(&a), *reinterpret_cast<const __half2*>(&b));
-  return *reinterpret_cast<const uint32_t*>(&r);
-}
 __device__ __forceinline__ uint32_t h2_fma(uint32_t a, uint32_t b, uint32_t c) {
   const __half2 r = __hfma2(*reinterpret_cast<const __half2*>(&a), *reinterpret_cast<const __half2*>(&b),
                             *reinterpret_cast<const __half2*>(&c));
@@ -160,15 +159,6 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// 4 int8 → 2 half2 (columns (0, 1), (2, 3)), exact: with the sign bit flipped a byte is q + 128, and
-// 0x64 above it makes the half 1024 + q + 128.
-__device__ __forceinline__ void i8_to_h2(uint32_t w, uint32_t& lo, uint32_t& hi) {
-  constexpr uint32_t k1152 = 0x64806480u;
-  const uint32_t u = w ^ 0x80808080u;
-  lo = h2_sub(__byte_perm(u, 0x64646464u, 0x4140), k1152);
-  hi = h2_sub(__byte_perm(u, 0x64646464u, 0x4342), k1152);
 }
 
 // One chunk of one lane: rows a (g) and b (g + 8) against NG groups of activation columns: xs[q] is row
@@ -441,16 +431,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_gemv_kernel(const GemvParams 
           const int64_t o = static_cast<int64_t>(row0 + r) * p.n + j;
           float v = s[grp][2 * h + e] * scale;
           if constexpr (kNorm) v = unfold_norm(v, moments[e], w_gamma, w_beta);
-          if constexpr (kF32Out) {
-            p.y32[o] = v;
-          } else {
-            v += bias;
-            if (p.gelu) v = gelu_erf(v);
-            if (p.residual) v += __half2float(p.residual[o]);
-            const __half y = __float2half_rn(v);
-            p.y[o] = y;
-            append_kv(p, row0 + r, j, y);
-          }
+          store_output<kF32Out>(p, row0 + r, j, o, v, bias);
         }
       }
     }
@@ -634,17 +615,7 @@ __global__ void __launch_bounds__(kMmaThreads) rows_gemv_kernel(const GemvParams
         const int r = grp * kGemvMaxRows + 2 * ft + e;
         if (r >= m) continue;
         const int64_t o = static_cast<int64_t>(r) * p.n + j;
-        float val = s[2 * h + e] * scale;
-        if constexpr (kF32Out) {
-          p.y32[o] = val;
-        } else {
-          val += bias;
-          if (p.gelu) val = gelu_erf(val);
-          if (p.residual) val += __half2float(p.residual[o]);
-          const __half y = __float2half_rn(val);
-          p.y[o] = y;
-          append_kv(p, r, j, y);
-        }
+        store_output<kF32Out>(p, r, j, o, s[2 * h + e] * scale, bias);
       }
     }
   }
@@ -753,10 +724,8 @@ Status launch_mma(const GemvParams& p, cudaStream_t stream) {
   if (info.major < 8) return Status::kNotSupported;
   if constexpr (!kNorm) {
     if (p.m > kGemvMaxRows) {
-      if constexpr (T == WeightType::kF16) {
-        const Status s = gemv_detail::launch_wgmma_rows(p, kF32Out, info, stream);
-        if (s != Status::kNotSupported) return s;
-      }
+      const Status s = gemv_detail::launch_wgmma_rows(p, T, kF32Out, info, stream);
+      if (s != Status::kNotSupported) return s;
       if (p.m <= 2 * kGemvMaxRows) return launch_rows_groups<T, kF32Out, 2>(p, info, stream);
       if (p.m <= 4 * kGemvMaxRows) return launch_rows_groups<T, kF32Out, 4>(p, info, stream);
       return launch_rows_groups<T, kF32Out, 8>(p, info, stream);

@@ -49,7 +49,7 @@ inline constexpr int kDefaultGemvFill = 50;
 void set_gemv_fill(int percent);
 int gemv_fill();
 
-// 9..64 rows of fp16 weights on a compute-capability-9.0 device run on the Hopper tensor-core kernel
+// 9..64 rows of fp16 or int8 weights on a compute-capability-9.0 device run on the Hopper tensor-core kernel
 // (gemv_sm90a.cu: wgmma, clusters of up to this many blocks splitting k); 0 sends them to the mma.sync kernel
 // that every sm_80+ device runs. Process-wide; for measurements (`wisp bench --gemv-wgmma`).
 inline constexpr int kDefaultGemvWgmmaCluster = 8;

@@ -67,6 +67,22 @@ __device__ __forceinline__ void append_kv(const GemvParams& p, int r, int j, __h
   p.kv[at] = static_cast<char>(p.kv_type == KvType::kFp8 ? detail::kv_code_fp8(x, inv) : detail::kv_code_i8(x, inv));
 }
 
+// The epilogue of output (r, j) at o = r·n + j from its fp32 value v: stored as fp32 (the logits), or with the
+// bias (already read, 0 without), the GELU, the residual, one rounding to fp16 and the K/V append.
+template <bool kF32Out>
+__device__ __forceinline__ void store_output(const GemvParams& p, int r, int j, int64_t o, float v, float bias) {
+  if constexpr (kF32Out) {
+    p.y32[o] = v;
+  } else {
+    v += bias;
+    if (p.gelu) v = detail::gelu_erf(v);
+    if (p.residual) v += __half2float(p.residual[o]);
+    const __half y = __float2half_rn(v);
+    p.y[o] = y;
+    append_kv(p, r, j, y);
+  }
+}
+
 // 16 bytes global → shared memory without registers (cp.async; L2 only).
 __device__ __forceinline__ void copy16_async(void* smem, const void* gmem) {
   const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -90,6 +106,20 @@ __device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_g
 template <int N>
 __device__ __forceinline__ void wait_async() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ uint32_t h2_sub(uint32_t a, uint32_t b) {
+  const __half2 r = __hsub2(*reinterpret_cast<const __half2*>(&a), *reinterpret_cast<const __half2*>(&b));
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
+
+// 4 int8 → 2 half2 (columns (0, 1), (2, 3)), exact: with the sign bit flipped a byte is q + 128, and
+// 0x64 above it makes the half 1024 + q + 128.
+__device__ __forceinline__ void i8_to_h2(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  constexpr uint32_t k1152 = 0x64806480u;
+  const uint32_t u = w ^ 0x80808080u;
+  lo = h2_sub(__byte_perm(u, 0x64646464u, 0x4140), k1152);
+  hi = h2_sub(__byte_perm(u, 0x64646464u, 0x4342), k1152);
 }
 
 // The thread-block cluster a GEMV block belongs to (a single block below sm_90 or when launched without one),
@@ -188,10 +218,10 @@ int resident_blocks(size_t smem) {
   return cache.back().blocks;
 }
 
-// 9..64 rows of fp16 weights on the Hopper tensor cores (wgmma; gemv_sm90a.cu), for sm_90 devices. p as for
-// the kernels of gemv.cu (m, n, k, x, w, bias, residual, y / y32, gelu, the K/V append); row_tiles and
-// chunks_per_rank are set here. kNotSupported where the kernel does not apply (a folded norm, k % 8 != 0, a
-// device other than compute capability 9.0).
-Status launch_wgmma_rows(GemvParams p, bool f32_out, const DeviceInfo& info, cudaStream_t stream);
+// 9..64 rows of fp16 or int8 weights on the Hopper tensor cores (wgmma; gemv_sm90a.cu), for sm_90 devices. p as
+// for the kernels of gemv.cu (m, n, k, x, w, scales, bias, residual, y / y32, gelu, the K/V append); row_tiles
+// and chunks_per_rank are set here. kNotSupported where the kernel does not apply (int4, a folded norm, a device
+// other than compute capability 9.0, set_gemv_wgmma(0)).
+Status launch_wgmma_rows(GemvParams p, WeightType type, bool f32_out, const DeviceInfo& info, cudaStream_t stream);
 
 }  // namespace wisp::kernels::cuda::gemv_detail

@@ -1,4 +1,4 @@
-// gemv() for 9..64 rows of fp16 weights on the Hopper tensor cores (wgmma, sm_90a): the kernel the GEMV
+// gemv() for 9..64 rows of fp16 or int8 weights on the Hopper tensor cores (wgmma, sm_90a): the kernel the GEMV
 // dispatch (gemv.cu, launch_mma) takes on a compute-capability-9.0 device. This file is compiled for sm_90a only
 // (CMakeLists.txt); elsewhere the kernel is empty and never launched.
 //
@@ -11,6 +11,9 @@
 // splits k into ranges of whole 64-column atoms. Each atom is 64 (weights) or N (activations) rows of 128 bytes
 // in shared memory, stored in the 128-byte swizzle wgmma reads (16-byte chunk c of row r at chunk c ^ (r % 8)), so
 // both operands are K-major: D[weight row, activation row] = Σ_k W[row, k] · x[activation row, k].
+// int8 weights stay int8 in shared memory (64-byte rows, 80 apart); each thread reads its A fragments (2-byte
+// pairs), turns them into exact fp16 integers and feeds wgmma's register form; the row scale comes in the
+// epilogue, as in the other kernels.
 // Copies are cp.async (no registers) through a ring of kStages slots of one atom each (weights and activations):
 // the first kStages atoms' weights are requested before the wait for the previous kernel (programmatic dependent
 // launch), their activations right after it; a slot is refilled once every warp's products on it are done, and
@@ -24,7 +27,6 @@ namespace wisp::kernels::cuda::gemv_detail {
 namespace {
 
 using detail::allow_next_kernel;
-using detail::gelu_erf;
 using detail::launch_chained;
 using detail::wait_prior_kernels;
 
@@ -33,8 +35,15 @@ constexpr int kTileRows = 64;  // weight rows a block: wgmma's M
 constexpr int kAtomCols = 64;  // columns of one 128-byte swizzle atom (fp16)
 constexpr int kRowBytes = 128;
 constexpr int kStages = 4;  // weight atoms a block keeps in flight
-constexpr int kWeightAtomBytes = kTileRows * kRowBytes;
 constexpr int kMaxCluster = 8;
+// int8 weight rows of an atom: 64 bytes, 80 apart so that the 2-byte reads of a warp's 8 rows (row g at 80·g
+// + 2t) fall on distinct banks.
+constexpr int kI8RowBytes = 80;
+// Bytes of one atom of weights: fp16 [64][128 B] swizzled, or int8 [64][80 B]; both multiples of 1024, so the
+// activation atom after them keeps the swizzle's alignment.
+template <WeightType T>
+constexpr int kWeightAtomBytes = T == WeightType::kF16 ? kTileRows* kRowBytes : kTileRows* kI8RowBytes;
+static_assert(kWeightAtomBytes<WeightType::kI8> % 1024 == 0);
 
 // Byte offset of 16-byte chunk c (0..7) of row r in a 128-byte-swizzled atom (1024-byte aligned).
 __device__ __forceinline__ uint32_t swizzled(int r, int c) {
@@ -91,13 +100,70 @@ struct Wgmma<64> {
   }
 };
 
+// The same with a [64 × 16] from registers: this thread's four half2 of its warp's 16 rows (a0: row g, columns
+// 2t, 2t + 1; a1: row g + 8; a2, a3: columns 2t + 8, 2t + 9), for weights converted on the way.
+template <int N>
+struct WgmmaRegA;
+template <>
+struct WgmmaRegA<16> {
+  static __device__ __forceinline__ void run(float (&d)[8], const uint32_t (&a)[4], uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, "
+        "0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+  }
+};
+
+template <>
+struct WgmmaRegA<32> {
+  static __device__ __forceinline__ void run(float (&d)[16], const uint32_t (&a)[4], uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, "
+        "{%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+  }
+};
+
+template <>
+struct WgmmaRegA<64> {
+  static __device__ __forceinline__ void run(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%"
+        "29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+  }
+};
+
+// Pins a wgmma's register operands: computed before this point and not copied between the asynchronous products
+// (a conversion or copy the compiler moved among them would make ptxas serialise the wgmmas).
+template <int R>
+__device__ __forceinline__ void fence_operands(float (&d)[R]) {
+#pragma unroll
+  for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+template <int R>
+__device__ __forceinline__ void fence_operands(uint32_t (&a)[R]) {
+#pragma unroll
+  for (int i = 0; i < R; ++i) asm volatile("" : "+r"(a[i])::"memory");
+}
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 // This thread's shared-memory writes (cp.async, the generic proxy) become visible to wgmma's reads (async proxy).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
-template <int N, bool kF32Out>
+template <WeightType T, int N, bool kF32Out>
 __global__ void __launch_bounds__(kThreads) wgmma_rows_kernel(const GemvParams p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ unsigned char smem_raw[];
@@ -105,9 +171,10 @@ __global__ void __launch_bounds__(kThreads) wgmma_rows_kernel(const GemvParams p
   const int ranks = cluster.ranks, rank = cluster.rank;
   const int tid = static_cast<int>(threadIdx.x);
 
-  // Shared memory (from a 1024-byte boundary): kStages slots, each one atom of the weights [64][128 B] and of the
-  // activations [N][128 B]; after the products, the accumulators [N][64] fp32 in their place.
-  constexpr int kSlotBytes = kWeightAtomBytes + N * kRowBytes;
+  // Shared memory (from a 1024-byte boundary): kStages slots, each one atom of the weights and of the activations
+  // [N][128 B]; after the products, the accumulators [N][64] fp32 in their place.
+  constexpr int kWeightBytes = kWeightAtomBytes<T>;
+  constexpr int kSlotBytes = kWeightBytes + N * kRowBytes;
   const auto raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   unsigned char* ring = smem_raw + ((1024 - (raw_addr & 1023)) & 1023);
   const auto ring_addr = static_cast<uint32_t>(__cvta_generic_to_shared(ring));
@@ -117,7 +184,8 @@ __global__ void __launch_bounds__(kThreads) wgmma_rows_kernel(const GemvParams p
   const int atoms = (p.k + kAtomCols - 1) / kAtomCols;
   const int a0 = min(atoms, rank * p.chunks_per_rank);
   const int n_atoms = min(atoms, a0 + p.chunks_per_rank) - a0;
-  const auto* w = static_cast<const __half*>(p.w);
+  const auto* w = static_cast<const char*>(p.w);
+  const int64_t w_row_bytes = T == WeightType::kF16 ? 2 * static_cast<int64_t>(p.k) : p.k;
 
   // Atom i's weights / activations into slot i % kStages (nothing past the block's range). Weight rows past n
   // read row n − 1 (valid memory; their results are dropped); activation rows past m and columns past k are zeros.
@@ -125,17 +193,20 @@ __global__ void __launch_bounds__(kThreads) wgmma_rows_kernel(const GemvParams p
     if (i >= n_atoms) return;
     unsigned char* slot = ring + (i % kStages) * kSlotBytes;
     const int64_t col0 = static_cast<int64_t>(a0 + i) * kAtomCols;
-    for (int q = tid; q < kTileRows * 8; q += kThreads) {
-      const int r = q >> 3, c = q & 7;
-      const int64_t col = col0 + 8 * c;
+    constexpr int kChunks = T == WeightType::kF16 ? 8 : 4;  // 16-byte chunks of a row's atom
+    for (int q = tid; q < kTileRows * kChunks; q += kThreads) {
+      const int r = q / kChunks, c = q % kChunks;
+      const int64_t col = col0 + (T == WeightType::kF16 ? 8 : 16) * c;
       const bool valid = col < p.k;
-      const __half* src = w + static_cast<int64_t>(min(j0 + r, p.n - 1)) * p.k + (valid ? col : 0);
-      copy_async_zfill<16>(slot + swizzled(r, c), src, valid ? 16 : 0);
+      const char* src = w + static_cast<int64_t>(min(j0 + r, p.n - 1)) * w_row_bytes +
+                        (valid ? (T == WeightType::kF16 ? 2 * col : col) : 0);
+      unsigned char* dst = T == WeightType::kF16 ? slot + swizzled(r, c) : slot + r * kI8RowBytes + 16 * c;
+      copy_async_zfill<16>(dst, src, valid ? 16 : 0);
     }
   };
   const auto copy_activations = [&](int i) {
     if (i >= n_atoms) return;
-    unsigned char* slot = ring + (i % kStages) * kSlotBytes + kWeightAtomBytes;
+    unsigned char* slot = ring + (i % kStages) * kSlotBytes + kWeightBytes;
     const int64_t col0 = static_cast<int64_t>(a0 + i) * kAtomCols;
     for (int q = tid; q < N * 8; q += kThreads) {
       const int r = q >> 3, c = q & 7;
@@ -161,16 +232,40 @@ __global__ void __launch_bounds__(kThreads) wgmma_rows_kernel(const GemvParams p
     commit_async();
   }
 
+  const int warp = tid / 32, lane = tid % 32;
   float acc[N / 2] = {};
   for (int i = 0; i < n_atoms; ++i) {
     wait_async<kStages - 1>();
     fence_proxy_async();
     __syncthreads();
-    wgmma_fence();
-    const uint32_t a = ring_addr + (i % kStages) * kSlotBytes, b = a + kWeightAtomBytes;
+    const uint32_t a = ring_addr + (i % kStages) * kSlotBytes, b = a + kWeightBytes;
+    if constexpr (T == WeightType::kF16) {
+      wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kAtomCols / 16; ++kk) Wgmma<N>::run(acc, smem_desc(a + 32 * kk), smem_desc(b + 32 * kk));
+      for (int kk = 0; kk < kAtomCols / 16; ++kk) Wgmma<N>::run(acc, smem_desc(a + 32 * kk), smem_desc(b + 32 * kk));
+    } else {
+      // int8: this thread's fragments of rows 16·warp + g and + 8, converted to exact fp16 integers (the row scale
+      // comes in the epilogue). The products are awaited before the next atom rewrites their registers.
+      const unsigned char* row = ring + (i % kStages) * kSlotBytes + (16 * warp + (lane >> 2)) * kI8RowBytes;
+      uint32_t frag[kAtomCols / 16][4];
+#pragma unroll
+      for (int kk = 0; kk < kAtomCols / 16; ++kk) {
+        const int c = 16 * kk + 2 * (lane & 3);
+        const auto pair = [&](int r8, int col) {
+          return static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(row + r8 * kI8RowBytes + col));
+        };
+        i8_to_h2(pair(0, c) | pair(0, c + 8) << 16, frag[kk][0], frag[kk][2]);
+        i8_to_h2(pair(8, c) | pair(8, c + 8) << 16, frag[kk][1], frag[kk][3]);
+      }
+#pragma unroll
+      for (int kk = 0; kk < kAtomCols / 16; ++kk) fence_operands(frag[kk]);
+      fence_operands(acc);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kAtomCols / 16; ++kk) WgmmaRegA<N>::run(acc, frag[kk], smem_desc(b + 32 * kk));
+    }
     wgmma_commit();
+    if constexpr (T == WeightType::kI8) wgmma_wait_all();
     if (i + kStages < n_atoms) {
       wgmma_wait_all();
       __syncthreads();  // every warp's products on the slot are done before it is refilled
@@ -185,7 +280,6 @@ __global__ void __launch_bounds__(kThreads) wgmma_rows_kernel(const GemvParams p
 
   // Accumulator i of lane l in warp v: weight row 16v + l / 4 + 8·((i / 2) % 2), activation row
   // 8·(i / 4) + 2·(l % 4) + i % 2.
-  const int warp = tid / 32, lane = tid % 32;
 #pragma unroll
   for (int i = 0; i < N / 2; ++i) {
     const int row = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1), col = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
@@ -206,17 +300,9 @@ __global__ void __launch_bounds__(kThreads) wgmma_rows_kernel(const GemvParams p
     }
     const int r = f / kTileRows, j = j0 + f % kTileRows;
     if (j >= p.n) continue;
-    const int64_t o = static_cast<int64_t>(r) * p.n + j;
-    if constexpr (kF32Out) {
-      p.y32[o] = s;
-    } else {
-      if (p.bias) s += __half2float(p.bias[j]);
-      if (p.gelu) s = gelu_erf(s);
-      if (p.residual) s += __half2float(p.residual[o]);
-      const __half y = __float2half_rn(s);
-      p.y[o] = y;
-      append_kv(p, r, j, y);
-    }
+    if constexpr (T == WeightType::kI8) s *= __ldg(p.scales + j);
+    const float bias = !kF32Out && p.bias ? __half2float(p.bias[j]) : 0.0f;
+    store_output<kF32Out>(p, r, j, static_cast<int64_t>(r) * p.n + j, s, bias);
   }
   cluster.sync_before_exit();  // this block's accumulators must outlive the other ranks' reads
 #endif
@@ -225,9 +311,9 @@ __global__ void __launch_bounds__(kThreads) wgmma_rows_kernel(const GemvParams p
 // The largest cluster (≤ max_cluster, every rank with ≥ 2 atoms) whose blocks are all resident at once: the
 // ranks split the weight stream further, and a second wave would start its weight loads only after the first
 // has left.
-template <int N, bool kF32Out>
+template <WeightType T, int N, bool kF32Out>
 Status launch_n(GemvParams p, const DeviceInfo& info, int max_cluster, cudaStream_t stream) {
-  constexpr auto kernel = wgmma_rows_kernel<N, kF32Out>;
+  constexpr auto kernel = wgmma_rows_kernel<T, N, kF32Out>;
   if (!prepare_kernel<kernel>(info)) {
     cudaGetLastError();
     return Status::kCudaError;
@@ -236,7 +322,7 @@ Status launch_n(GemvParams p, const DeviceInfo& info, int max_cluster, cudaStrea
   for (int ranks = std::min(max_cluster, kMaxCluster); ranks >= 1; ranks /= 2) {
     const int64_t per_rank = (atoms + ranks - 1) / ranks;
     if (ranks > 1 && per_rank < 2) continue;
-    const size_t smem = 1024 + kStages * (kWeightAtomBytes + N * kRowBytes);
+    const size_t smem = 1024 + kStages * (kWeightAtomBytes<T> + N * kRowBytes);
     if (smem > static_cast<size_t>(info.smem_optin)) continue;
     const int64_t blocks = tiles * ranks;
     if (ranks > 1 && blocks > static_cast<int64_t>(resident_blocks<kernel, kThreads>(smem)) * info.sms) continue;
@@ -248,21 +334,32 @@ Status launch_n(GemvParams p, const DeviceInfo& info, int max_cluster, cudaStrea
   return Status::kNotSupported;
 }
 
+template <WeightType T>
+Status launch_rows(const GemvParams& p, bool f32_out, const DeviceInfo& info, int max_cluster, cudaStream_t stream) {
+  if (p.m <= 16) {
+    return f32_out ? launch_n<T, 16, true>(p, info, max_cluster, stream)
+                   : launch_n<T, 16, false>(p, info, max_cluster, stream);
+  }
+  if (p.m <= 32) {
+    return f32_out ? launch_n<T, 32, true>(p, info, max_cluster, stream)
+                   : launch_n<T, 32, false>(p, info, max_cluster, stream);
+  }
+  return f32_out ? launch_n<T, 64, true>(p, info, max_cluster, stream)
+                 : launch_n<T, 64, false>(p, info, max_cluster, stream);
+}
+
 }  // namespace
 
-Status launch_wgmma_rows(GemvParams p, bool f32_out, const DeviceInfo& info, cudaStream_t stream) {
+Status launch_wgmma_rows(GemvParams p, WeightType type, bool f32_out, const DeviceInfo& info, cudaStream_t stream) {
   const int max_cluster = gemv_wgmma();
-  if (max_cluster <= 0 || info.major != 9 || info.minor != 0 || p.ln_gamma || p.k % 8 != 0 || p.m < 1 ||
-      p.m > kGemvMaxGroupedRows) {
+  if (max_cluster <= 0 || info.major != 9 || info.minor != 0 || p.ln_gamma || p.m < 1 || p.m > kGemvMaxGroupedRows) {
     return Status::kNotSupported;
   }
-  if (p.m <= 16)
-    return f32_out ? launch_n<16, true>(p, info, max_cluster, stream)
-                   : launch_n<16, false>(p, info, max_cluster, stream);
-  if (p.m <= 32)
-    return f32_out ? launch_n<32, true>(p, info, max_cluster, stream)
-                   : launch_n<32, false>(p, info, max_cluster, stream);
-  return f32_out ? launch_n<64, true>(p, info, max_cluster, stream) : launch_n<64, false>(p, info, max_cluster, stream);
+  if (type == WeightType::kF16 && p.k % 8 == 0)
+    return launch_rows<WeightType::kF16>(p, f32_out, info, max_cluster, stream);
+  if (type == WeightType::kI8 && p.k % 16 == 0)
+    return launch_rows<WeightType::kI8>(p, f32_out, info, max_cluster, stream);
+  return Status::kNotSupported;
 }
 
 }  // namespace wisp::kernels::cuda::gemv_detail
