@@ -17,9 +17,11 @@
 
 namespace wisp::kernels::cuda::gemv_detail {
 
+// One gemv() call as every kernel reads it: the operands (shapes as in gemv.h), the epilogue, and the split the
+// host chose for the kernel it launches.
 struct GemvParams {
-  const __half* x;
-  const void* w;
+  const __half* x;  // [m, k]
+  const void* w;    // WeightView::data
   const float* scales;
   const __half* bias;
   const __half* residual;  // may alias y
