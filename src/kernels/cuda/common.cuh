@@ -40,26 +40,29 @@ __device__ __forceinline__ void allow_next_kernel() {
 #endif
 }
 
-// Whether the current device runs programmatic dependent launches (compute capability 9.0+), cached per
-// device.
-inline bool device_chains_launches() {
-  static std::atomic<uint64_t> known{0}, capable{0};
+// The current device's compute capability as 10·major + minor (90 for an H100 / H200), 0 when it cannot be
+// read; cached per device, since launch decisions on the host ask it for every kernel.
+inline int device_compute_capability() {
+  static std::atomic<int> known[64] = {};  // 0: not read yet
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) {
     cudaGetLastError();
-    return false;
+    return 0;
   }
-  const uint64_t bit = uint64_t{1} << (dev & 63);
-  if (known.load(std::memory_order_acquire) & bit) return (capable.load(std::memory_order_acquire) & bit) != 0;
-  int major = 0;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+  std::atomic<int>& cached = known[dev & 63];
+  if (const int cc = cached.load(std::memory_order_acquire); cc > 0) return cc;
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
     cudaGetLastError();
-    return false;
+    return 0;
   }
-  if (major >= 9) capable.fetch_or(bit, std::memory_order_acq_rel);
-  known.fetch_or(bit, std::memory_order_acq_rel);
-  return major >= 9;
+  cached.store(10 * major + minor, std::memory_order_release);
+  return 10 * major + minor;
 }
+
+// Whether the current device runs programmatic dependent launches (compute capability 9.0+).
+inline bool device_chains_launches() { return device_compute_capability() >= 90; }
 
 // Launches `kernel` with the programmatic-dependent-launch attribute when it is on and the device has it
 // (plus a thread-block cluster of cluster_x blocks when cluster_x > 1). The kernel must follow the rules

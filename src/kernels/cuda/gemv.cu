@@ -1230,10 +1230,8 @@ int gemv_fill() { return g_gemv_fill.load(std::memory_order_relaxed); }
 std::atomic<int> g_gemv_wgmma{kDefaultGemvWgmmaCluster};
 void set_gemv_wgmma(int max_cluster) { g_gemv_wgmma.store(std::clamp(max_cluster, 0, 8), std::memory_order_relaxed); }
 int gemv_wgmma() { return g_gemv_wgmma.load(std::memory_order_relaxed); }
-bool gemv_half_rows_on_wgmma() {
-  DeviceInfo info;
-  return gemv_wgmma() > 0 && device_info(info) && info.major == 9 && info.minor == 0;
-}
+// Asked by GpuWhisper for every linear layer of every pass it builds: no device queries beyond the cached one.
+bool gemv_half_rows_on_wgmma() { return gemv_wgmma() > 0 && detail::device_compute_capability() == 90; }
 
 Status gemv(const __half* x, const WeightView& w, const __half* bias, const __half* residual, __half* y, int64_t m,
             int64_t n, int64_t k, bool gelu, cudaStream_t stream, const RowNorm& norm, const KvAppend* append) {
