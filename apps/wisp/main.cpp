@@ -760,6 +760,9 @@ int main(int argc, char** argv) {
         "measurement only: largest cluster of the Hopper (wgmma) kernel for 9..64 rows of fp16 / int8 weights; 0 "
         "runs them on the mma.sync kernel")
       ->check(CLI::Range(0, 8));
+  bn->add_option("--attention-wgmma", bo.attention_wgmma,
+                 "measurement only: 0 runs the encoder's attention on the mma.sync kernel instead of the Hopper "
+                 "(wgmma) one");
   bn->add_option("--gemv-fill", bo.gemv_fill,
                  "measurement only: percent of the GPU's resident threads a decode-step GEMV fills")
       ->check(CLI::Range(1, 100));

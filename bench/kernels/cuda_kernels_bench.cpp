@@ -135,10 +135,16 @@ void bench_encoder_attention(cuda::GemmContext& ctx, int64_t batch) {
   Buf<__half> out(static_cast<size_t>(batch * kFrames * kD));
   const double flops = 4.0 * batch * kFrames * kFrames * kHd * kHeads;
   const double bytes = 2.0 * batch * kFrames * kD * 4;
-  measure(name, flops, bytes, [&](int) {
-    return cuda::attention(qkv.p, ld, kFrames * ld, qkv.p + kD, ld, kFrames * ld, qkv.p + 2 * kD, ld, kFrames * ld,
-                           out.p, kD, kFrames * kD, batch, kFrames, kFrames, kHeads, kHd, false, 0, nullptr);
-  });
+  // The default kernel, then the mma.sync one (they differ on compute capability 9.0 only: set_attention_wgmma).
+  for (const bool wgmma : {true, false}) {
+    const std::string label = wgmma ? name : name + " [mma.sync]";
+    cuda::set_attention_wgmma(wgmma);
+    measure(label, flops, bytes, [&](int) {
+      return cuda::attention(qkv.p, ld, kFrames * ld, qkv.p + kD, ld, kFrames * ld, qkv.p + 2 * kD, ld, kFrames * ld,
+                             out.p, kD, kFrames * kD, batch, kFrames, kFrames, kHeads, kHd, false, 0, nullptr);
+    });
+  }
+  cuda::set_attention_wgmma(true);
   if (batch == 1 && g_opt.selected(name_u)) {
     Buf<char> scratch(cuda::attention_unfused_scratch_bytes(kFrames, kFrames, kHeads));
     measure(name_u, flops, bytes + kHeads * kFrames * kFrames * (4.0 * 2 + 2.0 * 2), [&](int) {

@@ -15,6 +15,7 @@ struct BenchResult {
   bool cuda_graphs = true, gemv = true, programmatic_launch = true, fused_kv_append = true;
   std::string norms, skip, kv_cache;
   int gemv_fill = 0, gemv_max_rows = 0, gemv_wgmma = 0;
+  bool attention_wgmma = true;
   // medians over the repeats, milliseconds
   double mel_ms = 0, encoder_ms = 0, cross_kv_ms = 0, decode_ms = 0;
   double weights_gb = 0, peak_mem_gb = 0;

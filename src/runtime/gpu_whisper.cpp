@@ -1034,6 +1034,7 @@ void GpuWhisper::set_fused_kv_append(bool on) { impl_->fuse_kv_append = on; }
 void GpuWhisper::set_step_ablation(unsigned parts) { impl_->skip = parts; }
 void GpuWhisper::set_gemv_fill(int percent) { kc::set_gemv_fill(percent); }
 void GpuWhisper::set_gemv_wgmma(int max_cluster) { kc::set_gemv_wgmma(max_cluster); }
+void GpuWhisper::set_attention_wgmma(bool on) { kc::set_attention_wgmma(on); }
 
 std::vector<int> GpuWhisper::decode_step(const int* tokens, int batch, std::vector<float>* logprob) {
   check_batch(*impl_, batch);

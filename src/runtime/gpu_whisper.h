@@ -155,6 +155,8 @@ class GpuWhisper {
   void set_gemv_fill(int percent);
   // kernels/cuda/gemv.h set_gemv_wgmma (process-wide; measurement).
   void set_gemv_wgmma(int max_cluster);
+  // kernels/cuda/cuda_kernels.h set_attention_wgmma: the encoder attention's kernel (process-wide; measurement).
+  void set_attention_wgmma(bool on);
 
   // ---- Transcription form: the caller (runtime/gpu_network.cpp) decides which slot holds what. Every call
   // but copy_sequences synchronises; token ids and lengths are checked and throw std::invalid_argument.
@@ -251,6 +253,7 @@ struct BenchOptions {
   int gemv_fill = 50;             // set_gemv_fill (kernels/cuda/gemv.h kDefaultGemvFill)
   int gemv_max_rows = 0;          // set_gemv_max_rows (0: per weight type)
   int gemv_wgmma = 8;             // set_gemv_wgmma (kernels/cuda/gemv.h kDefaultGemvWgmmaCluster; 0: off)
+  bool attention_wgmma = true;    // set_attention_wgmma (kernels/cuda/cuda_kernels.h)
   std::string skip;               // comma list of step parts left out (set_step_ablation): norms, append,
                                   // self_attention, cross_attention, attention_linears, mlp, logits
   std::string weights = "fp16";   // random weights stored as fp16, int8 or int4

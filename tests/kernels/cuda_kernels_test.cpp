@@ -772,10 +772,31 @@ TEST_F(CudaKernels, EncoderAttentionOddSizesBatchAndCausal) {
       {"batch 3, 1 query x 1500 keys, 20 heads", 3, 1, 1500, 20, false, 0, false},
       {"causal 130x130 6 heads", 1, 130, 130, 6, true, 0, true},
       {"causal prompt 37 queries after 100 cached, 6 heads", 1, 37, 137, 6, true, 100, false},
+      {"causal prompt 150 queries after 37 cached, 6 heads", 1, 150, 187, 6, true, 37, false},
       {"65 queries x 63 keys 8 heads", 1, 65, 63, 8, false, 0, false},
   };
   uint32_t seed = 51;
   for (const auto& c : cases) run_attention_case(c, seed++, /*also_unfused=*/c.batch == 1);
+}
+
+// On compute capability 9.0 attention() runs calls of more than 64 queries on the wgmma kernel (the tests above);
+// here the same shapes on the mma.sync kernel every other device runs (elsewhere a repeat of the tests above).
+TEST_F(CudaKernels, EncoderAttentionOnTheMmaSyncKernelToo) {
+  struct Restore {
+    ~Restore() { cuda::set_attention_wgmma(true); }
+  } restore;
+  cuda::set_attention_wgmma(false);
+  ASSERT_FALSE(cuda::attention_wgmma());
+  const AttentionCase cases[] = {
+      {"large 1500x1500 20 heads fused qkv", 1, 1500, 1500, 20, false, 0, true},
+      {"batch 2, 200x200, 6 heads", 2, 200, 200, 6, false, 0, true},
+      {"129 queries x 769 keys 8 heads", 1, 129, 769, 8, false, 0, false},
+      {"causal 130x130 6 heads", 1, 130, 130, 6, true, 0, true},
+      {"causal prompt 150 queries after 37 cached, 6 heads", 1, 150, 187, 6, true, 37, false},
+      {"65 queries x 63 keys 8 heads", 1, 65, 63, 8, false, 0, false},
+  };
+  uint32_t seed = 71;
+  for (const auto& c : cases) run_attention_case(c, seed++, /*also_unfused=*/false);
 }
 
 TEST_F(CudaKernels, AttentionRefusesWhatItCannotDo) {

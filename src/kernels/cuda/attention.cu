@@ -13,9 +13,11 @@
 //
 // Measured (H200, 20 heads × 1500 × 1500, docs/cuda.md): kM = 1 ran at 176 TFLOP/s, limited by the
 // ldmatrix traffic (every warp reads all of K and V); kM = 2 reuses each K/V fragment for two tiles and runs
-// at 218 TFLOP/s (244 with 8 windows). The next step is Hopper's wgmma with TMA loads (FlashAttention-3).
+// at 218 TFLOP/s (244 with 8 windows). On Hopper, calls of more than 64 queries take the wgmma kernel of
+// attention_sm90a.cu instead (set_attention_wgmma).
 #include <atomic>
 
+#include "kernels/cuda/attention_internal.cuh"
 #include "kernels/cuda/common.cuh"
 
 namespace wisp::kernels::cuda {
@@ -25,36 +27,19 @@ using detail::launch_status;
 
 namespace {
 
-constexpr int kHeadDim = 64;
+using attention_detail::FlashParams;
+using attention_detail::kHeadDim;
+using detail::commit_async;
+using detail::copy_async_zfill;
+using detail::wait_async;
+
 constexpr int kBlockKV = 64;
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kStride = kHeadDim + 8;
 
-struct FlashParams {
-  const __half* q;
-  const __half* k;
-  const __half* v;
-  __half* o;
-  int64_t ldq, ldk, ldv, ldo;
-  int64_t sq, sk, sv, so;  // batch strides
-  int n_q, n_kv;
-  int causal, q_offset;
-  float scale_log2;  // log2(e) / sqrt(head_dim)
-};
-
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global → shared, asynchronously; with `valid` false the destination is zero-filled instead.
-__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
@@ -90,7 +75,7 @@ __device__ __forceinline__ void load_tile(__half (*tile)[kStride], const __half*
   for (int c = threadIdx.x; c < kRows * 8; c += kThreads) {
     const int r = c >> 3, col = (c & 7) * 8;
     const bool valid = row0 + r < n_rows;
-    cp_async_16(&tile[r][col], g + static_cast<int64_t>(valid ? row0 + r : 0) * ld + col, valid);
+    copy_async_zfill<16>(&tile[r][col], g + static_cast<int64_t>(valid ? row0 + r : 0) * ld + col, valid ? 16 : 0);
   }
 }
 
@@ -112,23 +97,18 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(const FlashPa
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;  // mma fragment coordinates: row group and thread-in-group
-  const int h = blockIdx.y, b = blockIdx.z;
   const int q0 = blockIdx.x * kBlockQ;
-  const __half* q = p.q + b * p.sq + h * kHeadDim;
-  const __half* k = p.k + b * p.sk + h * kHeadDim;
-  const __half* v = p.v + b * p.sv + h * kHeadDim;
-  __half* o = p.o + b * p.so + h * kHeadDim;
-
-  int kv_end = p.n_kv;
-  if (p.causal) kv_end = min(kv_end, p.q_offset + min(q0 + kBlockQ, p.n_q));
-  const int n_tiles = (kv_end + kBlockKV - 1) / kBlockKV;
+  const attention_detail::BlockHead head(p, q0, kBlockQ);
+  const __half *q = head.q, *k = head.k, *v = head.v;
+  __half* o = head.o;
+  const int n_tiles = (head.kv_end + kBlockKV - 1) / kBlockKV;
 
   load_tile<kBlockQ>(sq, q, p.ldq, q0, p.n_q);
   if (n_tiles > 0) {
     load_tile<kBlockKV>(sk0, k, p.ldk, 0, p.n_kv);
     load_tile<kBlockKV>(sv0, v, p.ldv, 0, p.n_kv);
   }
-  cp_async_commit();
+  commit_async();
 
   uint32_t qf[kM][4][4];             // this warp's query rows as A fragments, one per 16 columns of head_dim
   float acc[kM][8][4];               // output 16 × 64 per tile: 8 tiles of 8 columns
@@ -150,8 +130,8 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(const FlashPa
       load_tile<kBlockKV>(sk0 + (buf ^ 1) * kBlockKV, k, p.ldk, (j + 1) * kBlockKV, p.n_kv);
       load_tile<kBlockKV>(sv0 + (buf ^ 1) * kBlockKV, v, p.ldv, (j + 1) * kBlockKV, p.n_kv);
     }
-    cp_async_commit();
-    cp_async_wait<1>();
+    commit_async();
+    wait_async<1>();
     __syncthreads();
 
     if (j == 0) {
@@ -260,7 +240,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(const FlashPa
     }
     __syncthreads();  // this buffer is refilled by the next iteration's loads
   }
-  cp_async_wait<0>();
+  wait_async<0>();
 
 #pragma unroll
   for (int mi = 0; mi < kM; ++mi) {
@@ -284,26 +264,10 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(const FlashPa
 #endif
 }
 
-// Opt in to more than 48 KiB of dynamic shared memory, once per device.
-template <int kM>
-bool prepare_kernel() {
-  static std::atomic<uint64_t> done{0};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  const uint64_t bit = uint64_t{1} << (dev & 63);
-  if (done.load(std::memory_order_acquire) & bit) return true;
-  if (cudaFuncSetAttribute(flash_attention_kernel<kM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(flash_smem_bytes<kM>())) != cudaSuccess) {
-    return false;
-  }
-  done.fetch_or(bit, std::memory_order_acq_rel);
-  return true;
-}
-
 template <int kM>
 Status launch_flash(const FlashParams& p, int64_t batch, int64_t n_head, cudaStream_t stream) {
   constexpr int kBlockQ = 16 * kM * kWarps;
-  if (!prepare_kernel<kM>()) {
+  if (!detail::allow_dynamic_smem<flash_attention_kernel<kM>>(static_cast<int>(flash_smem_bytes<kM>()))) {
     cudaGetLastError();
     return Status::kCudaError;
   }
@@ -313,18 +277,12 @@ Status launch_flash(const FlashParams& p, int64_t batch, int64_t n_head, cudaStr
   return launch_status();
 }
 
-// Compute capability of the current device, ≥ 8 for mma.sync/ldmatrix/cp.async.
-int device_major() {
-  int dev = 0, major = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return major;
-}
+std::atomic<bool> g_attention_wgmma{true};
 
 }  // namespace
+
+void set_attention_wgmma(bool on) { g_attention_wgmma.store(on, std::memory_order_relaxed); }
+bool attention_wgmma() { return g_attention_wgmma.load(std::memory_order_relaxed); }
 
 Status attention(const __half* q, int64_t ldq, int64_t q_batch_stride, const __half* k, int64_t ldk,
                  int64_t k_batch_stride, const __half* v, int64_t ldv, int64_t v_batch_stride, __half* out, int64_t ldo,
@@ -343,7 +301,7 @@ Status attention(const __half* q, int64_t ldq, int64_t q_batch_stride, const __h
     if (s % 8 != 0 || s < 0) return Status::kInvalidArgument;
   }
   if (!aligned16(q) || !aligned16(k) || !aligned16(v) || !aligned16(out)) return Status::kInvalidArgument;
-  if (device_major() < 8) return Status::kNotSupported;
+  if (detail::device_compute_capability() < 80) return Status::kNotSupported;
 
   FlashParams p;
   p.q = q;
@@ -363,6 +321,10 @@ Status attention(const __half* q, int64_t ldq, int64_t q_batch_stride, const __h
   p.causal = causal ? 1 : 0;
   p.q_offset = static_cast<int>(q_offset);
   p.scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(head_dim));
+  if (n_q > 64 && attention_wgmma()) {
+    const Status s = attention_detail::launch_attention_sm90a(p, batch, n_head, stream);
+    if (s != Status::kNotSupported) return s;
+  }
   // Two 16-row tiles per warp (128 queries a block) were 25% faster than one on the encoder's 1500 × 1500
   // (H200: 52 vs 65 us for 20 heads); a short prompt keeps 64-query blocks so less of a block idles.
   if (n_q <= 64) return launch_flash<1>(p, batch, n_head, stream);

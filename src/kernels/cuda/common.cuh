@@ -158,6 +158,38 @@ __device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
   return u;
 }
 
+// Bytes (16, 8 or 4) global → shared memory without registers; only the first `valid` of them are read, the
+// rest of the destination is zero-filled (cp.async's source size).
+template <int kBytes>
+__device__ __forceinline__ void copy_async_zfill(void* smem, const void* gmem, int valid) {
+  const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  if constexpr (kBytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid) : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(s), "l"(gmem), "n"(kBytes), "r"(valid)
+                 : "memory");
+  }
+}
+__device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Until at most N of this thread's committed copy groups are still pending.
+template <int N>
+__device__ __forceinline__ void wait_async() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Lets Kernel take up to `bytes` of dynamic shared memory (beyond the default 48 KiB), once per device.
+template <auto Kernel>
+bool allow_dynamic_smem(int bytes) {
+  static std::atomic<uint64_t> done{0};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  const uint64_t bit = uint64_t{1} << (dev & 63);
+  if (done.load(std::memory_order_acquire) & bit) return true;
+  if (cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) return false;
+  done.fetch_or(bit, std::memory_order_acq_rel);
+  return true;
+}
+
 // The folded row norm (gemv.h RowNorm) works on the row shifted by its first column, d = x − x[r, 0], so that neither
 // the fp32 sums nor the fp16 products lose digits to a large mean. From the sums of d and d² over the k columns:
 // (mean of d, 1/sqrt(variance + eps)).

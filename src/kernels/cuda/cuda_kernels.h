@@ -96,13 +96,19 @@ Status im2col_k3_mel(const float* mel /* [batch, c_in, t_in] */, __half* col /* 
 
 // Fused multi-head attention for many queries (the encoder: 1500 × 1500, or a prompt), flash-attention
 // style: tensor-core mma.sync (fp16 in, fp32 accumulate), online softmax in fp32, the score matrix never
-// leaves the chip. head_dim must be 64; ld* and batch strides multiples of 8 and pointers 16-byte aligned.
-// With `causal`, query i sees keys [0, q_offset + i] (q_offset ≥ 0). Needs sm_80 or newer.
+// leaves the chip (wgmma on compute capability 9.0: set_attention_wgmma). head_dim must be 64; ld* and batch
+// strides multiples of 8 and pointers 16-byte aligned. With `causal`, query i sees keys [0, q_offset + i]
+// (q_offset ≥ 0). Needs sm_80 or newer.
 Status attention(const __half* q /* [batch, n_q, ldq] */, int64_t ldq, int64_t q_batch_stride,
                  const __half* k /* [batch, n_kv, ldk] */, int64_t ldk, int64_t k_batch_stride,
                  const __half* v /* [batch, n_kv, ldv] */, int64_t ldv, int64_t v_batch_stride,
                  __half* out /* [batch, n_q, ldo] */, int64_t ldo, int64_t out_batch_stride, int64_t batch, int64_t n_q,
                  int64_t n_kv, int64_t n_head, int64_t head_dim, bool causal, int64_t q_offset, cudaStream_t stream);
+
+// Whether attention() runs calls of more than 64 queries on a compute-capability-9.0 device on the wgmma kernel
+// (default) or on the mma.sync kernel every other device runs (process-wide; measurement and tests).
+void set_attention_wgmma(bool on);
+bool attention_wgmma();
 
 // Attention for a decode step: 1..kDecoderMaxQueries new queries per sequence, a batch of sequences, each
 // over its own number of keys kv_len[b] ≤ n_kv (the self-attention KV cache, whose length already counts

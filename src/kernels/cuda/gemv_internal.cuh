@@ -91,24 +91,9 @@ __device__ __forceinline__ void copy16_async(void* smem, const void* gmem) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
 }
 
-// Bytes (16, 8 or 4) global → shared memory without registers; only the first `valid` of them are read, the
-// rest of the destination is zero-filled (cp.async's source size).
-template <int kBytes>
-__device__ __forceinline__ void copy_async_zfill(void* smem, const void* gmem, int valid) {
-  const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  if constexpr (kBytes == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid) : "memory");
-  } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(s), "l"(gmem), "n"(kBytes), "r"(valid)
-                 : "memory");
-  }
-}
-__device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-// Until at most N of this thread's committed copy groups are still pending.
-template <int N>
-__device__ __forceinline__ void wait_async() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
+using detail::commit_async;
+using detail::copy_async_zfill;
+using detail::wait_async;
 
 __device__ __forceinline__ uint32_t h2_sub(uint32_t a, uint32_t b) {
   const __half2 r = __hsub2(*reinterpret_cast<const __half2*>(&a), *reinterpret_cast<const __half2*>(&b));
@@ -181,16 +166,7 @@ inline bool device_info(DeviceInfo& info) {
 // Opt in to the device's whole shared memory per block, once per device and kernel.
 template <auto Kernel>
 bool prepare_kernel(const DeviceInfo& info) {
-  static std::atomic<uint64_t> done{0};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  const uint64_t bit = uint64_t{1} << (dev & 63);
-  if (done.load(std::memory_order_acquire) & bit) return true;
-  if (cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, info.smem_optin) != cudaSuccess) {
-    return false;
-  }
-  done.fetch_or(bit, std::memory_order_acq_rel);
-  return true;
+  return detail::allow_dynamic_smem<Kernel>(info.smem_optin);
 }
 
 // Blocks of Kernel (kThreads threads, `smem` bytes of dynamic shared memory) one SM holds at once, at least 1;

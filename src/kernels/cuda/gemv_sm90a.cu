@@ -22,6 +22,7 @@
 // some outputs over the ranks in a fixed order (deterministic) and runs the epilogue (bias, GELU, residual,
 // K/V append; or fp32 output) for them.
 #include "kernels/cuda/gemv_internal.cuh"
+#include "kernels/cuda/wgmma.cuh"
 
 namespace wisp::kernels::cuda::gemv_detail {
 namespace {
@@ -29,12 +30,18 @@ namespace {
 using detail::allow_next_kernel;
 using detail::launch_chained;
 using detail::wait_prior_kernels;
+using wgmma::desc_k_major;
+using wgmma::fence_operands;
+using wgmma::fence_proxy_async;
+using wgmma::kRowBytes;
+using wgmma::swizzled;
+using wgmma::Wgmma;
+using wgmma::WgmmaRegA;
 
 constexpr int kThreads = 128;  // one warpgroup
 constexpr int kTileRows = 64;  // weight rows a block: wgmma's M
 constexpr int kAtomCols = 64;  // columns of one 128-byte swizzle atom (fp16)
-constexpr int kRowBytes = 128;
-constexpr int kStages = 4;  // weight atoms a block keeps in flight
+constexpr int kStages = 4;     // weight atoms a block keeps in flight
 constexpr int kMaxCluster = 8;
 // int8 weight rows of an atom: 64 bytes, 80 apart so that the 2-byte reads of a warp's 8 rows (row g at 80·g
 // + 2t) fall on distinct banks.
@@ -44,124 +51,6 @@ constexpr int kI8RowBytes = 80;
 template <WeightType T>
 constexpr int kWeightAtomBytes = T == WeightType::kF16 ? kTileRows* kRowBytes : kTileRows* kI8RowBytes;
 static_assert(kWeightAtomBytes<WeightType::kI8> % 1024 == 0);
-
-// Byte offset of 16-byte chunk c (0..7) of row r in a 128-byte-swizzled atom (1024-byte aligned).
-__device__ __forceinline__ uint32_t swizzled(int r, int c) {
-  return static_cast<uint32_t>(r * kRowBytes + ((c ^ (r & 7)) << 4));
-}
-
-// The wgmma descriptor of a K-major operand in shared memory at addr: 128-byte swizzle, groups of 8 rows 1024
-// bytes apart (the leading-dimension offset is unused with this swizzle and set to 1).
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
-  return (static_cast<uint64_t>(addr & 0x3FFFF) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
-         (uint64_t{1} << 62);
-}
-
-// d [64 × N, this thread's N / 2] += a [64 × 16] · b [N × 16]ᵀ, both from shared memory.
-template <int N>
-struct Wgmma;
-template <>
-struct Wgmma<16> {
-  static __device__ __forceinline__ void run(float (&d)[8], uint64_t a, uint64_t b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-        : "l"(a), "l"(b), "r"(1));
-  }
-};
-
-template <>
-struct Wgmma<32> {
-  static __device__ __forceinline__ void run(float (&d)[16], uint64_t a, uint64_t b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, "
-        "%16, %17, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-        : "l"(a), "l"(b), "r"(1));
-  }
-};
-
-template <>
-struct Wgmma<64> {
-  static __device__ __forceinline__ void run(float (&d)[32], uint64_t a, uint64_t b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%"
-        "29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
-          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "l"(a), "l"(b), "r"(1));
-  }
-};
-
-// The same with a [64 × 16] from registers: this thread's four half2 of its warp's 16 rows (a0: row g, columns
-// 2t, 2t + 1; a1: row g + 8; a2, a3: columns 2t + 8, 2t + 9), for weights converted on the way.
-template <int N>
-struct WgmmaRegA;
-template <>
-struct WgmmaRegA<16> {
-  static __device__ __forceinline__ void run(float (&d)[8], const uint32_t (&a)[4], uint64_t b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, "
-        "0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-  }
-};
-
-template <>
-struct WgmmaRegA<32> {
-  static __device__ __forceinline__ void run(float (&d)[16], const uint32_t (&a)[4], uint64_t b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, "
-        "{%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-  }
-};
-
-template <>
-struct WgmmaRegA<64> {
-  static __device__ __forceinline__ void run(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%"
-        "29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
-          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-  }
-};
-
-// Pins a wgmma's register operands: computed before this point and not copied between the asynchronous products
-// (a conversion or copy the compiler moved among them would make ptxas serialise the wgmmas).
-template <int R>
-__device__ __forceinline__ void fence_operands(float (&d)[R]) {
-#pragma unroll
-  for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
-template <int R>
-__device__ __forceinline__ void fence_operands(uint32_t (&a)[R]) {
-#pragma unroll
-  for (int i = 0; i < R; ++i) asm volatile("" : "+r"(a[i])::"memory");
-}
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-// This thread's shared-memory writes (cp.async, the generic proxy) become visible to wgmma's reads (async proxy).
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 template <WeightType T, int N, bool kF32Out>
 __global__ void __launch_bounds__(kThreads) wgmma_rows_kernel(const GemvParams p) {
@@ -240,9 +129,10 @@ __global__ void __launch_bounds__(kThreads) wgmma_rows_kernel(const GemvParams p
     __syncthreads();
     const uint32_t a = ring_addr + (i % kStages) * kSlotBytes, b = a + kWeightBytes;
     if constexpr (T == WeightType::kF16) {
-      wgmma_fence();
+      wgmma::fence();
 #pragma unroll
-      for (int kk = 0; kk < kAtomCols / 16; ++kk) Wgmma<N>::run(acc, smem_desc(a + 32 * kk), smem_desc(b + 32 * kk));
+      for (int kk = 0; kk < kAtomCols / 16; ++kk)
+        Wgmma<N>::run(acc, desc_k_major(a + 32 * kk), desc_k_major(b + 32 * kk));
     } else {
       // int8: this thread's fragments of rows 16·warp + g and + 8, converted to exact fp16 integers (the row scale
       // comes in the epilogue). The products are awaited before the next atom rewrites their registers.
@@ -260,21 +150,21 @@ __global__ void __launch_bounds__(kThreads) wgmma_rows_kernel(const GemvParams p
 #pragma unroll
       for (int kk = 0; kk < kAtomCols / 16; ++kk) fence_operands(frag[kk]);
       fence_operands(acc);
-      wgmma_fence();
+      wgmma::fence();
 #pragma unroll
-      for (int kk = 0; kk < kAtomCols / 16; ++kk) WgmmaRegA<N>::run(acc, frag[kk], smem_desc(b + 32 * kk));
+      for (int kk = 0; kk < kAtomCols / 16; ++kk) WgmmaRegA<N>::run(acc, frag[kk], desc_k_major(b + 32 * kk));
     }
-    wgmma_commit();
-    if constexpr (T == WeightType::kI8) wgmma_wait_all();
+    wgmma::commit();
+    if constexpr (T == WeightType::kI8) wgmma::wait<0>();
     if (i + kStages < n_atoms) {
-      wgmma_wait_all();
+      wgmma::wait<0>();
       __syncthreads();  // every warp's products on the slot are done before it is refilled
       copy_weights(i + kStages);
       copy_activations(i + kStages);
     }
     commit_async();
   }
-  wgmma_wait_all();
+  wgmma::wait<0>();
   __syncthreads();  // every warp's products are done before the accumulators take the slots' place
   auto* partial = reinterpret_cast<float*>(ring);
 

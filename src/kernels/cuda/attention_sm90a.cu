@@ -1,0 +1,320 @@
+// attention() for many queries on the Hopper tensor cores (wgmma, sm_90a): the kernel attention.cu takes on a
+// compute-capability-9.0 device for more than 64 queries (the encoder's 1500 × 1500, long prompts). This file is
+// compiled for sm_90a only (CMakeLists.txt); elsewhere the kernel is empty and never launched.
+//
+// Why. The mma.sync kernel (attention.cu) runs the encoder's attention at ~220 TFLOP/s on an H200: every warp
+// loads its K and V fragments from shared memory with ldmatrix, one 16 × 8 tile per instruction. One wgmma
+// m64nNk16 multiplies a warpgroup's 64 queries by N keys straight from shared memory.
+//
+// Layout. A block of two warpgroups owns 128 queries of one (sequence, head); each warpgroup owns 64 of them. Q,
+// K and V tiles are rows of 64 fp16 (128 bytes) in the 128-byte swizzle (wgmma.cuh), so a row of K (one key)
+// is a K-major row for S = Q·Kᵀ, and the same rows of V are the MN-major B operand of O += P·V (no transpose).
+// Keys come in tiles of 64 through a ring of three stages (cp.async). Per tile a warpgroup computes S [64 × 64]
+// into registers, masks the keys past the end (or past the causal limit), updates the running row max and sum
+// (online softmax, log2 units), rescales O, and multiplies P·V with P converted to fp16 in registers: an
+// accumulator's layout is that of wgmma's register A operand, so P never touches shared memory. The scores and
+// softmax of tile i overlap the P·V of tile i − 1 (one warpgroup's pipeline), and two blocks share an SM.
+//
+// Measured (H200, docs/cuda.md): 44 us for the encoder's 20 heads of 1500 × 1500 (260 TFLOP/s; mma.sync 52 us),
+// 314 us for 8 windows (294 TFLOP/s; mma.sync 376 us). Nsight Compute: issue slots 59 % busy, 3.9 warps a
+// scheduler (registers and shared memory allow two blocks an SM); the exponentials and the products need the MUFU
+// and tensor pipes in equal measure at head_dim 64. Tried: 128-key tiles (one block an SM at 160 registers): 54 us.
+
+#include "kernels/cuda/attention_internal.cuh"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/wgmma.cuh"
+
+namespace wisp::kernels::cuda::attention_detail {
+namespace {
+
+using detail::commit_async;
+using detail::copy_async_zfill;
+using detail::wait_async;
+using wgmma::desc_k_major;
+using wgmma::desc_mn_major_64;
+using wgmma::fence_operands;
+using wgmma::fence_proxy_async;
+using wgmma::kRowBytes;
+using wgmma::swizzled;
+
+constexpr int kWarpGroups = 2;
+constexpr int kThreads = 128 * kWarpGroups;
+constexpr int kBlockQ = 64 * kWarpGroups;
+constexpr int kStages = 3;  // K/V tiles in shared memory: the one being scored, the one in P·V, the one loading
+
+constexpr int kKV = 64;  // keys a tile
+// Shared memory: the Q tile [128][128 B], then kStages stages of K [64][128 B] and V [64][128 B]; plus up to 1023
+// bytes to reach the 1024-byte alignment the swizzle needs.
+constexpr size_t kSmemBytes = 1024 + static_cast<size_t>(kBlockQ + kStages * 2 * kKV) * kRowBytes;
+
+// v, computed here: the compiler may not move its computation past this point (among asynchronous products).
+__device__ __forceinline__ uint64_t pinned(uint64_t v) {
+  asm volatile("" : "+l"(v)::"memory");
+  return v;
+}
+
+// 2^x in one MUFU instruction (exp2f adds range fixes for results below 2^-126, which P, rounded to fp16 for the
+// products, cannot hold anyway; the softmax is bound by instruction issue).
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// Rows [row0, row0 + kRows) of a [n_rows, ld] head (64 columns) into a swizzled tile; rows past n_rows are zeros.
+template <int kRows>
+__device__ __forceinline__ void load_tile(unsigned char* tile, const __half* g, int64_t ld, int row0, int n_rows) {
+#pragma unroll
+  for (int c = static_cast<int>(threadIdx.x); c < kRows * 8; c += kThreads) {
+    const int r = c >> 3, chunk = c & 7;
+    const bool valid = row0 + r < n_rows;
+    copy_async_zfill<16>(tile + swizzled(r, chunk), g + static_cast<int64_t>(valid ? row0 + r : 0) * ld + chunk * 8,
+                         valid ? 16 : 0);
+  }
+}
+
+// A thread holds S (32 registers), the P of the tile before (16, read by its P·V in flight) and O (32): two blocks
+// fit an SM at 128 registers a thread.
+__global__ void __launch_bounds__(kThreads, 2) wgmma_attention_kernel(const FlashParams p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ unsigned char smem_raw[];
+  const auto raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  unsigned char* sq = smem_raw + ((1024 - (raw_addr & 1023)) & 1023);
+  unsigned char* skv = sq + kBlockQ * kRowBytes;  // stage s: K at s·kStageBytes, V kKV rows after it
+  constexpr int kStageBytes = 2 * kKV * kRowBytes;
+  const auto q_addr = static_cast<uint32_t>(__cvta_generic_to_shared(sq));
+  const auto kv_addr = static_cast<uint32_t>(__cvta_generic_to_shared(skv));
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
+  const int g = lane >> 2, t = lane & 3;  // accumulator coordinates: row group and thread-in-group
+  const int q0 = static_cast<int>(blockIdx.x) * kBlockQ;
+  const BlockHead head(p, q0, kBlockQ);
+  const __half *q = head.q, *k = head.k, *v = head.v;
+  __half* o = head.o;
+  const int n_tiles = (head.kv_end + kKV - 1) / kKV;  // ≥ 1: n_kv ≥ 1, and a causal row sees key 0
+
+  // This thread's share of a K or V tile: rows lr and lr + 32, 16-byte chunk lc (the same swizzle phase).
+  const int lr = tid >> 3, lc = tid & 7;
+  const uint32_t ldst = swizzled(lr, lc);
+  const __half* lk = k + lr * p.ldk + 8 * lc;
+  const __half* lv = v + lr * p.ldv + 8 * lc;
+  static_assert(kKV * 8 == 2 * kThreads, "two 16-byte chunks of K and of V a thread");
+  // Tile i into the stage at byte offset `stage` (tiles i, i + 1, i + 2 take the three stages in turn).
+  const auto load_kv = [&](int i, uint32_t stage_offset) {
+    if (i >= n_tiles) return;
+    unsigned char* stage = skv + stage_offset + ldst;
+    const int64_t row0 = static_cast<int64_t>(i) * kKV;
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      // Rows past n_kv become zeros (no NaN from stale memory reaches the products), read from nowhere.
+      const bool valid = row0 + lr + 32 * u < p.n_kv;
+      const int64_t row = row0 + 32 * u;
+      copy_async_zfill<16>(stage + 32 * u * kRowBytes, valid ? lk + row * p.ldk : k, valid ? 16 : 0);
+      copy_async_zfill<16>(stage + (kKV + 32 * u) * kRowBytes, valid ? lv + row * p.ldv : v, valid ? 16 : 0);
+    }
+  };
+
+  float acc[32];  // O [64 × 64] of this warpgroup: rows 16·warp + g (+ 8), columns 8·(i / 4) + 2t + i % 2
+#pragma unroll
+  for (int i = 0; i < 32; ++i) acc[i] = 0.0f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};  // rows g and g + 8: max (log2), this thread's sum
+  const int row_g = q0 + 64 * wg + 16 * warp + g;
+  const uint32_t q_wg = q_addr + 64 * wg * kRowBytes;
+
+  // S = Q · K(i)ᵀ: 64 queries × kKV keys, issued (one commit group); accumulator e is row g + 8·((e / 2) % 2), key
+  // 8·(e / 4) + 2t + e % 2. The caller issues wgmma::fence() before (and, where its operands were computed,
+  // fence_operands(): between the fence and the last product of a group nothing may write a product's registers,
+  // or ptxas serialises the products).
+  float s[kKV / 2];
+  const auto issue_scores = [&](const uint64_t(&kd)[kHeadDim / 16]) {
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      wgmma::Wgmma<kKV>::run(s, desc_k_major(q_wg + 32 * kk), kd[kk], kk > 0);
+    }
+    wgmma::commit();
+  };
+  // O += P · V(i), 16 keys a product, issued (one commit group; fences as for issue_scores); P's register fragments
+  // are the score accumulators of two 8-key blocks, rounded to fp16.
+  uint32_t pa[kKV / 16][4];
+  const auto pin_pv_operands = [&] {
+#pragma unroll
+    for (int kc = 0; kc < kKV / 16; ++kc) fence_operands(pa[kc]);
+    fence_operands(acc);
+  };
+  const auto issue_pv = [&](const uint64_t(&vd)[kKV / 16]) {
+#pragma unroll
+    for (int kc = 0; kc < kKV / 16; ++kc) wgmma::WgmmaRegA<64, 1>::run(acc, pa[kc], vd[kc]);
+    wgmma::commit();
+  };
+  // The descriptors of tile i's K (per 16 dims) and V (per 16 keys), computed and pinned before the products.
+  // (A descriptor's address field counts 16 bytes: + 2 is the next 16 dims of a K row, + 128 the next 16 V rows.)
+  const auto k_descs = [&](uint32_t stage_offset, uint64_t(&kd)[kHeadDim / 16]) {
+    const uint64_t d = desc_k_major(kv_addr + stage_offset);
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) kd[kk] = pinned(d + 2 * kk);
+  };
+  const auto v_descs = [&](uint32_t stage_offset, uint64_t(&vd)[kKV / 16]) {
+    const uint64_t d = desc_mn_major_64(kv_addr + stage_offset + kKV * kRowBytes);
+#pragma unroll
+    for (int kc = 0; kc < kKV / 16; ++kc) vd[kc] = pinned(d + 16 * kc * kRowBytes / 16);
+  };
+  // Tile i's scores (s, done) → masked, online softmax: the new row max, alpha (the factor for what O and the sums
+  // hold so far) and P, in place in s (fp32); a row's four threads (same g) share its max through two shuffles.
+  const auto softmax = [&](int i, float(&alpha)[2]) {
+    const int kv0 = i * kKV;
+    if (kv0 + kKV > p.n_kv || p.causal) {
+#pragma unroll
+      for (int e = 0; e < kKV / 2; ++e) {
+        const int key = kv0 + 8 * (e >> 2) + 2 * t + (e & 1);
+        const int row = row_g + 8 * ((e >> 1) & 1);
+        const int limit = p.causal ? min(p.n_kv, p.q_offset + row + 1) : p.n_kv;
+        if (key >= limit) s[e] = -INFINITY;
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int c = 0; c < kKV / 8; ++c) mx = fmaxf(mx, fmaxf(s[4 * c + 2 * r], s[4 * c + 2 * r + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m_run[r], mx * p.scale_log2);
+      const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // a row with no visible key yet
+      alpha[r] = exp2_ftz(m_run[r] - m_use);
+      float rs = 0.0f;
+#pragma unroll
+      for (int c = 0; c < kKV / 8; ++c) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[4 * c + 2 * r + e];
+          x = exp2_ftz(fmaf(x, p.scale_log2, -m_use));
+          rs += x;
+        }
+      }
+      l_run[r] = l_run[r] * alpha[r] + rs;
+      m_run[r] = m_new;
+    }
+  };
+  // P (s) → the fp16 A fragments of the next P·V. Only once the P·V before has finished: ptxas allocates registers
+  // without regard to asynchronous reads, so fragments computed earlier could take the registers that P·V still
+  // reads, and it would then serialise the products.
+  const auto pack_p = [&] {
+#pragma unroll
+    for (int kc = 0; kc < kKV / 16; ++kc) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) pa[kc][e] = pack_half2(s[8 * kc + 2 * e], s[8 * kc + 2 * e + 1]);
+    }
+  };
+
+  // Commit groups: Q with tile 0, tile 1, then one per tile from the loop (tile i + 1 in iteration i; empty past
+  // the end), so the tile a step needs is always in the newest group but one (tile 0) or the newest (the loop).
+  load_tile<kBlockQ>(sq, q, p.ldq, q0, p.n_q);
+  // Byte offsets of the stages of tiles i − 1, i and i + 1 (rotated each iteration: no division in the loop).
+  uint32_t stage_prev = 2 * kStageBytes, stage_cur = 0, stage_next = kStageBytes;
+  load_kv(0, stage_cur);
+  commit_async();
+  load_kv(1, stage_next);
+  commit_async();
+  wait_async<1>();
+  fence_proxy_async();
+  __syncthreads();
+  {
+    float alpha[2];
+    uint64_t kd[kHeadDim / 16];
+    k_descs(stage_cur, kd);
+    wgmma::fence();
+    issue_scores(kd);
+    wgmma::wait<0>();
+    fence_operands(s);
+    softmax(0, alpha);  // O is still zero: nothing to rescale
+    pack_p();
+  }
+  // Iteration i overlaps tile i's scores and softmax with the P·V of tile i − 1 (three stages: tile i + 1 loads
+  // into the stage of tile i − 2, whose last reader, the P·V of iteration i − 1, every warpgroup has awaited
+  // before the barrier).
+  for (int i = 1; i < n_tiles; ++i) {
+    const uint32_t stage_free = stage_prev;  // tile i − 2's
+    stage_prev = stage_cur;
+    stage_cur = stage_next;
+    stage_next = stage_free;
+    wait_async<0>();
+    fence_proxy_async();
+    __syncthreads();
+    load_kv(i + 1, stage_next);
+    commit_async();
+    uint64_t kd[kHeadDim / 16], vd[kKV / 16];
+    k_descs(stage_cur, kd);
+    v_descs(stage_prev, vd);
+    pin_pv_operands();
+    wgmma::fence();
+    issue_scores(kd);
+    issue_pv(vd);
+    wgmma::wait<1>();  // the scores; the P·V may still run
+    fence_operands(s);
+    float alpha[2];
+    softmax(i, alpha);
+    wgmma::wait<0>();
+    fence_operands(acc);
+    pack_p();
+    // Once a row's maximum has settled, alpha is 1: a warp whose 16 rows all kept theirs skips the 32 products.
+    if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+#pragma unroll
+      for (int c = 0; c < 8; ++c) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          acc[4 * c + 2 * r] *= alpha[r];
+          acc[4 * c + 2 * r + 1] *= alpha[r];
+        }
+      }
+    }
+  }
+  {
+    uint64_t vd[kKV / 16];
+    v_descs(stage_cur, vd);  // tile n_tiles − 1's
+    pin_pv_operands();
+    wgmma::fence();
+    issue_pv(vd);
+  }
+  wgmma::wait<0>();
+  fence_operands(acc);
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = l_run[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    const int row = row_g + 8 * r;
+    if (row < p.n_q) {
+      __half* orow = o + static_cast<int64_t>(row) * p.ldo;
+#pragma unroll
+      for (int c = 0; c < 8; ++c) {
+        *reinterpret_cast<__half2*>(orow + 8 * c + 2 * t) =
+            __floats2half2_rn(acc[4 * c + 2 * r] * inv, acc[4 * c + 2 * r + 1] * inv);
+      }
+    }
+  }
+#endif
+}
+
+}  // namespace
+
+Status launch_attention_sm90a(const FlashParams& p, int64_t batch, int64_t n_head, cudaStream_t stream) {
+  if (detail::device_compute_capability() != 90) return Status::kNotSupported;
+  if (!detail::allow_dynamic_smem<wgmma_attention_kernel>(static_cast<int>(kSmemBytes))) {
+    cudaGetLastError();
+    return Status::kCudaError;
+  }
+  const dim3 grid(static_cast<unsigned>((p.n_q + kBlockQ - 1) / kBlockQ), static_cast<unsigned>(n_head),
+                  static_cast<unsigned>(batch));
+  wgmma_attention_kernel<<<grid, kThreads, kSmemBytes, stream>>>(p);
+  return detail::launch_status();
+}
+
+}  // namespace wisp::kernels::cuda::attention_detail
