@@ -683,6 +683,7 @@ int main(int argc, char** argv) {
   std::string conv_src, conv_dst, conv_weights = "keep", conv_name;
   int conv_group = 0;
   bool conv_act_scaling = false;
+  std::vector<std::string> conv_keep_float;
   auto* cv = app.add_subcommand(
       "convert", "Convert a CTranslate2 or Hugging Face model directory, or quantise a .wisp file, to a .wisp file");
   cv->add_option("source", conv_src,
@@ -694,6 +695,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"keep", "f16", "fp16", "f32", "fp32", "int8", "int4"}));
   cv->add_option("--group-size", conv_group, "int4: inputs per scale, 64 (default) or 128");
   cv->add_option("--name", conv_name, "model name stored in the file");
+  cv->add_option("--keep-float", conv_keep_float,
+                 "int8/int4: block matrices whose name matches one of these patterns (e.g. 'decoder.blocks.*.mlp.*') "
+                 "keep their float type (see docs/quantization.md)");
   cv->add_flag("--activation-scaling", conv_act_scaling,
                "int8/int4 from a calibrated .wisp (`wisp calibrate`): scale the layers after the block norms by "
                "their measured inputs before rounding (helps int4 --group-size 128; see docs/quantization.md)");
@@ -797,6 +801,7 @@ int main(int argc, char** argv) {
       o.group_size = conv_group;
       o.name = conv_name;
       o.activation_scaling = conv_act_scaling;
+      o.keep_float = conv_keep_float;
       wisp::convert(conv_src, conv_dst, o);
       std::printf("wrote %s\n", conv_dst.c_str());
       return 0;

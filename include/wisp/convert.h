@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace wisp {
 
@@ -15,12 +16,16 @@ struct ConvertOptions {
   // norms by their calibrated inputs before rounding (docs/quantization.md, "Activation-aware scaling", for
   // when it helps); false (the default): plain rounding.
   bool activation_scaling = false;
+  // int8 / int4: block matrices whose tensor name matches one of these shell patterns (fnmatch, e.g.
+  // "decoder.blocks.*.mlp.*") keep their float type (a mixed-precision file; docs/quantization.md).
+  std::vector<std::string> keep_float;
 };
 
 // Converts a CTranslate2 directory (model.bin), a Hugging Face directory (model.safetensors) or an f16/f32
 // engine file (to quantise it) into an engine file at `dst`, written atomically. Throws IoError, ModelError
 // or InvalidArgument (an unknown weight type, a group size other than 64 or 128 or given without int4, a
-// quantised engine file as the source, activation scaling without int8/int4 or without a calibrated .wisp).
+// quantised engine file as the source, activation scaling without int8/int4 or without a calibrated .wisp,
+// keep_float without int8/int4 or with a pattern that names no block matrix).
 void convert(const std::string& src, const std::string& dst, const ConvertOptions& options = {});
 
 }  // namespace wisp

@@ -1,5 +1,7 @@
 #include "format/importers.h"
 
+#include <fnmatch.h>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -25,6 +27,19 @@ using core::Tensor;
 using nlohmann::json;
 
 namespace {
+
+// Whether the block matrix `name` stays float in a quantised file (ConvertOptions::keep_float); counts the
+// matches of each pattern in `matches`.
+bool kept_float(const std::string& name, const ConvertOptions& opts, std::vector<int>& matches) {
+  bool kept = false;
+  for (size_t i = 0; i < opts.keep_float.size(); ++i) {
+    if (fnmatch(opts.keep_float[i].c_str(), name.c_str(), 0) == 0) {
+      ++matches[i];
+      kept = true;
+    }
+  }
+  return kept;
+}
 
 json read_json(const fs::path& p) {
   std::ifstream in(p);
@@ -134,6 +149,7 @@ class ModelBuilder {
     const bool quantize = opts.weights == WeightType::kInt8 || opts.weights == WeightType::kInt4;
     meta.weight_quantization = WeightQuantization::kF16;
     meta.group_size = 0;
+    std::vector<int> keep_float_matches(opts.keep_float.size(), 0);
     for (const auto& [name, shape, block_linear] : expected(meta.dims)) {
       const Tensor& t = get(name);
       if (t.shape() != shape) {
@@ -142,8 +158,9 @@ class ModelBuilder {
       }
       // A matrix whose inputs are not a whole number of groups cannot be int4: it keeps its float type
       // (never the case for Whisper's widths, all multiples of 128).
-      if (block_linear && (opts.weights == WeightType::kInt8 ||
-                           (opts.weights == WeightType::kInt4 && shape[1] % opts.group_size == 0))) {
+      if (block_linear && !kept_float(name, opts, keep_float_matches) &&
+          (opts.weights == WeightType::kInt8 ||
+           (opts.weights == WeightType::kInt4 && shape[1] % opts.group_size == 0))) {
         const Tensor w = scaled_columns(name, t);
         const ops::QuantizedWeight q =
             opts.weights == WeightType::kInt8 ? ops::quantize_int8(w) : ops::quantize_int4(w, opts.group_size);
@@ -160,6 +177,12 @@ class ModelBuilder {
       const Tensor out = convert(t, quantize ? WeightType::kKeep : opts.weights);
       if (block_linear && out.dtype() == DType::kF32) meta.weight_quantization = WeightQuantization::kF32;
       writer.add_tensor(name, out);
+    }
+    for (size_t i = 0; i < opts.keep_float.size(); ++i) {
+      if (keep_float_matches[i] == 0) {
+        throw InvalidArgument("--keep-float pattern '" + opts.keep_float[i] +
+                              "' matches no block matrix (names like decoder.blocks.0.mlp.fc1.weight)");
+      }
     }
     if (opts.weights == WeightType::kInt8) meta.weight_quantization = WeightQuantization::kInt8;
     if (opts.weights == WeightType::kInt4) {
@@ -764,6 +787,9 @@ void convert_model(const std::string& src, const std::string& dst, const Convert
   if (!fs::exists(src)) throw IoError("model source '" + src + "' does not exist");
   if (opts.activation_scaling && opts.weights != WeightType::kInt8 && opts.weights != WeightType::kInt4) {
     throw InvalidArgument("activation scaling applies to int8 and int4 weights only");
+  }
+  if (!opts.keep_float.empty() && opts.weights != WeightType::kInt8 && opts.weights != WeightType::kInt4) {
+    throw InvalidArgument("--keep-float applies to int8 and int4 weights only");
   }
   if (opts.activation_scaling && detect_source(src) != SourceKind::kEngine) {
     throw InvalidArgument("activation scaling needs a .wisp source measured by `wisp calibrate`, not '" + src + "'");

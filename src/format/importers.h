@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "format/engine_file.h"
 
@@ -19,6 +20,9 @@ struct ConvertOptions {
   // after the block norms by their inputs before rounding (ops/column_scaling.h); false: plain rounding. Off by
   // default: on the dev set it helped int8 and int4 G128 and hurt int4 G64 (docs/quantization.md).
   bool activation_scaling = false;
+  // kInt8 / kInt4: block matrices whose tensor name matches one of these shell patterns (fnmatch, e.g.
+  // "decoder.blocks.*.mlp.*") keep their float type: a mixed-precision file (docs/quantization.md).
+  std::vector<std::string> keep_float;
 };
 
 enum class SourceKind { kCTranslate2, kSafetensors, kEngine, kUnknown };

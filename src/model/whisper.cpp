@@ -55,13 +55,23 @@ std::shared_ptr<const WhisperModel> WhisperModel::load(const std::string& path, 
     }
   };
   // A block's linear layer [out, in], stored as the header's weight_quantization says: float, int8 codes
-  // with per-row scales, or int4 codes with per-group scales (a layer whose inputs are not whole groups
-  // stays float in int4 files).
+  // with per-row scales, or int4 codes with per-group scales. In a quantised file a layer may also stay float
+  // (then without a scale): one whose inputs are not whole groups (int4), and those `convert --keep-float` kept.
+  const bool quantized_file = m->meta_.weight_quantization == format::WeightQuantization::kInt8 ||
+                              m->meta_.weight_quantization == format::WeightQuantization::kInt4;
   auto block_linear = [&](const std::string& layer, int64_t out, int64_t in) {
     const std::string name = layer + ".weight";
     Linear l = load_linear(f, layer);
     const int64_t group = m->meta_.group_size;
-    if (m->meta_.weight_quantization == format::WeightQuantization::kInt8) {
+    const bool float_weights = l.w.dtype() == DType::kF16 || l.w.dtype() == DType::kF32;
+    if (float_weights && quantized_file && f.has(name + "_scale")) {
+      throw ModelError("'" + path + "': tensor " + name + " is " + l.w.describe() + " but has a scale (" + name +
+                       "_scale): expected the codes of " +
+                       format::weight_quantization_name(m->meta_.weight_quantization) + " weights");
+    }
+    if (float_weights) {
+      check(l.w, {out, in}, name);
+    } else if (m->meta_.weight_quantization == format::WeightQuantization::kInt8) {
       check_stored(l.w, DType::kI8, {out, in}, name);
       l.scale = f.tensor(name + "_scale");
       check_stored(l.scale, DType::kF32, {out}, name + "_scale");

@@ -220,6 +220,44 @@ TEST(ConvertEngine, Int4QuantizesWithTheGroupSize) {
   }
 }
 
+// `--keep-float`: the block matrices a pattern names keep the source's float type (no scale tensor), the others
+// are quantised as usual, and the mixed file loads; patterns that name nothing, and the option without int8/int4,
+// are refused.
+TEST(ConvertEngine, KeepFloatLeavesTheNamedMatricesFloat) {
+  ScratchDir dir;
+  const std::string src = dir.file("f32.wisp"), dst = dir.file("mixed.wisp");
+  test::write_synthetic(src, test::synthetic_tensors(5));
+  ConvertOptions o;
+  o.weights = WeightType::kInt8;
+  o.keep_float = {"decoder.blocks.*.mlp.*", "encoder.blocks.0.attn.out.weight"};
+  convert_model(src, dst, o);
+  const EngineFile in = EngineFile::open(src), out = EngineFile::open(dst);
+  EXPECT_EQ(out.metadata().weight_quantization, WeightQuantization::kInt8);
+  size_t kept = 0, quantised = 0;
+  for (const std::string& name : block_linear_weights(in.metadata().dims)) {
+    SCOPED_TRACE(name);
+    const bool keep = (name.rfind("decoder.blocks.", 0) == 0 && name.find(".mlp.") != std::string::npos) ||
+                      name == "encoder.blocks.0.attn.out.weight";
+    if (keep) {
+      EXPECT_TRUE(same_bytes(out.tensor(name), in.tensor(name)));
+      EXPECT_FALSE(out.has(name + "_scale"));
+      ++kept;
+    } else {
+      EXPECT_TRUE(same_bytes(out.tensor(name), ops::quantize_int8(in.tensor(name)).codes));
+      ++quantised;
+    }
+  }
+  EXPECT_EQ(kept, 2 * in.metadata().dims.n_text_layer + 1);
+  EXPECT_GT(quantised, 0u);  // the mixed file loads and computes: model_quantized_test.cpp
+
+  o.keep_float = {"decoder.blocks.*.mlp.fc3.*"};
+  expect_error<InvalidArgument>([&] { convert_model(src, dir.file("x.wisp"), o); }, "matches no block matrix");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("x.wisp")));
+  o.weights = WeightType::kF16;
+  o.keep_float = {"decoder.blocks.*.mlp.*"};
+  expect_error<InvalidArgument>([&] { convert_model(src, dir.file("y.wisp"), o); }, "int8 and int4 weights only");
+}
+
 TEST(ConvertEngine, FloatConversionsRecordTheirType) {
   ScratchDir dir;
   const std::string src = dir.file("f32.wisp");

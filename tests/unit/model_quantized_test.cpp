@@ -1,6 +1,7 @@
-// WhisperModel on quantised engine files: an int8 or int4 model computes what the float model over its
-// dequantised weights computes (so the scales reach the right layers), and a missing, mis-shaped, mistyped
-// or truncated scale, or codes that disagree with the header, are ModelErrors naming the tensor.
+// WhisperModel on quantised engine files: an int8 or int4 model, also one with some block matrices left float
+// (`convert --keep-float`), computes what the float model over its dequantised weights computes (so the scales
+// reach the right layers), and a missing, mis-shaped, mistyped or truncated scale, or codes that disagree with
+// the header, are ModelErrors naming the tensor.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -28,11 +29,14 @@ const std::string kScale = "decoder.blocks.1.cross_attn.kv.weight_scale";  // an
 
 using test::expect_error;
 
-// Converts the synthetic f32 model at `src` to `weights` at `dst`.
-void convert(const std::string& src, const std::string& dst, format::WeightType weights, int group = 64) {
+// Converts the synthetic f32 model at `src` to `weights` at `dst` (the block matrices `keep_float` names stay
+// float: a mixed-precision file).
+void convert(const std::string& src, const std::string& dst, format::WeightType weights, int group = 64,
+             const std::vector<std::string>& keep_float = {}) {
   format::ConvertOptions o;
   o.weights = weights;
   o.group_size = group;
+  o.keep_float = keep_float;
   format::convert_model(src, dst, o);
 }
 
@@ -97,14 +101,17 @@ TEST(QuantizedModel, MatchesTheFloatModelOverDequantizedWeights) {
   ScratchDir dir;
   const std::string src = dir.file("f32.wisp");
   test::write_synthetic(src, test::synthetic_tensors(7));
-  const std::vector<std::tuple<std::string, format::WeightType, int>> cases = {
-      {"int8", format::WeightType::kInt8, 64},
-      {"int4-64", format::WeightType::kInt4, 64},
-      {"int4-128", format::WeightType::kInt4, 128}};
-  for (const auto& [label, weights, group] : cases) {
+  const std::vector<std::string> mixed = {"decoder.blocks.*.mlp.fc2.weight", "encoder.blocks.1.attn.qkv.weight"};
+  const std::vector<std::tuple<std::string, format::WeightType, int, std::vector<std::string>>> cases = {
+      {"int8", format::WeightType::kInt8, 64, {}},
+      {"int4-64", format::WeightType::kInt4, 64, {}},
+      {"int4-128", format::WeightType::kInt4, 128, {}},
+      {"int8-mixed", format::WeightType::kInt8, 64, mixed},
+      {"int4-64-mixed", format::WeightType::kInt4, 64, mixed}};
+  for (const auto& [label, weights, group, keep_float] : cases) {
     SCOPED_TRACE(label);
     const std::string q = dir.file(label + ".wisp"), deq = dir.file(label + "-deq.wisp");
-    convert(src, q, weights, group);
+    convert(src, q, weights, group, keep_float);
     test::write_synthetic(deq, dequantized_model(format::EngineFile::open(q)));
     const auto qm = WhisperModel::load(q);
     const auto fm = WhisperModel::load(deq);
