@@ -15,10 +15,12 @@
 // accumulator's layout is that of wgmma's register A operand, so P never touches shared memory. The scores and
 // softmax of tile i overlap the P·V of tile i − 1 (one warpgroup's pipeline), and two blocks share an SM.
 //
-// Measured (H200, docs/cuda.md): 44 us for the encoder's 20 heads of 1500 × 1500 (260 TFLOP/s; mma.sync 52 us),
-// 314 us for 8 windows (294 TFLOP/s; mma.sync 376 us). Nsight Compute: issue slots 59 % busy, 3.9 warps a
-// scheduler (registers and shared memory allow two blocks an SM); the exponentials and the products need the MUFU
-// and tensor pipes in equal measure at head_dim 64. Tried: 128-key tiles (one block an SM at 160 registers): 54 us.
+// Measured (H200, docs/cuda.md "Tenth session"): 38 us for the encoder's 20 heads of 1500 × 1500 (301 TFLOP/s;
+// mma.sync 52 us), 273 us for 8 windows (337 TFLOP/s; mma.sync 381 us). The kernel is bound by instruction issue
+// (Nsight Compute on an earlier version: issue slots 59 % busy, 3.9 warps a scheduler, registers and shared
+// memory allowing two blocks an SM), which is why the loads' addresses are computed once and exp2 is one MUFU
+// instruction; at head_dim 64 the exponentials and the products need the MUFU and tensor pipes about equally.
+// Tried: 128-key tiles (one block an SM at 160 registers): 54 us.
 
 #include "kernels/cuda/attention_internal.cuh"
 #include "kernels/cuda/common.cuh"
