@@ -29,12 +29,12 @@ using nlohmann::json;
 namespace {
 
 // Whether the block matrix `name` stays float in a quantised file (ConvertOptions::keep_float); counts the
-// matches of each pattern in `matches`.
-bool kept_float(const std::string& name, const ConvertOptions& opts, std::vector<int>& matches) {
+// matches of each pattern in `matches` when given.
+bool kept_float(const std::string& name, const ConvertOptions& opts, std::vector<int>* matches = nullptr) {
   bool kept = false;
   for (size_t i = 0; i < opts.keep_float.size(); ++i) {
     if (fnmatch(opts.keep_float[i].c_str(), name.c_str(), 0) == 0) {
-      ++matches[i];
+      if (matches) ++(*matches)[i];
       kept = true;
     }
   }
@@ -157,8 +157,8 @@ class ModelBuilder {
                          core::shape_str(shape));
       }
       // A matrix whose inputs are not a whole number of groups cannot be int4: it keeps its float type
-      // (never the case for Whisper's widths, all multiples of 128).
-      if (block_linear && !kept_float(name, opts, keep_float_matches) &&
+      // (never the case for Whisper's widths, all multiples of 128); so do those keep_float names.
+      if (block_linear && !kept_float(name, opts, &keep_float_matches) &&
           (opts.weights == WeightType::kInt8 ||
            (opts.weights == WeightType::kInt4 && shape[1] % opts.group_size == 0))) {
         const Tensor w = scaled_columns(name, t);
@@ -726,7 +726,8 @@ std::string scale_by_activations(const EngineFile& f, const ModelDims& d, const 
         if (stats.rank() != 2 || stats.dim(0) != 2 || w.rank() != 2 || stats.dim(1) != w.dim(1)) {
           throw ModelError(stats_name + " is " + stats.describe() + ", its layer's weight " + w.describe());
         }
-        if (bits == 4 && w.dim(1) % opts.group_size != 0) continue;  // stays float (finish())
+        // Layers that stay float (finish()) are not rounded: nothing to scale, and their norm stays as it is.
+        if ((bits == 4 && w.dim(1) % opts.group_size != 0) || kept_float(weight, opts)) continue;
         const int64_t k = w.dim(1);
         const std::span<const float> mean_abs(stats.data<float>(), size_t(k)),
             mean_sq(stats.data<float>() + k, size_t(k));

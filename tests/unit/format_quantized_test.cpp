@@ -416,6 +416,19 @@ TEST(ConvertEngine, CalibratedNormStatisticsScaleTheirLayers) {
                            in.tensor(names::block("decoder", 0, "mlp_ln.weight"))));
     // the statistics describe the source's inputs: not carried into the converted file
     EXPECT_FALSE(scaled.has(measured[0].norm + ".output_stats"));
+
+    // A measured layer that `keep_float` keeps is not rounded, so neither it nor its norm is scaled; the others
+    // still are.
+    const std::string fc1 = names::block("decoder", 1, "mlp.fc1.weight"), ln = names::block("decoder", 1, "mlp_ln");
+    o.keep_float = {fc1};
+    convert_model(src, dir.file("kept.wisp"), o);
+    const EngineFile kept = EngineFile::open(dir.file("kept.wisp"));
+    EXPECT_TRUE(same_bytes(kept.tensor(fc1), in.tensor(fc1)));
+    EXPECT_FALSE(kept.has(fc1 + "_scale"));
+    EXPECT_TRUE(same_bytes(kept.tensor(ln + ".weight"), in.tensor(ln + ".weight")));
+    EXPECT_TRUE(same_bytes(kept.tensor(ln + ".bias"), in.tensor(ln + ".bias")));
+    const std::string qkv = names::block("decoder", 1, "attn.qkv.weight");
+    EXPECT_TRUE(same_bytes(kept.tensor(qkv), scaled.tensor(qkv)));
   }
 
   // Asked for where it cannot apply: float weights, a source without statistics.
