@@ -31,6 +31,7 @@ using attention_detail::FlashParams;
 using attention_detail::kHeadDim;
 using detail::commit_async;
 using detail::copy_async_zfill;
+using detail::pack_half2;
 using detail::wait_async;
 
 constexpr int kBlockKV = 64;
@@ -60,11 +61,6 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
-  const __half2 h = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&h);
 }
 
 // Rows [row0, row0 + kRows) of a [n_rows, ld] matrix into a shared tile; rows past n_rows become zeros (so

@@ -31,6 +31,7 @@ namespace {
 
 using detail::commit_async;
 using detail::copy_async_zfill;
+using detail::pack_half2;
 using detail::wait_async;
 using wgmma::desc_k_major;
 using wgmma::desc_mn_major_64;
@@ -61,11 +62,6 @@ __device__ __forceinline__ float exp2_ftz(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
-}
-
-__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
-  const __half2 h = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&h);
 }
 
 // Rows [row0, row0 + kRows) of a [n_rows, ld] head (64 columns) into a swizzled tile; rows past n_rows are zeros.

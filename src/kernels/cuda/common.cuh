@@ -150,6 +150,11 @@ __device__ __forceinline__ void unpack8(const uint4& u, float (&f)[8]) {
     f[2 * i + 1] = p.y;
   }
 }
+// Two floats rounded to one half2, as the 32-bit register an mma / wgmma fragment holds (lo in the low half).
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
 __device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
   uint4 u;
   auto* h = reinterpret_cast<__half2*>(&u);

@@ -385,10 +385,11 @@ int sm_count() {
 template <KvType T, int MAXQ>
 Status launch(const DecoderParams& p, int64_t batch, int64_t n_head, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(n_head), static_cast<unsigned>(batch), static_cast<unsigned>(p.splits));
+  const int64_t sms = sm_count();
   if constexpr (MAXQ <= 2) {
     // early loads only where the blocks are few enough to be resident together with their extra registers
     if (p.ready != static_cast<int>(KvView::Ready::kNone) && detail::device_chains_launches() &&
-        batch * n_head * p.splits <= 4 * int64_t{sm_count()}) {
+        batch * n_head * p.splits <= 4 * sms) {
       return detail::launch_chained(decoder_attention_kernel<T, MAXQ, true>, grid, dim3(kThreads), 0, stream, 1u, p);
     }
   }
@@ -397,7 +398,7 @@ Status launch(const DecoderParams& p, int64_t batch, int64_t n_head, cudaStream_
   // unevenly; not profiled). Measured (large-v2 on an H200, decode step with the Hopper GEMVs around it: batch 32 FP8
   // K/V 3.55 → 2.97 ms, fp16 3.75 → 3.54, batch 16 FP8 2.63 → 2.37; batch 8, 160 blocks before splitting,
   // measured 2.434 → 2.445 and stays chained; docs/cuda.md). Its own wait for the previous kernel then returns at once.
-  if (batch * n_head >= 2 * int64_t{sm_count()}) {
+  if (batch * n_head >= 2 * sms) {
     decoder_attention_kernel<T, MAXQ, false><<<grid, kThreads, 0, stream>>>(p);
     return detail::launch_status();
   }
