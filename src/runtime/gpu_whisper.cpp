@@ -932,11 +932,18 @@ std::unique_ptr<GpuWhisper> GpuWhisper::create_random(const GpuDims& dims, int m
   auto ends_with = [](const std::string& s, const std::string& tail) {
     return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
   };
+  // norms: gamma in [0.8, 1.2], beta in [-0.1, 0.1] (not 1 and 0, so that the folded norms' constants W·γ and W·β
+  // matter in tests); scales of random codes: values of about the fp16 weights' size
+  std::uniform_real_distribution<float> spread(-1.0f, 1.0f);
   auto fill_float = [&](float* dst, size_t count, const std::string& name) {
-    // norms: gamma 1, beta 0; scales of random codes: values of about the fp16 weights' size
-    float v = ends_with(name, ".weight") ? 1.0f : 0.0f;
-    if (ends_with(name, ".weight_scale")) v = weights == GpuWeights::kInt8 ? 3e-4f : 5e-3f;
-    std::vector<float> f(count, v);
+    std::vector<float> f(count);
+    for (float& v : f) {
+      if (ends_with(name, ".weight_scale")) {
+        v = weights == GpuWeights::kInt8 ? 3e-4f : 5e-3f;
+      } else {
+        v = ends_with(name, ".weight") ? 1.0f + 0.2f * spread(rng) : 0.1f * spread(rng);
+      }
+    }
     cuda_check(cudaMemcpy(dst, f.data(), count * 4, cudaMemcpyHostToDevice), "upload norm");
   };
   // random codes: the bytes of the random halves

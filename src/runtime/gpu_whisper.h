@@ -67,9 +67,9 @@ class GpuWhisper {
     int windows = 1;
     int sequences = 1;
   };
-  // Uploads the weights (random N(0, 0.02) for `create_random`) and allocates every buffer: for `capacity`,
-  // or for up to `max_batch` windows each decoded as one sequence (the benchmark form); nothing is allocated
-  // after this. Throws std::runtime_error on CUDA errors.
+  // Uploads the weights (random for `create_random`: N(0, 0.02) weights, norms near γ = 1, β = 0) and allocates
+  // every buffer: for `capacity`, or for up to `max_batch` windows each decoded as one sequence (the benchmark
+  // form); nothing is allocated after this. Throws std::runtime_error on CUDA errors.
   static std::unique_ptr<GpuWhisper> create(const GpuDims& dims, Capacity capacity, const TensorSource& source,
                                             GpuKvCache kv_cache = GpuKvCache::kF16);
   static std::unique_ptr<GpuWhisper> create(const GpuDims& dims, int max_batch, const TensorSource& source) {
