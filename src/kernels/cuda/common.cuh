@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <utility>
 
 #include "kernels/cuda/cuda_kernels.h"
@@ -40,25 +41,45 @@ __device__ __forceinline__ void allow_next_kernel() {
 #endif
 }
 
-// The current device's compute capability as 10·major + minor (90 for an H100 / H200), 0 when it cannot be
-// read; cached per device, since launch decisions on the host ask it for every kernel.
-inline int device_compute_capability() {
-  static std::atomic<int> known[64] = {};  // 0: not read yet
+// What launch decisions on the host need to know about the current device, read once per device (they ask it
+// for every kernel, and a decode step launches hundreds); all zero when it cannot be read.
+struct DeviceLimits {
+  int major = 0, minor = 0;  // compute capability
+  int sms = 0;               // multiprocessors
+  int smem_optin = 0;        // shared memory a block may opt in to, bytes
+};
+inline DeviceLimits device_limits() {
+  constexpr int kDevices = 64;
+  static std::atomic<bool> known[kDevices] = {};
+  static DeviceLimits limits[kDevices];
+  static std::mutex writing;
   int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) {
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0) {
     cudaGetLastError();
-    return 0;
+    return {};
   }
-  std::atomic<int>& cached = known[dev & 63];
-  if (const int cc = cached.load(std::memory_order_acquire); cc > 0) return cc;
-  int major = 0, minor = 0;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+  const int slot = dev % kDevices;
+  if (known[slot].load(std::memory_order_acquire)) return limits[slot];
+  DeviceLimits l;
+  if (cudaDeviceGetAttribute(&l.major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&l.minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&l.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&l.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
     cudaGetLastError();
-    return 0;
+    return {};
   }
-  cached.store(10 * major + minor, std::memory_order_release);
-  return 10 * major + minor;
+  const std::lock_guard<std::mutex> lock(writing);
+  if (!known[slot].load(std::memory_order_relaxed)) {
+    limits[slot] = l;
+    known[slot].store(true, std::memory_order_release);
+  }
+  return l;
+}
+
+// The current device's compute capability as 10·major + minor (90 for an H100 / H200), 0 when it cannot be read.
+inline int device_compute_capability() {
+  const DeviceLimits l = device_limits();
+  return 10 * l.major + l.minor;
 }
 
 // Whether the current device runs programmatic dependent launches (compute capability 9.0+).

@@ -372,15 +372,7 @@ bool fits(size_t workspace_bytes, int64_t batch, int64_t n_q, int64_t n_head, in
          counters + partial_bytes(batch, n_q, n_head, splits) <= workspace_bytes;
 }
 
-int sm_count() {
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return 1;
-  }
-  return sms;
-}
+int sm_count() { return std::max(detail::device_limits().sms, 1); }
 
 template <KvType T, int MAXQ>
 Status launch(const DecoderParams& p, int64_t batch, int64_t n_head, cudaStream_t stream) {
@@ -393,12 +385,15 @@ Status launch(const DecoderParams& p, int64_t batch, int64_t n_head, cudaStream_
       return detail::launch_chained(decoder_attention_kernel<T, MAXQ, true>, grid, dim3(kThreads), 0, stream, 1u, p);
     }
   }
-  // A call of at least two blocks per SM before any split is launched in plain stream order. Chained, it ran much
-  // slower after the Hopper GEMVs (likely: its blocks are placed while the previous kernel's still hold SMs, so
-  // unevenly; not profiled). Measured (large-v2 on an H200, decode step with the Hopper GEMVs around it: batch 32 FP8
-  // K/V 3.55 → 2.97 ms, fp16 3.75 → 3.54, batch 16 FP8 2.63 → 2.37; batch 8, 160 blocks before splitting,
-  // measured 2.434 → 2.445 and stays chained; docs/cuda.md). Its own wait for the previous kernel then returns at once.
-  if (batch * n_head >= 2 * sms) {
+  // A non-causal call (the cross-attention: every block reads all n_kv keys) of at least two blocks per SM before any
+  // split is launched in plain stream order. Chained, it ran much slower after the Hopper GEMVs (likely: its blocks
+  // are placed while the previous kernel's still hold SMs, so unevenly; not profiled). Measured (large-v2 on an H200,
+  // decode step with the Hopper GEMVs around it: batch 32 FP8 K/V 3.55 → 2.97 ms, fp16 3.75 → 3.54, batch 16 FP8
+  // 2.63 → 2.37; batch 8, 160 blocks before splitting, measured 2.434 → 2.445 and stays chained; docs/cuda.md). Its
+  // own wait for the previous kernel then returns at once. The causal self-attention over the short cache stays
+  // chained at every size: launched in stream order too, the step was slower (batch 32 3.55 against 3.51 ms, batch
+  // 16 2.70 against 2.64, FP8 K/V batch 32 2.96 against 2.93; two runs each, eleventh session).
+  if (batch * n_head >= 2 * sms && !p.causal) {
     decoder_attention_kernel<T, MAXQ, false><<<grid, kThreads, 0, stream>>>(p);
     return detail::launch_status();
   }

@@ -146,21 +146,12 @@ struct ClusterRanks {
   }
 };
 
-struct DeviceInfo {
-  int major = 0, minor = 0, sms = 0, smem_optin = 0;
-};
+using DeviceInfo = detail::DeviceLimits;
 
+// The current device's limits (cached per device: detail::device_limits); false when they cannot be read.
 inline bool device_info(DeviceInfo& info) {
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&info.major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&info.minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&info.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return true;
+  info = detail::device_limits();
+  return info.sms > 0;
 }
 
 // Opt in to the device's whole shared memory per block, once per device and kernel.
