@@ -58,8 +58,8 @@ inline DeviceLimits device_limits() {
     cudaGetLastError();
     return {};
   }
-  const int slot = dev % kDevices;
-  if (known[slot].load(std::memory_order_acquire)) return limits[slot];
+  const bool cached = dev < kDevices;  // more devices than that: read each time
+  if (cached && known[dev].load(std::memory_order_acquire)) return limits[dev];
   DeviceLimits l;
   if (cudaDeviceGetAttribute(&l.major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&l.minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
@@ -68,10 +68,11 @@ inline DeviceLimits device_limits() {
     cudaGetLastError();
     return {};
   }
+  if (!cached) return l;
   const std::lock_guard<std::mutex> lock(writing);
-  if (!known[slot].load(std::memory_order_relaxed)) {
-    limits[slot] = l;
-    known[slot].store(true, std::memory_order_release);
+  if (!known[dev].load(std::memory_order_relaxed)) {
+    limits[dev] = l;
+    known[dev].store(true, std::memory_order_release);
   }
   return l;
 }
