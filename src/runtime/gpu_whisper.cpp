@@ -936,13 +936,10 @@ std::unique_ptr<GpuWhisper> GpuWhisper::create_random(const GpuDims& dims, int m
   // matter in tests); scales of random codes: values of about the fp16 weights' size
   std::uniform_real_distribution<float> spread(-1.0f, 1.0f);
   auto fill_float = [&](float* dst, size_t count, const std::string& name) {
-    std::vector<float> f(count);
-    for (float& v : f) {
-      if (ends_with(name, ".weight_scale")) {
-        v = weights == GpuWeights::kInt8 ? 3e-4f : 5e-3f;
-      } else {
-        v = ends_with(name, ".weight") ? 1.0f + 0.2f * spread(rng) : 0.1f * spread(rng);
-      }
+    std::vector<float> f(count, weights == GpuWeights::kInt8 ? 3e-4f : 5e-3f);
+    if (!ends_with(name, ".weight_scale")) {
+      const bool gamma = ends_with(name, ".weight");
+      for (float& v : f) v = gamma ? 1.0f + 0.2f * spread(rng) : 0.1f * spread(rng);
     }
     cuda_check(cudaMemcpy(dst, f.data(), count * 4, cudaMemcpyHostToDevice), "upload norm");
   };

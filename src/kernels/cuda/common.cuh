@@ -204,13 +204,14 @@ __device__ __forceinline__ void wait_async() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-// Lets Kernel take up to `bytes` of dynamic shared memory (beyond the default 48 KiB), once per device.
+// Lets Kernel take up to `bytes` of dynamic shared memory (beyond the default 48 KiB), once per device (each
+// time on devices beyond the first 64, as device_limits()).
 template <auto Kernel>
 bool allow_dynamic_smem(int bytes) {
   static std::atomic<uint64_t> done{0};
   int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  const uint64_t bit = uint64_t{1} << (dev & 63);
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0) return false;
+  const uint64_t bit = dev < 64 ? uint64_t{1} << dev : 0;
   if (done.load(std::memory_order_acquire) & bit) return true;
   if (cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) return false;
   done.fetch_or(bit, std::memory_order_acq_rel);
