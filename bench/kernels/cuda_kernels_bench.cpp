@@ -190,13 +190,11 @@ void bench_decoder_attention(const char* name, int64_t batch, int64_t len, bool 
 void bench_misc() {
   {
     const int64_t rows = kFrames, cols = kD;
-    HalfBuf x(static_cast<size_t>(rows * cols), 4.0f, 5), r(static_cast<size_t>(rows * cols), 1.0f, 6);
+    HalfBuf x(static_cast<size_t>(rows * cols), 4.0f, 5);
     Buf<float> g(static_cast<size_t>(cols)), b(static_cast<size_t>(cols));
     Buf<__half> y(static_cast<size_t>(rows * cols));
     measure("layer_norm 1500x1280", 0, 4.0 * rows * cols,
             [&](int) { return cuda::layer_norm(x.p, g.p, b.p, y.p, rows, cols, 1e-5f, nullptr); });
-    measure("add_layer_norm 1500x1280", 0, 8.0 * rows * cols,
-            [&](int) { return cuda::add_layer_norm(x.p, r.p, g.p, b.p, y.p, rows, cols, 1e-5f, nullptr); });
     measure("layer_norm 1x1280 (decode step)", 0, 4.0 * cols,
             [&](int) { return cuda::layer_norm(x.p, g.p, b.p, y.p, 1, cols, 1e-5f, nullptr); });
   }
@@ -451,7 +449,7 @@ void print_projection() {
   std::printf("\nProjection for large-v2 (sums of the kernel times above; no graph, no overlap):\n");
   const double enc_layer = ms_of("enc qkv 1500x3840x1280 +bias") + ms_of("encoder attention flash b1 20x1500x1500x64") +
                            ms_of("enc out 1500x1280x1280 +bias") + ms_of("enc fc1 1500x5120x1280 +bias+gelu(erf)") +
-                           ms_of("enc fc2 1500x1280x5120 +bias") + 2 * ms_of("add_layer_norm 1500x1280");
+                           ms_of("enc fc2 1500x1280x5120 +bias") + 2 * ms_of("layer_norm 1500x1280");
   std::printf("  encoder, 32 layers (convs excluded): %8.3f ms   (target 6 ms)\n", kEncLayers * enc_layer);
   const double dec_layer = ms_of("dec qkv 1x3840x1280 +bias") + ms_of("dec self-attn b1 len224") +
                            2 * ms_of("dec out 1x1280x1280 +bias") + ms_of("dec cross-q 1x1280x1280 +bias") +

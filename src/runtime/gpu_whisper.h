@@ -157,6 +157,9 @@ class GpuWhisper {
   void set_gemv_wgmma(int max_cluster);
   // kernels/cuda/cuda_kernels.h set_attention_wgmma: the encoder attention's kernel (process-wide; measurement).
   void set_attention_wgmma(bool on);
+  // kernels/cuda/gemm.h GemmContext::set_autotune for this model's cuBLASLt plans (default on; off: the same
+  // algorithm on every run). Applies to plans made after the call.
+  void set_gemm_autotune(bool on);
 
   // ---- Transcription form: the caller (runtime/gpu_network.cpp) decides which slot holds what. Every call
   // but copy_sequences synchronises; token ids and lengths are checked and throw std::invalid_argument.
@@ -254,6 +257,7 @@ struct BenchOptions {
   int gemv_max_rows = 0;          // set_gemv_max_rows (0: per weight type)
   int gemv_wgmma = 8;             // set_gemv_wgmma (kernels/cuda/gemv.h kDefaultGemvWgmmaCluster; 0: off)
   bool attention_wgmma = true;    // set_attention_wgmma (kernels/cuda/cuda_kernels.h)
+  bool gemm_autotune = true;      // set_gemm_autotune
   std::string skip;               // comma list of step parts left out (set_step_ablation): norms, append,
                                   // self_attention, cross_attention, attention_linears, mlp, logits
   std::string weights = "fp16";   // random weights stored as fp16, int8 or int4

@@ -388,6 +388,8 @@ TEST_F(CudaKvQuant, CrossAttention) {
       {"cross b1, 20 heads, 1500 keys", 1, 1, 1500, 20, {}, false, false},
       {"cross b5, 8 heads, 5 queries", 5, 5, 1500, 8, {}, false, false},
       {"cross b32, 6 heads", 32, 1, 1500, 6, {}, false, false},
+      // 320 blocks: at least two per SM on an H100 or H200, so the plain stream-order launch (decoder_attention.cu)
+      {"cross b16, 20 heads", 16, 1, 1500, 20, {}, false, false},
       {"cross b5 sharing one window (stride 0), 20 heads", 5, 1, 1500, 20, {}, false, true},
       {"cross 769 keys, 8 heads, 3 queries", 2, 3, 769, 8, {}, false, false},
       {"cross 63 keys, 6 heads, 8 queries", 1, 8, 63, 6, {}, false, false},

@@ -72,11 +72,6 @@ Status embed_tokens(const int32_t* tokens /* [n] */, const int32_t* positions /*
 
 Status layer_norm(const __half* x /* [rows, cols] */, const float* gamma /* [cols] */, const float* beta /* [cols] */,
                   __half* y /* [rows, cols] */, int64_t rows, int64_t cols, float eps, cudaStream_t stream);
-// Residual add fused with the next norm: x ← half(x + r) (written back), then y = layer_norm(x). The norm
-// reads the rounded sum, so the result equals add() followed by layer_norm(). y must not alias x or r.
-Status add_layer_norm(__half* x /* [rows, cols], in/out */, const __half* r /* [rows, cols] */,
-                      const float* gamma /* [cols] */, const float* beta /* [cols] */, __half* y /* [rows, cols] */,
-                      int64_t rows, int64_t cols, float eps, cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------------------
 // Convolution windows (k = 3, padding 1), so that a conv1d is one GEMM with w [c_out, c_in · 3].

@@ -2,10 +2,10 @@
 // into the epilogue. Row-major throughout, like the CPU twins (linear_f16w: y[m, n] = x[m, k] · w[n, k]ᵀ).
 //
 // A GemmContext owns the cuBLASLt handle, a device workspace and a cache of plans (descriptors + the
-// algorithm the heuristic chose) keyed by shape, strides, types, epilogue and pointer alignment, so a
-// decode loop pays the heuristic once per shape. One context per thread (it is not thread-safe); it may be
-// used on any stream and inside CUDA-graph capture once its plans exist (the first call of a shape runs the
-// heuristic on the host, which capture allows as well).
+// algorithm the heuristic chose, or the fastest of its candidates: set_autotune) keyed by shape, strides, types,
+// epilogue and pointer alignment, so a decode loop pays the heuristic once per shape. One context per thread (it is not
+// thread-safe); it may be used on any stream and inside CUDA-graph capture once its plans exist (the first call of a
+// shape runs the heuristic on the host, which capture allows as well; it is not timed then).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -43,6 +43,13 @@ class GemmContext {
   bool ready() const;
   // Plans cached so far (one per distinct shape/stride/type/epilogue/alignment).
   size_t cached_plans() const;
+  // Autotuning (default on): the first call of a plan of at least 4 GFLOP, outside stream capture, times the
+  // heuristic's first 8 algorithms on its own operands and keeps the fastest when it is ≥ 3 % faster than the
+  // heuristic's first choice (one host synchronisation; a transient output buffer where the call reads C or
+  // writes over its inputs). Off: the heuristic's first choice always, the same algorithm on every run.
+  void set_autotune(bool on);
+  // Plans whose algorithm the timing changed.
+  size_t tuned_plans() const;
 
   struct Impl;
 
@@ -53,10 +60,11 @@ class GemmContext {
 
 // y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]) (+ GELU): a linear layer, fp16 in and out, fp32 accumulation.
 // ldx ≥ k and ldy ≥ n are row strides (x may be a column range of a wider buffer). bias is required by the
-// bias epilogues and ignored by kNone.
+// bias epilogues and ignored by kNone. `accumulate`: y holds a residual on entry and the result is added to it in
+// the epilogue, y ← y + x·wᵀ (+ bias), with one rounding (cuBLASLt's β = 1 with C = D = y); not with a GELU.
 Status linear(GemmContext& ctx, const __half* x /* [m, ldx] */, int64_t ldx, const __half* w /* [n, k] */,
               const __half* bias /* [n] or null */, __half* y /* [m, ldy] */, int64_t ldy, int64_t m, int64_t n,
-              int64_t k, Epilogue epilogue, cudaStream_t stream);
+              int64_t k, Epilogue epilogue, cudaStream_t stream, bool accumulate = false);
 // Contiguous x [m, k] and y [m, n].
 Status linear(GemmContext& ctx, const __half* x /* [m, k] */, const __half* w /* [n, k] */,
               const __half* bias /* [n] or null */, __half* y /* [m, n] */, int64_t m, int64_t n, int64_t k,

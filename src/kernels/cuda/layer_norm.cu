@@ -1,6 +1,6 @@
 // Layer norm: the mean, then the variance of the centred values (no E[x²] − E[x]² cancellation), then one
-// write. Rows of up to 2048 columns: one warp per row from registers (layer_norm_warp_kernel); wider rows and
-// add_layer_norm: one block per row, the row read once into shared memory (fp32), two block reductions.
+// write. Rows of up to 2048 columns: one warp per row from registers (layer_norm_warp_kernel); wider rows: one
+// block per row, the row read once into shared memory (fp32), two block reductions.
 #include "kernels/cuda/common.cuh"
 
 namespace wisp::kernels::cuda {
@@ -13,10 +13,9 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxCols = 12288;  // the row in fp32 fits the default 48 KiB of shared memory
 
-template <bool kResidual>
 __global__ void __launch_bounds__(kThreads)
-    layer_norm_kernel(__half* __restrict__ x, const __half* __restrict__ r, const float* __restrict__ gamma,
-                      const float* __restrict__ beta, __half* __restrict__ y, int cols, float eps) {
+    layer_norm_kernel(const __half* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+                      __half* __restrict__ y, int cols, float eps) {
   extern __shared__ float row[];
   __shared__ float red[32];
   detail::wait_prior_kernels();
@@ -27,25 +26,14 @@ __global__ void __launch_bounds__(kThreads)
   float sum = 0.0f;
   if (pairs) {
     for (int c = threadIdx.x * 2; c < cols; c += kThreads * 2) {
-      float2 v = __half22float2(*reinterpret_cast<const __half2*>(x + base + c));
-      if constexpr (kResidual) {
-        const float2 d = __half22float2(*reinterpret_cast<const __half2*>(r + base + c));
-        const __half2 s = __floats2half2_rn(v.x + d.x, v.y + d.y);
-        *reinterpret_cast<__half2*>(x + base + c) = s;
-        v = __half22float2(s);
-      }
+      const float2 v = __half22float2(*reinterpret_cast<const __half2*>(x + base + c));
       row[c] = v.x;
       row[c + 1] = v.y;
       sum += v.x + v.y;
     }
   } else {
     for (int c = threadIdx.x; c < cols; c += kThreads) {
-      float v = __half2float(x[base + c]);
-      if constexpr (kResidual) {
-        const __half s = __float2half_rn(v + __half2float(r[base + c]));
-        x[base + c] = s;
-        v = __half2float(s);
-      }
+      const float v = __half2float(x[base + c]);
       row[c] = v;
       sum += v;
     }
@@ -165,20 +153,8 @@ Status layer_norm(const __half* x, const float* gamma, const float* beta, __half
   // The half2 path needs 4-byte aligned rows; odd columns take the scalar path anyway.
   if (cols % 2 == 0 && (!aligned4(x) || !aligned4(y))) return Status::kInvalidArgument;
   const size_t smem = static_cast<size_t>(cols) * sizeof(float);
-  return detail::launch_chained(layer_norm_kernel<false>, dim3(static_cast<unsigned>(rows)), dim3(kThreads), smem,
-                                stream, 1u, const_cast<__half*>(x), nullptr, gamma, beta, y, static_cast<int>(cols),
-                                eps);
-}
-
-Status add_layer_norm(__half* x, const __half* r, const float* gamma, const float* beta, __half* y, int64_t rows,
-                      int64_t cols, float eps, cudaStream_t stream) {
-  if (Status s = check(x, gamma, beta, y, rows, cols); s != Status::kOk) return s;
-  if (rows == 0) return Status::kOk;
-  if (!r || y == x || y == r) return Status::kInvalidArgument;
-  if (cols % 2 == 0 && (!aligned4(x) || !aligned4(y) || !aligned4(r))) return Status::kInvalidArgument;
-  const size_t smem = static_cast<size_t>(cols) * sizeof(float);
-  return detail::launch_chained(layer_norm_kernel<true>, dim3(static_cast<unsigned>(rows)), dim3(kThreads), smem,
-                                stream, 1u, x, r, gamma, beta, y, static_cast<int>(cols), eps);
+  return detail::launch_chained(layer_norm_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), smem, stream, 1u,
+                                x, gamma, beta, y, static_cast<int>(cols), eps);
 }
 
 }  // namespace wisp::kernels::cuda
