@@ -221,12 +221,12 @@ TEST_F(CudaKernels, LinearOddSizesAndStrides) {
 // window, a small odd case without bias, and a padded y (its padding must stay untouched).
 TEST_F(CudaKernels, LinearAccumulatesIntoTheResidual) {
   using E = cuda::Epilogue;
-  LinearCase cases[] = {
-      {1500, 1280, 1280, E::kBias, false},
-      {1500, 1280, 5120, E::kBias, false},
-      {37, 769, 384, E::kNone, false},
-      {37, 512, 512, E::kBias, false, 1536, 1024},
-  };
+  LinearCase cases[] =
+      {
+          {1500, 1280, 1280, E::kBias, false}, {1500, 1280, 5120, E::kBias, false},
+          {37, 769, 384, E::kNone, false},     {37, 512, 512, E::kBias, false, 1536, 1024},
+          {6000, 1280, 5120, E::kBias, false},  // 79 GFLOP: autotuned, its candidates timed into a transient buffer
+      };
   uint32_t seed = 40;
   for (LinearCase& c : cases) {
     c.accumulate = true;
@@ -269,11 +269,11 @@ TEST_F(CudaKernels, LinearCachesPlans) {
 
 // Autotuning times candidates with a host synchronisation, which stream capture forbids: a plan first made while
 // a stream is captured keeps the heuristic's first choice, so the captured graph computes exactly what an untuned
-// context does. (That tuned plans give correct results, the residual added once, is run_linear_case's check:
-// its contexts tune, and its window-sized cases are large enough.)
+// context does. (That tuned plans give correct results, the residual added once, is run_linear_case's check: its
+// contexts tune, and LinearAccumulatesIntoTheResidual has a case above the threshold.)
 TEST_F(CudaKernels, LinearPlansMadeDuringCaptureAreNotTimed) {
   Rng rng(9);
-  const int64_t m = 1500, n = 1280, k = 1280;  // 4.9 GFLOP: above the tuning threshold
+  const int64_t m = 4096, n = 5120, k = 1280;  // 54 GFLOP: above the tuning threshold
   auto x = upload_half(rng.halfs(static_cast<size_t>(m * k), -1, 1));
   auto w = upload_half(rng.halfs(static_cast<size_t>(n * k), -0.05f, 0.05f));
   auto b = upload_half(rng.halfs(static_cast<size_t>(n), -1, 1));
