@@ -44,9 +44,10 @@ class GemmContext {
   // Plans cached so far (one per distinct shape/stride/type/epilogue/alignment).
   size_t cached_plans() const;
   // Autotuning (default on): the first call of a plan of at least 50 GFLOP (a few windows' encoder layers), outside
-  // stream capture, times the heuristic's first 8 algorithms on its own operands and keeps the fastest when it is ≥ 3 %
-  // faster than the heuristic's first choice (one host synchronisation; a transient output buffer where the call reads
-  // C or writes over its inputs). Off: the heuristic's first choice always, the same algorithm on every run.
+  // stream capture, times the heuristic's first 8 algorithms (three rounds, each candidate's fastest) on its own
+  // operands and keeps the fastest when it is ≥ 3 % faster than the heuristic's first choice (host
+  // synchronisations; a transient output buffer where the call reads C or writes over its inputs). Off: the
+  // heuristic's first choice always, the same algorithm on every run.
   void set_autotune(bool on);
   // Plans whose algorithm the timing changed.
   size_t tuned_plans() const;
