@@ -682,7 +682,7 @@ int main(int argc, char** argv) {
 
   std::string conv_src, conv_dst, conv_weights = "keep", conv_name;
   int conv_group = 0;
-  bool conv_act_scaling = false;
+  bool conv_act_scaling = false, conv_gptq = false;
   std::vector<std::string> conv_keep_float;
   auto* cv = app.add_subcommand(
       "convert", "Convert a CTranslate2 or Hugging Face model directory, or quantise a .wisp file, to a .wisp file");
@@ -701,6 +701,9 @@ int main(int argc, char** argv) {
   cv->add_flag("--activation-scaling", conv_act_scaling,
                "int8/int4 from a calibrated .wisp (`wisp calibrate`): scale the layers after the block norms by "
                "their measured inputs before rounding (helps int4 --group-size 128; see docs/quantization.md)");
+  cv->add_flag("--gptq", conv_gptq,
+               "int8/int4 from a .wisp calibrated with --input-gram: choose the codes by GPTQ instead of plain "
+               "rounding (see docs/quantization.md)");
 
   std::vector<std::string> cal_files;
   std::string cal_model, cal_out;
@@ -711,6 +714,9 @@ int main(int argc, char** argv) {
   ca->add_option("files", cal_files, "audio files to transcribe (a few minutes of typical speech)")->required();
   ca->add_option("-m,--model", cal_model, "engine file or installed model name (default: base)");
   ca->add_option("-o,--output", cal_out, "engine file to write (default: the model file itself)");
+  bool cal_grams = false;
+  ca->add_flag("--input-gram", cal_grams,
+               "also store every linear layer's input Gram matrix, for `convert --gptq` (large: tiny.en +93 MB)");
 
   EvalArgs ea;
   auto* ev = app.add_subcommand("eval", "WER/CER and speed over a manifest of audio files with references");
@@ -802,6 +808,7 @@ int main(int argc, char** argv) {
       o.name = conv_name;
       o.activation_scaling = conv_act_scaling;
       o.keep_float = conv_keep_float;
+      o.gptq = conv_gptq;
       wisp::convert(conv_src, conv_dst, o);
       std::printf("wrote %s\n", conv_dst.c_str());
       return 0;
@@ -810,7 +817,9 @@ int main(int argc, char** argv) {
     if (*ca) {
       const std::string model = resolve_model(cal_model);
       const std::string out = cal_out.empty() ? model : cal_out;
-      const wisp::CalibrationResult r = wisp::calibrate_kv_cache(model, cal_files, out);
+      wisp::CalibrateOptions co;
+      co.input_grams = cal_grams;
+      const wisp::CalibrationResult r = wisp::calibrate_kv_cache(model, cal_files, out, co);
       std::printf("calibrated on %d clips (%d windows, %ld decoder positions): wrote %s\n", r.clips, r.windows,
                   r.tokens, out.c_str());
       return 0;

@@ -8,6 +8,13 @@
 
 namespace wisp {
 
+struct CalibrateOptions {
+  // Also store the Gram matrix E[x xᵀ] of every block linear layer's inputs ("<stack>.blocks.N.<linear>.input_gram",
+  // f32 [in, in]), which `wisp convert --weights int8|int4 --gptq` rounds the layers with. Large: in² floats per
+  // layer (tiny.en +93 MB, base +270 MB, large-v2 ~8 GB).
+  bool input_grams = false;
+};
+
 struct CalibrationResult {
   int clips = 0;
   int windows = 0;  // 30 s windows encoded
@@ -21,8 +28,9 @@ struct CalibrationResult {
 // [2·n_head] (K heads, then V heads), replacing earlier ones. It also stores the mean |x| and mean x² of every
 // column of the block norms' outputs ("<stack>.blocks.N.<norm>.output_stats", f32 [2, d]), which
 // `wisp convert --weights int8|int4` uses to scale the layers those norms feed (docs/quantization.md).
-// Throws IoError, AudioError, ModelError, InvalidArgument (no files).
+// With options.input_grams, the layers' input Gram matrices too (above). Throws IoError, AudioError, ModelError,
+// InvalidArgument (no files).
 CalibrationResult calibrate_kv_cache(const std::string& model_path, const std::vector<std::string>& audio_files,
-                                     const std::string& out_path);
+                                     const std::string& out_path, const CalibrateOptions& options = {});
 
 }  // namespace wisp

@@ -66,6 +66,9 @@ class ModelBuilder {
     norm_divisor_[norm + ".bias"] = scale;
     column_scale_[weight] = std::move(scale);
   }
+  // The codes and scales of the block linear layer `weight`, chosen by the caller (GPTQ) instead of finish()'s plain
+  // rounding of its float matrix.
+  void set_quantized(const std::string& weight, ops::QuantizedWeight q) { quantized_[weight] = std::move(q); }
   bool has(const std::string& name) const { return tensors_.count(name) != 0; }
   const Tensor& get(const std::string& name) const {
     const auto it = tensors_.find(name);
@@ -161,9 +164,11 @@ class ModelBuilder {
       if (block_linear && !kept_float(name, opts, &keep_float_matches) &&
           (opts.weights == WeightType::kInt8 ||
            (opts.weights == WeightType::kInt4 && shape[1] % opts.group_size == 0))) {
-        const Tensor w = scaled_columns(name, t);
-        const ops::QuantizedWeight q =
-            opts.weights == WeightType::kInt8 ? ops::quantize_int8(w) : ops::quantize_int4(w, opts.group_size);
+        const auto chosen = quantized_.find(name);
+        const Tensor w = chosen == quantized_.end() ? scaled_columns(name, t) : Tensor();
+        const ops::QuantizedWeight q = chosen != quantized_.end()          ? chosen->second
+                                       : opts.weights == WeightType::kInt8 ? ops::quantize_int8(w)
+                                                                           : ops::quantize_int4(w, opts.group_size);
         writer.add_tensor(name, q.codes);
         writer.add_tensor(name + "_scale", q.scale);
         continue;
@@ -232,6 +237,7 @@ class ModelBuilder {
   std::string source_;
   std::map<std::string, Tensor> tensors_;
   std::map<std::string, std::vector<float>> column_scale_, norm_divisor_;  // scale_columns()
+  std::map<std::string, ops::QuantizedWeight> quantized_;                  // set_quantized()
 };
 
 // Concatenates tensors along dimension 0 (fusing q/k/v projections). A missing part (the key bias,
@@ -748,6 +754,33 @@ std::string scale_by_activations(const EngineFile& f, const ModelDims& d, const 
   return s.str();
 }
 
+// For int8 / int4: every block linear layer with a calibrated input Gram matrix in `f` (names::input_gram) gets
+// GPTQ's codes. Returns a summary for the file's provenance ("" when the source has no Gram matrices).
+std::string round_by_gptq(const EngineFile& f, const ModelDims& d, const ConvertOptions& opts, ModelBuilder& b) {
+  int rounded = 0;
+  for (const bool decoder : {false, true}) {
+    const std::string stack = decoder ? "decoder" : "encoder";
+    for (int i = 0; i < (decoder ? d.n_text_layer : d.n_audio_layer); ++i) {
+      for (const names::BlockLinearName& l : names::kBlockLinears) {
+        if (l.decoder_only && !decoder) continue;
+        const std::string gram_name = names::input_gram(stack, i, l.linear);
+        const std::string weight = names::block(stack, i, std::string(l.linear) + ".weight");
+        if (!f.has(gram_name) || kept_float(weight, opts)) continue;
+        const Tensor& w = b.get(weight);
+        if (opts.weights == WeightType::kInt4 && w.dim(1) % opts.group_size != 0) continue;
+        const Tensor gram = f.tensor(gram_name).to_f32();
+        if (gram.rank() != 2 || w.rank() != 2 || gram.dim(0) != w.dim(1) || gram.dim(1) != w.dim(1)) {
+          throw ModelError(gram_name + " is " + gram.describe() + ", its layer's weight " + w.describe());
+        }
+        b.set_quantized(weight, opts.weights == WeightType::kInt8 ? ops::gptq_int8(w, gram)
+                                                                  : ops::gptq_int4(w, gram, opts.group_size));
+        ++rounded;
+      }
+    }
+  }
+  return rounded == 0 ? "" : std::to_string(rounded) + " block linear layers rounded by GPTQ";
+}
+
 }  // namespace
 
 void import_engine(const std::string& path, const ConvertOptions& opts, EngineWriter& writer) {
@@ -767,6 +800,14 @@ void import_engine(const std::string& path, const ConvertOptions& opts, EngineWr
                             "' has none");
     }
     meta.source["activation_scaling"] = summary;
+  }
+  if (opts.gptq) {
+    const std::string summary = round_by_gptq(f, meta.dims, opts, b);
+    if (summary.empty()) {
+      throw InvalidArgument("GPTQ needs the input Gram matrices of `wisp calibrate --input-gram`; '" + path +
+                            "' has none");
+    }
+    meta.source["gptq"] = summary;
   }
   const int n_text_layer = meta.dims.n_text_layer;
   b.finish(std::move(meta), f.vocabulary(), opts, writer);
@@ -791,6 +832,16 @@ void convert_model(const std::string& src, const std::string& dst, const Convert
   }
   if (!opts.keep_float.empty() && opts.weights != WeightType::kInt8 && opts.weights != WeightType::kInt4) {
     throw InvalidArgument("--keep-float applies to int8 and int4 weights only");
+  }
+  if (opts.gptq && opts.weights != WeightType::kInt8 && opts.weights != WeightType::kInt4) {
+    throw InvalidArgument("GPTQ applies to int8 and int4 weights only");
+  }
+  if (opts.gptq && opts.activation_scaling) {
+    throw InvalidArgument(
+        "GPTQ and activation scaling cannot be combined (the Gram matrices are of the unscaled inputs)");
+  }
+  if (opts.gptq && detect_source(src) != SourceKind::kEngine) {
+    throw InvalidArgument("GPTQ needs a .wisp source measured by `wisp calibrate --input-gram`, not '" + src + "'");
   }
   if (opts.activation_scaling && detect_source(src) != SourceKind::kEngine) {
     throw InvalidArgument("activation scaling needs a .wisp source measured by `wisp calibrate`, not '" + src + "'");

@@ -23,6 +23,10 @@ struct ConvertOptions {
   // kInt8 / kInt4: block matrices whose tensor name matches one of these shell patterns (fnmatch, e.g.
   // "decoder.blocks.*.mlp.*") keep their float type: a mixed-precision file (docs/quantization.md).
   std::vector<std::string> keep_float;
+  // kInt8 / kInt4 from an engine file with calibrated input Gram matrices (`wisp calibrate --input-gram`): choose
+  // the codes of every block linear layer that has one by GPTQ (ops::gptq_int8 / gptq_int4) instead of plain
+  // rounding. Not with activation_scaling.
+  bool gptq = false;
 };
 
 enum class SourceKind { kCTranslate2, kSafetensors, kEngine, kUnknown };

@@ -36,4 +36,21 @@ struct NormedLinear {
 inline constexpr NormedLinear kNormedLinears[] = {
     {"attn_ln", "attn.qkv", false}, {"cross_attn_ln", "cross_attn.query", true}, {"mlp_ln", "mlp.fc1", false}};
 
+// A block's linear layers, in model::BlockLinear's order: the leaf name, and whether only the decoder's blocks have
+// it.
+struct BlockLinearName {
+  const char* linear;
+  bool decoder_only;
+};
+inline constexpr BlockLinearName kBlockLinears[] = {
+    {"attn.qkv", false},      {"attn.out", false}, {"cross_attn.query", true}, {"cross_attn.kv", true},
+    {"cross_attn.out", true}, {"mlp.fc1", false},  {"mlp.fc2", false}};
+
+// The calibrated Gram matrix of a block linear layer's inputs (`wisp calibrate --input-gram`):
+// "<stack>.blocks.N.<linear>.input_gram", f32 [in, in], E[x xᵀ] over every row the calibration passed through the
+// layer. `wisp convert --weights int8|int4 --gptq` rounds the layer with it (ops::gptq_int8 / gptq_int4).
+inline std::string input_gram(const std::string& stack, int layer, const std::string& linear) {
+  return block(stack, layer, linear + ".input_gram");
+}
+
 }  // namespace wisp::format::names

@@ -171,7 +171,7 @@ Tensor WhisperModel::decode_batch(std::span<const int> tokens, const CrossKV& cr
     const Block& b = dec_[l];
     {  // causal self-attention: sequence i over its own cache rows
       const Tensor h = block_norm(b, BlockNorm::kAttention, x);
-      const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.scale, b.qkv.b);  // [n, 3d]
+      const Tensor qkv = block_linear(b, BlockLinear::kQkv, h);  // [n, 3d]
       for (int64_t i = 0; i < n; ++i) {
         const Tensor row = qkv.rows(i, i + 1);
         ops::copy_rows({&row, width, 1}, width, cache.k[l], i * cache.stride + past);
@@ -180,16 +180,16 @@ Tensor WhisperModel::decode_batch(std::span<const int> tokens, const CrossKV& cr
       const int64_t rows = cache.k[l].dim(0);
       const Tensor a = ops::attention_decode({&qkv, 0, n}, {&cache.k[l], 0, rows}, {&cache.v[l], 0, rows}, width,
                                              d.n_text_head, cache.stride, past + 1);
-      Tensor y = ops::linear(a, b.attn_out.w, b.attn_out.scale, b.attn_out.b);
+      Tensor y = block_linear(b, BlockLinear::kAttnOut, a);
       ops::add_(x, y);
     }
     {  // cross-attention: every sequence over the window's keys/values
       const Tensor h = block_norm(b, BlockNorm::kCrossAttention, x);
-      const Tensor q = ops::linear(h, b.cross_q.w, b.cross_q.scale, b.cross_q.b);  // [n, d]
-      const Tensor& kv = cross.kv[l];                                              // [n_audio_ctx, 2d]
+      const Tensor q = block_linear(b, BlockLinear::kCrossQuery, h);  // [n, d]
+      const Tensor& kv = cross.kv[l];                                 // [n_audio_ctx, 2d]
       const Tensor a = ops::attention_decode({&q, 0, n}, {&kv, 0, kv.dim(0)}, {&kv, width, kv.dim(0)}, width,
                                              d.n_text_head, 0, kv.dim(0));
-      Tensor y = ops::linear(a, b.cross_out.w, b.cross_out.scale, b.cross_out.b);
+      Tensor y = block_linear(b, BlockLinear::kCrossOut, a);
       ops::add_(x, y);
     }
     feed_forward(b, x);

@@ -165,36 +165,66 @@ Tensor WhisperModel::decode_logits(std::span<const int> tokens, const CrossKV& c
 }
 
 namespace {
-thread_local const NormObserver* t_norm_observer = nullptr;
+template <class Observer>
+thread_local const Observer* t_observer = nullptr;
 }  // namespace
 
-ScopedNormObserver::ScopedNormObserver(NormObserver observer) : observer_(std::move(observer)) {
-  if (t_norm_observer) throw InternalError("a norm observer is already installed on this thread");
-  t_norm_observer = &observer_;
+template <class Observer>
+ScopedObserver<Observer>::ScopedObserver(Observer observer) : observer_(std::move(observer)) {
+  if (t_observer<Observer>) throw InternalError("an activation observer of this kind is already installed");
+  t_observer<Observer> = &observer_;
 }
-ScopedNormObserver::~ScopedNormObserver() { t_norm_observer = nullptr; }
+template <class Observer>
+ScopedObserver<Observer>::~ScopedObserver() {
+  t_observer<Observer> = nullptr;
+}
+template <class Observer>
+const Observer* ScopedObserver<Observer>::current() {
+  return t_observer<Observer>;
+}
+template class ScopedObserver<NormObserver>;
+template class ScopedObserver<LinearInputObserver>;
+
+std::pair<bool, int> WhisperModel::block_position(const Block& b) const {
+  const std::less<const Block*> before;  // a total order, also between the two stacks' arrays
+  const bool decoder = enc_.empty() || before(&b, enc_.data()) || !before(&b, enc_.data() + enc_.size());
+  return {decoder, static_cast<int>(&b - (decoder ? dec_.data() : enc_.data()))};
+}
 
 Tensor WhisperModel::block_norm(const Block& b, BlockNorm which, const Tensor& x) const {
   const Norm& n = which == BlockNorm::kAttention        ? b.attn_ln
                   : which == BlockNorm::kCrossAttention ? b.cross_ln
                                                         : b.mlp_ln;
   Tensor h = ops::layer_norm(x, n.gamma, n.beta);
-  if (t_norm_observer) {
-    const std::less<const Block*> before;  // a total order, also between the two stacks' arrays
-    const bool decoder = enc_.empty() || before(&b, enc_.data()) || !before(&b, enc_.data() + enc_.size());
-    const int index = static_cast<int>(&b - (decoder ? dec_.data() : enc_.data()));
-    (*t_norm_observer)(decoder, index, which, h);
+  if (const NormObserver* observe = ScopedNormObserver::current()) {
+    const auto [decoder, index] = block_position(b);
+    (*observe)(decoder, index, which, h);
   }
   return h;
+}
+
+Tensor WhisperModel::block_linear(const Block& b, BlockLinear which, const Tensor& x) const {
+  if (const LinearInputObserver* observe = ScopedLinearInputObserver::current()) {
+    const auto [decoder, index] = block_position(b);
+    (*observe)(decoder, index, which, x);
+  }
+  const Linear& l = which == BlockLinear::kQkv          ? b.qkv
+                    : which == BlockLinear::kAttnOut    ? b.attn_out
+                    : which == BlockLinear::kCrossQuery ? b.cross_q
+                    : which == BlockLinear::kCrossKv    ? b.cross_kv
+                    : which == BlockLinear::kCrossOut   ? b.cross_out
+                    : which == BlockLinear::kFc1        ? b.fc1
+                                                        : b.fc2;
+  return ops::linear(x, l.w, l.scale, l.b);
 }
 
 // Pre-LN bidirectional self-attention sub-block of the encoder: x + out(attn(qkv(ln(x)))).
 Tensor WhisperModel::encoder_attention(const Block& b, const Tensor& x) const {
   const int64_t n = x.dim(0), d = x.dim(1);
   const Tensor h = block_norm(b, BlockNorm::kAttention, x);
-  const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.scale, b.qkv.b);  // [n, 3d]
+  const Tensor qkv = block_linear(b, BlockLinear::kQkv, h);  // [n, 3d]
   const Tensor a = ops::attention({&qkv, 0, n}, {&qkv, d, n}, {&qkv, 2 * d, n}, d, dims().n_audio_head, false, 0);
-  Tensor y = ops::linear(a, b.attn_out.w, b.attn_out.scale, b.attn_out.b);
+  Tensor y = block_linear(b, BlockLinear::kAttnOut, a);
   ops::add_(y, x);
   return y;
 }
@@ -202,9 +232,9 @@ Tensor WhisperModel::encoder_attention(const Block& b, const Tensor& x) const {
 // Pre-LN feed-forward sub-block, in place: x += fc2(GELU(fc1(ln(x)))).
 void WhisperModel::feed_forward(const Block& b, Tensor& x) const {
   const Tensor h = block_norm(b, BlockNorm::kFeedForward, x);
-  Tensor f = ops::linear(h, b.fc1.w, b.fc1.scale, b.fc1.b);  // [n, 4d]
+  Tensor f = block_linear(b, BlockLinear::kFc1, h);  // [n, 4d]
   ops::gelu_(f);
-  const Tensor y = ops::linear(f, b.fc2.w, b.fc2.scale, b.fc2.b);
+  const Tensor y = block_linear(b, BlockLinear::kFc2, f);
   ops::add_(x, y);
 }
 
@@ -236,7 +266,7 @@ CrossKV WhisperModel::cross_kv(const Tensor& features) const {
   CrossKV c;
   c.kv.reserve(dec_.size());
   for (const Block& b : dec_) {
-    c.kv.push_back(ops::linear(features, b.cross_kv.w, b.cross_kv.scale, b.cross_kv.b));
+    c.kv.push_back(block_linear(b, BlockLinear::kCrossKv, features));
   }
   return c;
 }
@@ -313,25 +343,25 @@ Tensor WhisperModel::decoder_forward(std::span<const int> tokens, const CrossKV&
     const Block& b = dec_[l];
     {  // causal self-attention over the cache
       const Tensor h = block_norm(b, BlockNorm::kAttention, x);
-      const Tensor qkv = ops::linear(h, b.qkv.w, b.qkv.scale, b.qkv.b);  // [n, 3d]
+      const Tensor qkv = block_linear(b, BlockLinear::kQkv, h);  // [n, 3d]
       ops::copy_rows({&qkv, width, n}, width, cache.k[l], past);
       ops::copy_rows({&qkv, 2 * width, n}, width, cache.v[l], past);
       const Tensor a = ops::attention({&qkv, 0, n}, {&cache.k[l], 0, past + n}, {&cache.v[l], 0, past + n}, width,
                                       d.n_text_head, true, past);
-      Tensor y = ops::linear(a, b.attn_out.w, b.attn_out.scale, b.attn_out.b);
+      Tensor y = block_linear(b, BlockLinear::kAttnOut, a);
       ops::add_(x, y);
     }
     {  // cross-attention over the window's precomputed keys/values
       const Tensor h = block_norm(b, BlockNorm::kCrossAttention, x);
-      const Tensor q = ops::linear(h, b.cross_q.w, b.cross_q.scale, b.cross_q.b);  // [n, d]
-      const Tensor& kv = cross.kv[l];                                              // [n_audio_ctx, 2d]
+      const Tensor q = block_linear(b, BlockLinear::kCrossQuery, h);  // [n, d]
+      const Tensor& kv = cross.kv[l];                                 // [n_audio_ctx, 2d]
       const Tensor a =
           ops::attention({&q, 0, n}, {&kv, 0, kv.dim(0)}, {&kv, width, kv.dim(0)}, width, d.n_text_head, false, 0);
       for (size_t i = 0; scores && i < heads.size(); ++i) {
         if (heads[i].first != static_cast<int>(l)) continue;
         (*scores)[i] = ops::attention_scores({&q, 0, n}, {&kv, 0, kv.dim(0)}, width, d.n_text_head, heads[i].second);
       }
-      Tensor y = ops::linear(a, b.cross_out.w, b.cross_out.scale, b.cross_out.b);
+      Tensor y = block_linear(b, BlockLinear::kCrossOut, a);
       ops::add_(x, y);
     }
     feed_forward(b, x);

@@ -96,20 +96,33 @@ void reorder_cache(BatchKVCache& cache, std::span<const int> origins);
 // (format::names::kNormedLinears lists their names in this order.)
 enum class BlockNorm { kAttention, kCrossAttention, kFeedForward };
 
-// Sees the rows [n, d] (f32) every block norm of those three produces on this thread while it is installed, with
-// the stack (decoder or encoder) and the block index: how `wisp calibrate` measures the layers' inputs. CPU
-// passes only (a device backend's passes are not seen). Not nested: installing a second one is an InternalError.
+// A block's linear layers, in format::names::kBlockLinears' order (cross_* in decoder blocks only).
+enum class BlockLinear { kQkv, kAttnOut, kCrossQuery, kCrossKv, kCrossOut, kFc1, kFc2 };
+
+// Observers of the activations inside the CPU network, for `wisp calibrate`: while one is installed on a thread,
+// the CPU passes on that thread (a device backend's are not seen) show it, with the stack (decoder or encoder)
+// and the block index,
+// - NormObserver: the rows [n, d] (f32) every block norm of those three produces (the input statistics of
+//   activation-aware quantisation);
+// - LinearInputObserver: the rows [n, in] (f32) every block linear layer reads (the input Gram matrices of GPTQ).
+// Not nested: installing a second one of a kind is an InternalError.
 using NormObserver = std::function<void(bool decoder, int block, BlockNorm norm, const Tensor& rows)>;
-class ScopedNormObserver {
+using LinearInputObserver = std::function<void(bool decoder, int block, BlockLinear linear, const Tensor& rows)>;
+template <class Observer>
+class ScopedObserver {
  public:
-  explicit ScopedNormObserver(NormObserver observer);
-  ~ScopedNormObserver();
-  ScopedNormObserver(const ScopedNormObserver&) = delete;
-  ScopedNormObserver& operator=(const ScopedNormObserver&) = delete;
+  explicit ScopedObserver(Observer observer);
+  ~ScopedObserver();
+  ScopedObserver(const ScopedObserver&) = delete;
+  ScopedObserver& operator=(const ScopedObserver&) = delete;
+  // The one installed on this thread, or null.
+  static const Observer* current();
 
  private:
-  NormObserver observer_;
+  Observer observer_;
 };
+using ScopedNormObserver = ScopedObserver<NormObserver>;
+using ScopedLinearInputObserver = ScopedObserver<LinearInputObserver>;
 
 class WhisperModel;
 
@@ -226,6 +239,11 @@ class WhisperModel {
   Tensor encoder_attention(const Block& b, const Tensor& x) const;  // x [n_audio_ctx, d]
   // ln(x) of block b's norm `which` [n, d], shown to this thread's ScopedNormObserver if there is one.
   Tensor block_norm(const Block& b, BlockNorm which, const Tensor& x) const;
+  // x [n, in] · Wᵀ + b of block b's linear layer `which`, x shown first to this thread's ScopedLinearInputObserver
+  // if there is one.
+  Tensor block_linear(const Block& b, BlockLinear which, const Tensor& x) const;
+  // Whether b is one of the decoder's blocks, and its index in its stack.
+  std::pair<bool, int> block_position(const Block& b) const;
   void feed_forward(const Block& b, Tensor& x) const;  // x [n, d], updated in place
   // Token embedding + learned position embedding [tokens, d]: token i at position `position + i · step`
   // (step 1: a sequence; step 0: one step of a batch whose sequences share a length).

@@ -107,6 +107,50 @@ QuantizedWeight quantize_int4(const Tensor& w, int64_t group) {
   return q;
 }
 
+namespace {
+// GPTQ's damping, as a fraction of the gram's mean diagonal (the reference implementation's default).
+constexpr float kGptqDamp = 0.01f;
+
+Tensor gptq_gram(const Tensor& w, const Tensor& gram, const char* op) {
+  const Tensor g = matrix_f32(gram, op);
+  expect(g.dim(0) == w.dim(1) && g.dim(1) == w.dim(1), op,
+         "gram " + gram.describe() + " does not match " + w.describe());
+  return g;
+}
+}  // namespace
+
+QuantizedWeight gptq_int8(const Tensor& w, const Tensor& gram) {
+  const Tensor f = matrix_f32(w, "gptq_int8");
+  const Tensor g = gptq_gram(w, gram, "gptq_int8");
+  const int64_t n = f.dim(0), k = f.dim(1);
+  QuantizedWeight q{Tensor::empty({n, k}, DType::kI8), Tensor::empty({n}, DType::kF32)};
+  expect(cpu::gptq_quantize_i8(f.data<float>(), g.data<float>(), q.codes.data<int8_t>(), q.scale.data<float>(), n, k,
+                               kGptqDamp),
+         "gptq_int8", "the damped input gram is not positive definite");
+  return q;
+}
+
+QuantizedWeight gptq_int4(const Tensor& w, const Tensor& gram, int64_t group) {
+  const Tensor f = matrix_f32(w, "gptq_int4");
+  const Tensor g = gptq_gram(w, gram, "gptq_int4");
+  const int64_t n = f.dim(0), k = f.dim(1);
+  expect((group == 64 || group == 128) && k % group == 0, "gptq_int4",
+         "group " + std::to_string(group) + " must be 64 or 128 and divide " + w.describe());
+  QuantizedWeight q{Tensor::empty({n, k / 2}, DType::kU8), Tensor::empty({n, k / group}, DType::kF32)};
+  expect(cpu::gptq_quantize_i4(f.data<float>(), g.data<float>(), q.codes.data<uint8_t>(), q.scale.data<float>(), n, k,
+                               group, kGptqDamp),
+         "gptq_int4", "the damped input gram is not positive definite");
+  return q;
+}
+
+void add_gram_upper(const Tensor& x, Tensor& gram) {
+  expect_host_f32(x, "add_gram_upper", "x");
+  expect_host_f32(gram, "add_gram_upper", "gram");
+  expect(x.rank() == 2 && gram.rank() == 2 && gram.dim(0) == x.dim(1) && gram.dim(1) == x.dim(1), "add_gram_upper",
+         "gram " + gram.describe() + " does not match x " + x.describe());
+  cpu::add_gram_upper(x.data<float>(), gram.data<float>(), x.dim(0), x.dim(1));
+}
+
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
   expect_host_f32(x, "layer_norm", "x");
   expect_host_f32(gamma, "layer_norm", "gamma");

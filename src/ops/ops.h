@@ -35,6 +35,14 @@ QuantizedWeight quantize_int8(const Tensor& w);
 // or 128 and divides k.
 QuantizedWeight quantize_int4(const Tensor& w, int64_t group);
 
+// The same formats with the codes chosen by GPTQ (kernels/cpu/quantize.h) instead of plain rounding, from the
+// Gram matrix E[x xᵀ] of the layer's inputs, gram f32 [k, k] (symmetric; `wisp calibrate --input-gram`). Throws
+// InternalError for mismatched sizes and when the damped gram is not positive definite.
+QuantizedWeight gptq_int8(const Tensor& w, const Tensor& gram);
+QuantizedWeight gptq_int4(const Tensor& w, const Tensor& gram, int64_t group);
+// gram f32 [k, k] += xᵀ·x over the rows of x [n, k] f32, upper triangle only (the lower one is left as it is).
+void add_gram_upper(const Tensor& x, Tensor& gram);
+
 // Row-wise layer normalisation of x [m, d] with gamma [d], beta [d].
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f);
 // In place GELU (erf form).

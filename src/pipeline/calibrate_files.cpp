@@ -11,9 +11,9 @@
 namespace wisp {
 
 CalibrationResult calibrate_kv_cache(const std::string& model_path, const std::vector<std::string>& audio_files,
-                                     const std::string& out_path) {
+                                     const std::string& out_path, const CalibrateOptions& options) {
   return calibrate_kv_cache_on(
-      model_path, audio_files.size(), [&](size_t i) { return load_audio(audio_files[i]); }, out_path);
+      model_path, audio_files.size(), [&](size_t i) { return load_audio(audio_files[i]); }, out_path, options);
 }
 
 }  // namespace wisp

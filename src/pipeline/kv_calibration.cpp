@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "format/engine_file.h"
 #include "format/tensor_names.h"
 #include "model/whisper.h"
+#include "ops/ops.h"
 #include "pipeline/model_access.h"
 #include "wisp/calibrate.h"
 #include "wisp/errors.h"
@@ -260,6 +262,47 @@ class NormStats {
   std::map<Key, Sums> sums_;
 };
 
+// The Gram matrix E[x xᵀ] of every block linear layer's inputs: the second-order statistics GPTQ rounds with.
+class InputGrams {
+ public:
+  void add(bool decoder, int block, model::BlockLinear linear, const Tensor& rows /* [n, in] f32 */) {
+    Sums& s = sums_[Key{decoder, block, linear}];
+    if (!s.gram.defined()) s.gram = Tensor::zeros({rows.dim(1), rows.dim(1)}, DType::kF32);
+    ops::add_gram_upper(rows, s.gram);
+    s.rows += rows.dim(0);
+  }
+
+  void write(format::EngineWriter& out) const {
+    for (const auto& [key, s] : sums_) {
+      const int64_t k = s.gram.dim(0);
+      Tensor t = Tensor::empty({k, k}, DType::kF32);
+      const float* g = s.gram.data<float>();
+      for (int64_t i = 0; i < k; ++i) {
+        for (int64_t j = i; j < k; ++j) {
+          t.data<float>()[i * k + j] = t.data<float>()[j * k + i] = float(double(g[i * k + j]) / double(s.rows));
+        }
+      }
+      const char* linear = format::names::kBlockLinears[static_cast<int>(key.linear)].linear;
+      out.add_tensor(format::names::input_gram(key.decoder ? "decoder" : "encoder", key.block, linear), t);
+    }
+  }
+
+ private:
+  struct Key {
+    bool decoder;
+    int block;
+    model::BlockLinear linear;
+    bool operator<(const Key& o) const {
+      return std::tie(decoder, block, linear) < std::tie(o.decoder, o.block, o.linear);
+    }
+  };
+  struct Sums {
+    Tensor gram;  // [in, in], upper triangle: Σ x xᵀ
+    int64_t rows = 0;
+  };
+  std::map<Key, Sums> sums_;
+};
+
 }  // namespace
 
 float round_e4m3(float x) {
@@ -281,7 +324,7 @@ std::unique_ptr<model::DeviceBackend> make_rounding_backend(const std::string& m
 
 CalibrationResult calibrate_kv_cache_on(const std::string& model_path, size_t n_clips,
                                         const std::function<std::vector<float>(size_t)>& clip,
-                                        const std::string& out_path) {
+                                        const std::string& out_path, const CalibrateOptions& options) {
   if (n_clips == 0) throw InvalidArgument("calibration needs at least one audio file");
   HostBackend* recorder = nullptr;
   auto net = model::WhisperModel::load(model_path, [&](const model::WhisperModel& m) {
@@ -295,11 +338,19 @@ CalibrationResult calibrate_kv_cache_on(const std::string& model_path, size_t n_
   greedy.temperatures = {0.0};
   CalibrationResult result;
   NormStats norms;
+  InputGrams grams;
   {
-    // The recording backend's network runs on this thread: its block norms' outputs pass through here.
+    // The recording backend's network runs on this thread: its block norms' outputs and (input_grams) its linear
+    // layers' inputs pass through here.
     const model::ScopedNormObserver observer([&](bool decoder, int block, model::BlockNorm norm, const Tensor& rows) {
       norms.add(decoder, block, norm, rows);
     });
+    std::optional<model::ScopedLinearInputObserver> inputs;
+    if (options.input_grams) {
+      inputs.emplace([&](bool decoder, int block, model::BlockLinear linear, const Tensor& rows) {
+        grams.add(decoder, block, linear, rows);
+      });
+    }
     for (size_t i = 0; i < n_clips; ++i) {
       model->transcribe(clip(i), greedy);
       ++result.clips;
@@ -320,7 +371,8 @@ CalibrationResult calibrate_kv_cache_on(const std::string& model_path, size_t n_
     return name.size() > tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
   };
   auto keep = [&](const std::string& name) {
-    return !ends_with(name, ".kv_amax") && !ends_with(name, ".output_stats") && name.rfind("tokenizer.", 0) != 0;
+    return !ends_with(name, ".kv_amax") && !ends_with(name, ".output_stats") && !ends_with(name, ".input_gram") &&
+           name.rfind("tokenizer.", 0) != 0;
   };
   for (const format::TensorEntry& e : in.entries()) {
     if (keep(e.name)) out.add_tensor(e.name, in.tensor(e.name));
@@ -335,6 +387,7 @@ CalibrationResult calibrate_kv_cache_on(const std::string& model_path, size_t n_
     }
   }
   norms.write(out);
+  grams.write(out);
   out.write(out_path);
   return result;
 }

@@ -30,6 +30,6 @@ std::unique_ptr<model::DeviceBackend> make_rounding_backend(const std::string& m
 // them from audio files; kept apart so that this file does not link the audio decoder).
 CalibrationResult calibrate_kv_cache_on(const std::string& model_path, size_t n_clips,
                                         const std::function<std::vector<float>(size_t)>& clip,
-                                        const std::string& out_path);
+                                        const std::string& out_path, const CalibrateOptions& options = {});
 
 }  // namespace wisp

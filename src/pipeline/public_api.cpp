@@ -31,6 +31,7 @@ void convert(const std::string& src, const std::string& dst, const ConvertOption
   o.name = options.name;
   o.activation_scaling = options.activation_scaling;
   o.keep_float = options.keep_float;
+  o.gptq = options.gptq;
   const std::map<std::string, format::WeightType> weights = {
       {"keep", format::WeightType::kKeep}, {"f16", format::WeightType::kF16},  {"fp16", format::WeightType::kF16},
       {"f32", format::WeightType::kF32},   {"fp32", format::WeightType::kF32}, {"int8", format::WeightType::kInt8},

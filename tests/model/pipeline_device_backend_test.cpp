@@ -182,6 +182,62 @@ TEST(Calibration, WritesMaximaOfEveryLayerAndHead) {
   fs::remove(out);
 }
 
+// --input-gram: the Gram matrix E[x xᵀ] of every block linear layer's inputs, symmetric, with a diagonal ≥ 0 that is
+// mostly > 0, Cauchy–Schwarz between every pair; the encoder's qkv gram checked against
+// the norm statistics of the same rows (its diagonal is their mean x²). Without the option, none.
+TEST(Calibration, InputGramsOfEveryLayerWhenAsked) {
+  WISP_REQUIRE_PATH(tiny());
+  WISP_REQUIRE_PATH(jfk());
+  const fs::path out = fs::temp_directory_path() / ("wisp_calibration_gram_" + std::to_string(::getpid()) + ".wisp");
+  wisp::CalibrateOptions options;
+  options.input_grams = true;
+  wisp::calibrate_kv_cache(tiny(), {jfk()}, out.string(), options);
+  const auto cal = wisp::format::EngineFile::open(out.string());
+  const auto& d = cal.metadata().dims;
+  for (const bool decoder : {false, true}) {
+    const int layers = decoder ? d.n_text_layer : d.n_audio_layer;
+    for (int l = 0; l < layers; ++l) {
+      for (const auto& linear : wisp::format::names::kBlockLinears) {
+        const std::string stack = decoder ? "decoder" : "encoder";
+        const std::string name = wisp::format::names::input_gram(stack, l, linear.linear);
+        if (linear.decoder_only && !decoder) {
+          EXPECT_FALSE(cal.has(name)) << name;
+          continue;
+        }
+        ASSERT_TRUE(cal.has(name)) << name;
+        const wisp::core::Tensor g = cal.tensor(name);
+        const int64_t k =
+            cal.tensor(wisp::format::names::block(stack, l, std::string(linear.linear) + ".weight")).dim(1);
+        ASSERT_EQ(g.shape(), (wisp::core::Shape{k, k})) << name;
+        const float* v = g.data<float>();
+        int64_t live = 0;  // inputs that were ever non-zero (tiny.en's last encoder fc2 has dead GELU units)
+        for (int64_t a = 0; a < k; ++a) live += v[a * k + a] > 0.0f;
+        EXPECT_GT(live, k * 3 / 4) << name;
+        for (int64_t a = 0; a < k; a += 7) {
+          EXPECT_GE(v[a * k + a], 0.0f) << name << " [" << a << ", " << a << "]";
+          for (int64_t b = 0; b < k; b += 5) {
+            EXPECT_EQ(v[a * k + b], v[b * k + a]) << name;
+            EXPECT_LE(v[a * k + b] * v[a * k + b], v[a * k + a] * v[b * k + b] * (1.0f + 1e-3f)) << name;
+          }
+        }
+      }
+    }
+  }
+  const wisp::core::Tensor qkv = cal.tensor(wisp::format::names::input_gram("encoder", 0, "attn.qkv"));
+  const wisp::core::Tensor stats = cal.tensor(wisp::format::names::norm_stats("encoder", 0, "attn_ln"));
+  const int64_t width = stats.dim(1);
+  for (int64_t c = 0; c < width; ++c) {
+    const float mean_sq = stats.data<float>()[width + c];
+    EXPECT_NEAR(qkv.data<float>()[c * width + c], mean_sq, 1e-3f * mean_sq) << c;
+  }
+  fs::remove(out);
+
+  wisp::calibrate_kv_cache(tiny(), {jfk()}, out.string());
+  EXPECT_FALSE(
+      wisp::format::EngineFile::open(out.string()).has(wisp::format::names::input_gram("encoder", 0, "attn.qkv")));
+  fs::remove(out);
+}
+
 TEST(Calibration, RejectsBadInput) {
   WISP_REQUIRE_PATH(tiny());
   EXPECT_THROW(wisp::calibrate_kv_cache(tiny(), {}, "/tmp/unused.wisp"), wisp::InvalidArgument);

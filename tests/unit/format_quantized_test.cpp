@@ -455,6 +455,63 @@ TEST(ConvertEngine, CalibratedNormStatisticsScaleTheirLayers) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("bad.wisp")));
 }
 
+// --gptq: a layer with a calibrated input gram gets exactly ops::gptq_int8's / gptq_int4's codes, a layer without
+// one plain rounding; the grams are not carried into the result; the option's errors.
+TEST(ConvertEngine, InputGramsRoundTheirLayersByGptq) {
+  ScratchDir dir;
+  const std::string src = dir.file("grams.wisp");
+  std::map<std::string, Tensor> tensors = test::synthetic_tensors(8);
+  const std::vector<std::string> measured = {names::block("encoder", 0, "mlp.fc2"),
+                                             names::block("decoder", 1, "attn.qkv"),
+                                             names::block("decoder", 1, "cross_attn.kv")};
+  for (const std::string& layer : measured) {
+    const int64_t k = tensors.at(layer + ".weight").dim(1);
+    Tensor gram = Tensor::empty({k, k}, DType::kF32);  // AR(1)-correlated inputs: positive definite
+    for (int64_t a = 0; a < k; ++a)
+      for (int64_t b = 0; b < k; ++b) gram.data<float>()[a * k + b] = std::pow(0.8f, float(std::abs(a - b)));
+    tensors[layer + ".input_gram"] = gram;
+  }
+  test::write_synthetic(src, tensors);
+  const EngineFile in = EngineFile::open(src);
+
+  for (const WeightType w : {WeightType::kInt8, WeightType::kInt4}) {
+    SCOPED_TRACE(w == WeightType::kInt8 ? "int8" : "int4");
+    ConvertOptions o;
+    o.weights = w;
+    const std::string plain_path = dir.file("plain.wisp"), gptq_path = dir.file("gptq.wisp");
+    convert_model(src, plain_path, o);
+    o.gptq = true;
+    convert_model(src, gptq_path, o);
+    const EngineFile plain = EngineFile::open(plain_path), gptq = EngineFile::open(gptq_path);
+    EXPECT_EQ(gptq.metadata().source.count("gptq"), 1u);
+    for (const std::string& layer : measured) {
+      SCOPED_TRACE(layer);
+      const Tensor weight = in.tensor(layer + ".weight"), gram = in.tensor(layer + ".input_gram");
+      const ops::QuantizedWeight q =
+          w == WeightType::kInt8 ? ops::gptq_int8(weight, gram) : ops::gptq_int4(weight, gram, 64);
+      EXPECT_TRUE(same_bytes(gptq.tensor(layer + ".weight"), q.codes));
+      EXPECT_TRUE(same_bytes(gptq.tensor(layer + ".weight_scale"), q.scale));
+      EXPECT_FALSE(same_bytes(gptq.tensor(layer + ".weight"), plain.tensor(layer + ".weight")));
+      EXPECT_FALSE(gptq.has(layer + ".input_gram"));
+    }
+    const std::string unmeasured = names::block("decoder", 0, "attn.qkv.weight");
+    EXPECT_TRUE(same_bytes(gptq.tensor(unmeasured), plain.tensor(unmeasured)));
+  }
+
+  ConvertOptions o;
+  o.gptq = true;
+  o.weights = WeightType::kF16;
+  expect_error<InvalidArgument>([&] { convert_model(src, dir.file("x.wisp"), o); }, "int8 and int4");
+  o.weights = WeightType::kInt8;
+  o.activation_scaling = true;
+  expect_error<InvalidArgument>([&] { convert_model(src, dir.file("x.wisp"), o); }, "cannot be combined");
+  o.activation_scaling = false;
+  const std::string bare = dir.file("bare.wisp");
+  test::write_synthetic(bare, test::synthetic_tensors(8));
+  expect_error<InvalidArgument>([&] { convert_model(bare, dir.file("x.wisp"), o); }, "--input-gram");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("x.wisp")));
+}
+
 TEST(ConvertEngine, OptionAndSourceErrors) {
   ScratchDir dir;
   const std::string src = dir.file("f32.wisp");

@@ -1,7 +1,16 @@
 #include "kernels/cpu/quantize.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
+#include <vector>
+
+// LAPACK (part of OpenBLAS): Cholesky factorisation and the inverse from it, column-major.
+extern "C" {
+void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
+void dpotri_(const char* uplo, const int* n, double* a, const int* lda, int* info);
+}
 
 namespace wisp::kernels::cpu {
 
@@ -75,6 +84,107 @@ void dequantize_i4(const uint8_t* packed, const float* scale, float* w, int64_t 
       wj[i + 1] = static_cast<float>((pj[i / 2] >> 4) - kI4Offset) * s;
     }
   }
+}
+
+namespace {
+
+// U [k, k] row-major, upper: H⁻¹ = Uᵀ·U for H = gram + damp · mean(diag) · I (diagonal 0 → 1). Empty on failure.
+std::vector<float> inverse_cholesky_upper(const float* gram, int64_t k, float damp) {
+  const int kk = static_cast<int>(k);
+  std::vector<double> h(static_cast<size_t>(k * k));
+  double mean_diag = 0.0;
+  for (int64_t i = 0; i < k; ++i) mean_diag += gram[i * k + i];
+  mean_diag /= static_cast<double>(k);
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t j = 0; j < k; ++j) h[static_cast<size_t>(i * k + j)] = gram[i * k + j];
+    double& d = h[static_cast<size_t>(i * k + i)];
+    if (d == 0.0) d = 1.0;
+    d += damp * mean_diag;
+  }
+  // H is symmetric, so row- and column-major are the same matrix; each call works on the triangle it names.
+  int info = 0;
+  dpotrf_("L", &kk, h.data(), &kk, &info);
+  if (info != 0) return {};
+  dpotri_("L", &kk, h.data(), &kk, &info);  // H⁻¹ in the lower triangle (column-major)
+  if (info != 0) return {};
+  for (int64_t j = 0; j < k; ++j) {
+    for (int64_t i = j + 1; i < k; ++i) h[static_cast<size_t>(j + i * k)] = h[static_cast<size_t>(i + j * k)];
+  }
+  dpotrf_("U", &kk, h.data(), &kk, &info);  // column-major: U(i, j), i ≤ j, at h[i + j·k]
+  if (info != 0) return {};
+  std::vector<float> u(static_cast<size_t>(k * k), 0.0f);
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t j = i; j < k; ++j)
+      u[static_cast<size_t>(i * k + j)] = static_cast<float>(h[static_cast<size_t>(i + j * k)]);
+  }
+  return u;
+}
+
+// One row's GPTQ codes: `scale_of(row, i)` gives the scale in force at input i (called at each group's first
+// input); codes[i] the chosen code in [lo, hi].
+template <class ScaleOf>
+void gptq_row(float* row, const float* u, int64_t k, int lo, int hi, int64_t group, ScaleOf scale_of, int* codes) {
+  float s = 0.0f;
+  for (int64_t i = 0; i < k; ++i) {
+    if (i % group == 0) s = scale_of(row, i);
+    const int c = code(row[i], s, lo, hi);
+    codes[i] = c;
+    const float err = (row[i] - static_cast<float>(c) * s) / u[i * k + i];
+    const float* ui = u + i * k;
+    for (int64_t j = i + 1; j < k; ++j) row[j] -= err * ui[j];
+  }
+}
+
+}  // namespace
+
+bool gptq_quantize_i8(const float* w, const float* gram, int8_t* q, float* scale, int64_t n, int64_t k, float damp) {
+  const std::vector<float> u = inverse_cholesky_upper(gram, k, damp);
+  if (u.empty()) return false;
+#pragma omp parallel
+  {
+    std::vector<float> row(static_cast<size_t>(k));
+    std::vector<int> codes(static_cast<size_t>(k));
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t j = 0; j < n; ++j) {
+      std::copy(w + j * k, w + (j + 1) * k, row.begin());
+      const float s = max_abs(w + j * k, k) / kI8Max;
+      scale[j] = s;
+      gptq_row(
+          row.data(), u.data(), k, -127, 127, k, [s](const float*, int64_t) { return s; }, codes.data());
+      for (int64_t i = 0; i < k; ++i) q[j * k + i] = static_cast<int8_t>(codes[static_cast<size_t>(i)]);
+    }
+  }
+  return true;
+}
+
+bool gptq_quantize_i4(const float* w, const float* gram, uint8_t* packed, float* scale, int64_t n, int64_t k,
+                      int64_t group, float damp) {
+  const std::vector<float> u = inverse_cholesky_upper(gram, k, damp);
+  if (u.empty()) return false;
+  const int64_t groups = k / group;
+#pragma omp parallel
+  {
+    std::vector<float> row(static_cast<size_t>(k));
+    std::vector<int> codes(static_cast<size_t>(k));
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t j = 0; j < n; ++j) {
+      std::copy(w + j * k, w + (j + 1) * k, row.begin());
+      float* sj = scale + j * groups;
+      gptq_row(
+          row.data(), u.data(), k, -8, 7, group,
+          [&](const float* r, int64_t i) { return sj[i / group] = max_abs(r + i, group) / kI4Max; }, codes.data());
+      for (int64_t i = 0; i < k; i += 2) {
+        packed[j * (k / 2) + i / 2] = static_cast<uint8_t>((codes[static_cast<size_t>(i)] + kI4Offset) |
+                                                           ((codes[static_cast<size_t>(i + 1)] + kI4Offset) << 4));
+      }
+    }
+  }
+  return true;
+}
+
+void add_gram_upper(const float* x, float* gram, int64_t n, int64_t k) {
+  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(k), static_cast<int>(n), 1.0f, x,
+              static_cast<int>(k), 1.0f, gram, static_cast<int>(k));
 }
 
 }  // namespace wisp::kernels::cpu

@@ -24,4 +24,21 @@ void quantize_i4(const float* w, uint8_t* packed, float* scale, int64_t n, int64
 // packed [n, k / 2], scale [n, k / group] → w [n, k]
 void dequantize_i4(const uint8_t* packed, const float* scale, float* w, int64_t n, int64_t k, int64_t group);
 
+// The same codes and layouts chosen by GPTQ (Frantar et al., 2022) instead of plain rounding: the inputs of a row
+// are rounded one after another, and each one's rounding error is carried into the inputs not yet rounded through
+// the upper Cholesky factor U of H⁻¹ (H⁻¹ = Uᵀ·U), H = gram + damp · mean(diag(gram)) · I, gram [k, k] = E[x xᵀ]
+// of the layer's inputs: each step takes the code that keeps the expected output error ‖(Ŵ − W)·x‖² smallest
+// given the codes already chosen. Scales: int8 from the original row (as quantize_i8); int4 from a group's
+// inputs as they stand when its first input is reached. An input whose gram diagonal is 0 (never non-zero in
+// the calibration) carries no error. With gram = I the codes are quantize_i8's / quantize_i4's. Returns false,
+// writing nothing, when H is not positive definite (LAPACK's Cholesky fails).
+// w [n, k], gram [k, k] → q [n, k], scale [n]
+bool gptq_quantize_i8(const float* w, const float* gram, int8_t* q, float* scale, int64_t n, int64_t k, float damp);
+// w [n, k], gram [k, k] → packed [n, k / 2], scale [n, k / group]
+bool gptq_quantize_i4(const float* w, const float* gram, uint8_t* packed, float* scale, int64_t n, int64_t k,
+                      int64_t group, float damp);
+
+// gram [k, k] += xᵀ·x over the rows of x [n, k] (upper triangle only; symmetrise before use).
+void add_gram_upper(const float* x, float* gram, int64_t n, int64_t k);
+
 }  // namespace wisp::kernels::cpu
