@@ -716,7 +716,7 @@ int main(int argc, char** argv) {
   ca->add_option("-o,--output", cal_out, "engine file to write (default: the model file itself)");
   bool cal_grams = false;
   ca->add_flag("--input-gram", cal_grams,
-               "also store every linear layer's input Gram matrix, for `convert --gptq` (large: tiny.en +93 MB)");
+               "also store every linear layer's input Gram matrix, for `convert --gptq` (large: tiny.en +97 MB)");
 
   EvalArgs ea;
   auto* ev = app.add_subcommand("eval", "WER/CER and speed over a manifest of audio files with references");

@@ -11,7 +11,7 @@ namespace wisp {
 struct CalibrateOptions {
   // Also store the Gram matrix E[x xᵀ] of every block linear layer's inputs ("<stack>.blocks.N.<linear>.input_gram",
   // f32 [in, in]), which `wisp convert --weights int8|int4 --gptq` rounds the layers with. Large: in² floats per
-  // layer (tiny.en +93 MB, base +270 MB, large-v2 ~8 GB).
+  // layer (tiny.en +97 MB, base +258 MB, large-v2 ~8 GB).
   bool input_grams = false;
 };
 
