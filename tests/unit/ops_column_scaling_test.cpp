@@ -12,6 +12,7 @@
 #include "ops/column_scaling.h"
 #include "ops/ops.h"
 #include "support/expect_error.h"
+#include "support/random_weight.h"
 #include "wisp/errors.h"
 
 namespace wisp::ops {
@@ -20,13 +21,7 @@ namespace {
 using core::DType;
 using core::Tensor;
 
-Tensor random_weight(int64_t n, int64_t k, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0.0f, 0.05f);
-  Tensor w = Tensor::empty({n, k}, DType::kF32);
-  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = dist(gen);
-  return w;
-}
+using test::random_weight;
 
 // Σ_j Σ_i mean_sq[i] · (Ŵ[j, i] / s[i] − W[j, i])², recomputed from the public quantisers.
 double model_error(const Tensor& w, const std::vector<float>& s, const std::vector<float>& mean_sq, int bits,

@@ -14,6 +14,7 @@
 #include "core/tensor.h"
 #include "ops/ops.h"
 #include "support/expect_error.h"
+#include "support/random_weight.h"
 #include "wisp/errors.h"
 
 namespace wisp::ops {
@@ -22,13 +23,7 @@ namespace {
 using core::DType;
 using core::Tensor;
 
-Tensor random_weight(int64_t n, int64_t k, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0.0f, 0.05f);
-  Tensor w = Tensor::empty({n, k}, DType::kF32);
-  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = dist(gen);
-  return w;
-}
+using test::random_weight;
 
 // Inputs x [rows, k] with strongly correlated columns (a few shared factors plus noise) and a few loud columns,
 // like a layer's activations; gram = xᵀx / rows, symmetric.

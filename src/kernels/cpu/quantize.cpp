@@ -135,9 +135,10 @@ void gptq_row(float* row, const float* u, int64_t k, int lo, int hi, int64_t gro
   }
 }
 
-}  // namespace
-
-bool gptq_quantize_i8(const float* w, const float* gram, int8_t* q, float* scale, int64_t n, int64_t k, float damp) {
+// Every row of w [n, k] (in parallel) copied and handed to `round_row(j, row, u, codes)`, which rounds it with
+// gptq_row and stores its scales and codes.
+template <class RoundRow>
+bool gptq_rows(const float* w, const float* gram, int64_t n, int64_t k, float damp, RoundRow round_row) {
   const std::vector<float> u = inverse_cholesky_upper(gram, k, damp);
   if (u.empty()) return false;
 #pragma omp parallel
@@ -147,39 +148,36 @@ bool gptq_quantize_i8(const float* w, const float* gram, int8_t* q, float* scale
 #pragma omp for schedule(dynamic, 4)
     for (int64_t j = 0; j < n; ++j) {
       std::copy(w + j * k, w + (j + 1) * k, row.begin());
-      const float s = max_abs(w + j * k, k) / kI8Max;
-      scale[j] = s;
-      gptq_row(
-          row.data(), u.data(), k, -127, 127, k, [s](const float*, int64_t) { return s; }, codes.data());
-      for (int64_t i = 0; i < k; ++i) q[j * k + i] = static_cast<int8_t>(codes[static_cast<size_t>(i)]);
+      round_row(j, row.data(), u.data(), codes.data());
     }
   }
   return true;
 }
 
+}  // namespace
+
+bool gptq_quantize_i8(const float* w, const float* gram, int8_t* q, float* scale, int64_t n, int64_t k, float damp) {
+  return gptq_rows(w, gram, n, k, damp, [&](int64_t j, float* row, const float* u, int* codes) {
+    const float s = max_abs(w + j * k, k) / kI8Max;
+    scale[j] = s;
+    gptq_row(
+        row, u, k, -127, 127, k, [s](const float*, int64_t) { return s; }, codes);
+    for (int64_t i = 0; i < k; ++i) q[j * k + i] = static_cast<int8_t>(codes[i]);
+  });
+}
+
 bool gptq_quantize_i4(const float* w, const float* gram, uint8_t* packed, float* scale, int64_t n, int64_t k,
                       int64_t group, float damp) {
-  const std::vector<float> u = inverse_cholesky_upper(gram, k, damp);
-  if (u.empty()) return false;
   const int64_t groups = k / group;
-#pragma omp parallel
-  {
-    std::vector<float> row(static_cast<size_t>(k));
-    std::vector<int> codes(static_cast<size_t>(k));
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t j = 0; j < n; ++j) {
-      std::copy(w + j * k, w + (j + 1) * k, row.begin());
-      float* sj = scale + j * groups;
-      gptq_row(
-          row.data(), u.data(), k, -8, 7, group,
-          [&](const float* r, int64_t i) { return sj[i / group] = max_abs(r + i, group) / kI4Max; }, codes.data());
-      for (int64_t i = 0; i < k; i += 2) {
-        packed[j * (k / 2) + i / 2] = static_cast<uint8_t>((codes[static_cast<size_t>(i)] + kI4Offset) |
-                                                           ((codes[static_cast<size_t>(i + 1)] + kI4Offset) << 4));
-      }
+  return gptq_rows(w, gram, n, k, damp, [&](int64_t j, float* row, const float* u, int* codes) {
+    float* sj = scale + j * groups;
+    gptq_row(
+        row, u, k, -8, 7, group,
+        [&](const float* r, int64_t i) { return sj[i / group] = max_abs(r + i, group) / kI4Max; }, codes);
+    for (int64_t i = 0; i < k; i += 2) {
+      packed[j * (k / 2) + i / 2] = static_cast<uint8_t>((codes[i] + kI4Offset) | ((codes[i + 1] + kI4Offset) << 4));
     }
-  }
-  return true;
+  });
 }
 
 void add_gram_upper(const float* x, float* gram, int64_t n, int64_t k) {
