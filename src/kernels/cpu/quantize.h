@@ -28,8 +28,9 @@ void dequantize_i4(const uint8_t* packed, const float* scale, float* w, int64_t 
 // are rounded one after another, and each one's rounding error is carried into the inputs not yet rounded through
 // the upper Cholesky factor U of H⁻¹ (H⁻¹ = Uᵀ·U), H = gram + damp · mean(diag(gram)) · I, gram [k, k] = E[x xᵀ]
 // of the layer's inputs: each step takes the code that keeps the expected output error ‖(Ŵ − W)·x‖² smallest
-// given the codes already chosen. Scales: int8 from the original row (as quantize_i8); int4 from a group's
-// inputs as they stand when its first input is reached. An input whose gram diagonal is 0 (never non-zero in
+// given the codes already chosen. int8 rounds a row's inputs in the order of decreasing gram diagonal ("act
+// order"), with the scale of the original row (as quantize_i8); int4 in order, a group's scale from its inputs as
+// they stand when its first input is reached. An input whose gram diagonal is 0 (never non-zero in
 // the calibration) carries no error. With gram = I the codes are quantize_i8's / quantize_i4's. Returns false,
 // writing nothing, when H is not positive definite (LAPACK's Cholesky fails).
 // w [n, k], gram [k, k] → q [n, k], scale [n]
