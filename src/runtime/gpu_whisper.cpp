@@ -322,23 +322,20 @@ struct GpuWhisper::Impl {
       CK(kc::gemv(x, l.view, l.b, nullptr, y, m, l.out, l.in, gelu, stream, {}, append));
       return;
     }
-    const __half* w = l.w16;
-    if (!w) {
-      CK(kc::dequantize_weight(l.view, deq, l.out, l.in, stream));
-      w = deq;
-    }
-    CK(kc::linear(gemm, x, w, l.b, y, m, l.out, l.in, gelu ? kc::Epilogue::kBiasGeluErf : kc::Epilogue::kBias, stream));
+    CK(kc::linear(gemm, x, half_weight(l), l.b, y, m, l.out, l.in,
+                  gelu ? kc::Epilogue::kBiasGeluErf : kc::Epilogue::kBias, stream));
   }
 
   // y [m, out] += x [m, in] · Wᵀ + b on cuBLASLt, the add in its epilogue (a quantised weight is dequantised into
   // `deq` first).
   void accumulate(const DLinear& l, const __half* x, __half* y, int64_t m) {
-    const __half* w = l.w16;
-    if (!w) {
-      CK(kc::dequantize_weight(l.view, deq, l.out, l.in, stream));
-      w = deq;
-    }
-    CK(kc::linear(gemm, x, l.in, w, l.b, y, l.out, m, l.out, l.in, kc::Epilogue::kBias, stream, true));
+    CK(kc::linear(gemm, x, l.in, half_weight(l), l.b, y, l.out, m, l.out, l.in, kc::Epilogue::kBias, stream, true));
+  }
+  // The layer's fp16 weight for cuBLASLt: its own, or a quantised one dequantised into `deq`.
+  const __half* half_weight(const DLinear& l) {
+    if (l.w16) return l.w16;
+    CK(kc::dequantize_weight(l.view, deq, l.out, l.in, stream));
+    return deq;
   }
 
   // The decoder's pre-norm sub-layers over m rows of the residual stream dx. Each residual add runs in the
