@@ -111,7 +111,7 @@ BenchResult run_bench(const BenchOptions& o) {
   res.gemv_wgmma = o.gemv_wgmma, res.attention_wgmma = o.attention_wgmma, res.gemm_autotune = o.gemm_autotune;
   res.mel_ms = median(mel), res.encoder_ms = median(enc), res.cross_kv_ms = median(ckv), res.decode_ms = median(dec);
   res.weights_gb = double(m->weight_bytes()) / 1e9;
-  res.peak_mem_gb = double(m->device_bytes_used()) / 1e9;
+  res.peak_mem_gb = double(m->peak_device_bytes()) / 1e9;
   return res;
 }
 

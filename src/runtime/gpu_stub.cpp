@@ -61,6 +61,7 @@ std::vector<float> GpuWhisper::features(int) const { no_cuda(); }
 std::vector<float> GpuWhisper::logits(int) const { no_cuda(); }
 void GpuWhisper::synchronize() const {}
 size_t GpuWhisper::device_bytes_used() const { return 0; }
+size_t GpuWhisper::peak_device_bytes() const { return 0; }
 size_t GpuWhisper::weight_bytes() const { return 0; }
 float GpuWhisper::time_ms(const std::function<void()>&) { no_cuda(); }
 

@@ -1358,6 +1358,8 @@ size_t GpuWhisper::device_bytes_used() const {
   return total_b - free_b - impl_->used_before;
 }
 
+size_t GpuWhisper::peak_device_bytes() const { return device_bytes_used() + impl_->gemm.peak_transient_bytes(); }
+
 float GpuWhisper::time_ms(const std::function<void()>& fn) {
   cudaEvent_t a, b;
   cuda_check(cudaEventCreate(&a), "cudaEventCreate");

@@ -212,6 +212,9 @@ class GpuWhisper {
   void synchronize() const;
   // Device memory this process holds (cudaMemGetInfo: total − free, minus what was used before create).
   size_t device_bytes_used() const;
+  // The most it has held: device_bytes_used() plus the largest transient buffer of cuBLASLt autotuning
+  // (allocated and freed during a GEMM's first call, so a later cudaMemGetInfo misses it).
+  size_t peak_device_bytes() const;
   size_t weight_bytes() const;
   // CUDA-event timing of `fn` on the runner's stream, in milliseconds.
   float time_ms(const std::function<void()>& fn);

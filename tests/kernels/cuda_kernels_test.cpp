@@ -305,6 +305,27 @@ TEST_F(CudaKernels, LinearPlansMadeDuringCaptureAreNotTimed) {
   cudaStreamDestroy(stream);
 }
 
+// The timing of a call that reads C (β = 1) runs its candidates into a transient buffer of C's size, which the context
+// reports (GpuWhisper adds it to the peak memory it reports); one that neither reads C nor overlaps its inputs
+// writes straight into C and allocates nothing.
+TEST_F(CudaKernels, LinearReportsItsTransientTuningBuffer) {
+  Rng rng(11);
+  const int64_t m = 6000, n = 1280, k = 5120;  // 79 GFLOP: tuned
+  auto x = upload_half(rng.halfs(static_cast<size_t>(m * k), -1, 1));
+  auto w = upload_half(rng.halfs(static_cast<size_t>(n * k), -0.02f, 0.02f));
+  auto b = upload_half(rng.halfs(static_cast<size_t>(n), -1, 1));
+  Dev<__half> y(static_cast<size_t>(m * n));
+  y.zero();
+  cuda::GemmContext ctx;
+  ASSERT_EQ(ctx.init(), cuda::Status::kOk);
+  EXPECT_STATUS_OK(cuda::linear(ctx, x->get(), w->get(), b->get(), y.get(), m, n, k, cuda::Epilogue::kBias, nullptr));
+  EXPECT_EQ(ctx.peak_transient_bytes(), 0u);  // β = 0, C apart from A and B: timed in place
+  EXPECT_STATUS_OK(
+      cuda::linear(ctx, x->get(), k, w->get(), b->get(), y.get(), n, m, n, k, cuda::Epilogue::kBias, nullptr, true));
+  sync_ok();
+  EXPECT_EQ(ctx.peak_transient_bytes(), static_cast<size_t>(m * n) * 2);
+}
+
 // Strided-batched GEMM the way attention uses it: heads as the batch, head_dim as the stride.
 TEST_F(CudaKernels, GemmStridedBatchedOverHeads) {
   Rng rng(11);

@@ -101,7 +101,8 @@ struct GemmContext::Impl {
   size_t workspace_bytes = 0;
   std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> plans;
   bool autotune = true;
-  size_t tuned = 0;  // plans whose algorithm the timing changed
+  size_t tuned = 0;           // plans whose algorithm the timing changed
+  size_t peak_transient = 0;  // the largest transient output buffer of a timing, bytes
 
   ~Impl() {
     plans.clear();
@@ -134,6 +135,7 @@ void GemmContext::set_autotune(bool on) {
   if (impl_) impl_->autotune = on;
 }
 size_t GemmContext::tuned_plans() const { return impl_ ? impl_->tuned : 0; }
+size_t GemmContext::peak_transient_bytes() const { return impl_ ? impl_->peak_transient : 0; }
 
 struct GemmAccess {
   static GemmContext::Impl* impl(GemmContext& ctx) { return ctx.impl_.get(); }
@@ -173,6 +175,7 @@ int fastest(GemmContext::Impl& impl, const Plan& plan, const GemmArgs& g,
       cudaGetLastError();
       return 0;
     }
+    impl.peak_transient = std::max(impl.peak_transient, c_bytes);
     d = scratch;
   }
   cudaEvent_t start = nullptr, stop = nullptr;

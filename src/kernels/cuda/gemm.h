@@ -51,6 +51,9 @@ class GemmContext {
   void set_autotune(bool on);
   // Plans whose algorithm the timing changed.
   size_t tuned_plans() const;
+  // The largest transient output buffer the timing allocated (and freed) so far, bytes: device memory a peak
+  // measured after the fact (cudaMemGetInfo) does not see.
+  size_t peak_transient_bytes() const;
 
   struct Impl;
 
