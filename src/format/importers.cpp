@@ -793,21 +793,19 @@ void import_engine(const std::string& path, const ConvertOptions& opts, EngineWr
   ModelBuilder b(path);
   for (const TensorEntry& e : f.entries()) b.put(e.name, f.tensor(e.name));
   meta.source["converted_from"] = fs::absolute(path).string();
+  // A conversion step that rests on calibration statistics: it returns its summary (recorded in the metadata
+  // under `key`), or nothing when the source has none of its statistics.
+  const auto calibrated_step = [&](const char* key, const std::string& summary, const std::string& needs) {
+    if (summary.empty()) throw InvalidArgument(needs + "; '" + path + "' has none");
+    meta.source[key] = summary;
+  };
   if (opts.activation_scaling) {
-    const std::string summary = scale_by_activations(f, meta.dims, opts, b);
-    if (summary.empty()) {
-      throw InvalidArgument("activation scaling needs the input statistics of `wisp calibrate`; '" + path +
-                            "' has none");
-    }
-    meta.source["activation_scaling"] = summary;
+    calibrated_step("activation_scaling", scale_by_activations(f, meta.dims, opts, b),
+                    "activation scaling needs the input statistics of `wisp calibrate`");
   }
   if (opts.gptq) {
-    const std::string summary = round_by_gptq(f, meta.dims, opts, b);
-    if (summary.empty()) {
-      throw InvalidArgument("GPTQ needs the input Gram matrices of `wisp calibrate --input-gram`; '" + path +
-                            "' has none");
-    }
-    meta.source["gptq"] = summary;
+    calibrated_step("gptq", round_by_gptq(f, meta.dims, opts, b),
+                    "GPTQ needs the input Gram matrices of `wisp calibrate --input-gram`");
   }
   const int n_text_layer = meta.dims.n_text_layer;
   b.finish(std::move(meta), f.vocabulary(), opts, writer);

@@ -216,6 +216,17 @@ class HostBackend final : public model::DeviceBackend {
   long tokens_ = 0;
 };
 
+// A place in the model that the calibration statistics below are kept per: a norm or a linear layer of a block.
+template <class Part>
+struct BlockKey {
+  bool decoder;
+  int block;
+  Part part;
+  bool operator<(const BlockKey& o) const {
+    return std::tie(decoder, block, part) < std::tie(o.decoder, o.block, o.part);
+  }
+};
+
 // Per-column mean |x| and mean x² of the block norms' outputs (format::names::norm_stats), over every row the
 // recording backend's network normalises: the inputs of attn.qkv, cross_attn.query and mlp.fc1.
 class NormStats {
@@ -243,18 +254,13 @@ class NormStats {
         t.data<float>()[c] = float(s.abs[size_t(c)] / double(s.rows));
         t.data<float>()[d + c] = float(s.sq[size_t(c)] / double(s.rows));
       }
-      const char* norm = format::names::kNormedLinears[static_cast<int>(key.norm)].norm;
+      const char* norm = format::names::kNormedLinears[static_cast<int>(key.part)].norm;
       out.add_tensor(format::names::norm_stats(key.decoder ? "decoder" : "encoder", key.block, norm), t);
     }
   }
 
  private:
-  struct Key {
-    bool decoder;
-    int block;
-    model::BlockNorm norm;
-    bool operator<(const Key& o) const { return std::tie(decoder, block, norm) < std::tie(o.decoder, o.block, o.norm); }
-  };
+  using Key = BlockKey<model::BlockNorm>;
   struct Sums {
     std::vector<double> abs, sq;  // [d]
     int64_t rows = 0;
@@ -282,20 +288,13 @@ class InputGrams {
           t.data<float>()[i * k + j] = t.data<float>()[j * k + i] = float(double(g[i * k + j]) / double(s.rows));
         }
       }
-      const char* linear = format::names::kBlockLinears[static_cast<int>(key.linear)].linear;
+      const char* linear = format::names::kBlockLinears[static_cast<int>(key.part)].linear;
       out.add_tensor(format::names::input_gram(key.decoder ? "decoder" : "encoder", key.block, linear), t);
     }
   }
 
  private:
-  struct Key {
-    bool decoder;
-    int block;
-    model::BlockLinear linear;
-    bool operator<(const Key& o) const {
-      return std::tie(decoder, block, linear) < std::tie(o.decoder, o.block, o.linear);
-    }
-  };
+  using Key = BlockKey<model::BlockLinear>;
   struct Sums {
     Tensor gram;  // [in, in], upper triangle: Σ x xᵀ
     int64_t rows = 0;
