@@ -727,6 +727,9 @@ struct AttentionCase {
   bool causal;
   int64_t q_offset;
   bool fused_qkv;  // q, k, v as column ranges of one [n, 3d] buffer (needs n_q == n_kv)
+  // Key j scaled by 1 + key_ramp · j / n_kv: scores that grow along the keys, so a row's max rises by far more than
+  // the kernels' lazy-rescaling threshold (2^8) over its tiles and O is rescaled many times.
+  float key_ramp = 0.0f;
 };
 
 void run_attention_case(const AttentionCase& c, uint32_t seed, bool also_unfused) {
@@ -755,6 +758,19 @@ void run_attention_case(const AttentionCase& c, uint32_t seed, bool also_unfused
     qh = qbuf.data();
     kh = kvbuf.data();
     vh = kvbuf.data() + d;
+  }
+  if (c.key_ramp != 0.0f) {
+    std::vector<float>& kbuf = c.fused_qkv ? qbuf : kvbuf;
+    const int64_t k_col0 = c.fused_qkv ? d : 0;
+    for (int64_t b = 0; b < c.batch; ++b) {
+      for (int64_t j = 0; j < c.n_kv; ++j) {
+        const float f = 1.0f + c.key_ramp * static_cast<float>(j) / static_cast<float>(c.n_kv);
+        for (int64_t e = 0; e < d; ++e) {
+          float& x = kbuf[static_cast<size_t>(b * sk + j * ldk + k_col0 + e)];
+          x = r16(x * f);
+        }
+      }
+    }
   }
   auto dq = upload_half(qbuf);
   auto dkv = upload_half(kvbuf);
@@ -827,6 +843,8 @@ TEST_F(CudaKernels, EncoderAttentionOddSizesBatchAndCausal) {
       {"causal prompt 37 queries after 100 cached, 6 heads", 1, 37, 137, 6, true, 100, false},
       {"causal prompt 150 queries after 37 cached, 6 heads", 1, 150, 187, 6, true, 37, false},
       {"65 queries x 63 keys 8 heads", 1, 65, 63, 8, false, 0, false},
+      {"rising scores 1500x1500 20 heads fused qkv", 1, 1500, 1500, 20, false, 0, true, 6.0f},
+      {"rising scores, batch 2, causal 300x300 6 heads", 2, 300, 300, 6, true, 0, false, 6.0f},
   };
   uint32_t seed = 51;
   for (const auto& c : cases) run_attention_case(c, seed++, /*also_unfused=*/c.batch == 1);

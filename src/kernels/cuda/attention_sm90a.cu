@@ -22,6 +22,8 @@
 // instruction; at head_dim 64 the exponentials and the products need the MUFU and tensor pipes about equally.
 // Tried: 128-key tiles (one block an SM at 160 registers): 54 us.
 
+#include <algorithm>
+
 #include "kernels/cuda/attention_internal.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/wgmma.cuh"
@@ -45,7 +47,8 @@ constexpr int kThreads = 128 * kWarpGroups;
 constexpr int kBlockQ = 64 * kWarpGroups;
 constexpr int kStages = 3;  // K/V tiles in shared memory: the one being scored, the one in P·V, the one loading
 
-constexpr int kKV = 64;  // keys a tile
+constexpr int kKV = 64;                   // keys a tile
+constexpr float kLazyRescaleLog2 = 8.0f;  // how far (log2) a row's max may rise before O and the sums are rescaled
 // Shared memory: the Q tile [128][128 B], then kStages stages of K [64][128 B] and V [64][128 B]; plus up to 1023
 // bytes to reach the 1024-byte alignment the swizzle needs.
 constexpr size_t kSmemBytes = 1024 + static_cast<size_t>(kBlockQ + kStages * 2 * kKV) * kRowBytes;
@@ -97,24 +100,37 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_attention_kernel(const Flas
   __half* o = head.o;
   const int n_tiles = (head.kv_end + kKV - 1) / kKV;  // ≥ 1: n_kv ≥ 1, and a causal row sees key 0
 
-  // This thread's share of a K or V tile: rows lr and lr + 32, 16-byte chunk lc (the same swizzle phase).
+  // This thread's share of a K or V tile: rows lr and lr + 32, 16-byte chunk lc (the same swizzle phase). Offsets
+  // within a head are 32-bit (launch_attention_sm90a checks that n_kv rows fit), so a tile's addresses cost one
+  // multiply and two wide adds; 64-bit products per copy had the loads' address math at a fifth of the loop's
+  // instructions (Nsight Compute, docs/cuda.md "Fifteenth session").
   const int lr = tid >> 3, lc = tid & 7;
   const uint32_t ldst = swizzled(lr, lc);
-  const __half* lk = k + lr * p.ldk + 8 * lc;
-  const __half* lv = v + lr * p.ldv + 8 * lc;
+  const int ldk = static_cast<int>(p.ldk), ldv = static_cast<int>(p.ldv);
+  const __half* lk = k + lr * ldk + 8 * lc;
+  const __half* lv = v + lr * ldv + 8 * lc;
   static_assert(kKV * 8 == 2 * kThreads, "two 16-byte chunks of K and of V a thread");
   // Tile i into the stage at byte offset `stage` (tiles i, i + 1, i + 2 take the three stages in turn).
   const auto load_kv = [&](int i, uint32_t stage_offset) {
     if (i >= n_tiles) return;
     unsigned char* stage = skv + stage_offset + ldst;
-    const int64_t row0 = static_cast<int64_t>(i) * kKV;
+    const int row0 = i * kKV;
+    const __half* tk = lk + row0 * ldk;
+    const __half* tv = lv + row0 * ldv;
+    if (row0 + kKV <= p.n_kv) {  // a whole tile (all but perhaps the last): no bounds per copy
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        copy_async_zfill<16>(stage + 32 * u * kRowBytes, tk + 32 * u * ldk, 16);
+        copy_async_zfill<16>(stage + (kKV + 32 * u) * kRowBytes, tv + 32 * u * ldv, 16);
+      }
+      return;
+    }
 #pragma unroll
     for (int u = 0; u < 2; ++u) {
       // Rows past n_kv become zeros (no NaN from stale memory reaches the products), read from nowhere.
       const bool valid = row0 + lr + 32 * u < p.n_kv;
-      const int64_t row = row0 + 32 * u;
-      copy_async_zfill<16>(stage + 32 * u * kRowBytes, valid ? lk + row * p.ldk : k, valid ? 16 : 0);
-      copy_async_zfill<16>(stage + (kKV + 32 * u) * kRowBytes, valid ? lv + row * p.ldv : v, valid ? 16 : 0);
+      copy_async_zfill<16>(stage + 32 * u * kRowBytes, valid ? tk + 32 * u * ldk : k, valid ? 16 : 0);
+      copy_async_zfill<16>(stage + (kKV + 32 * u) * kRowBytes, valid ? tv + 32 * u * ldv : v, valid ? 16 : 0);
     }
   };
 
@@ -182,7 +198,11 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_attention_kernel(const Flas
       for (int c = 0; c < kKV / 8; ++c) mx = fmaxf(mx, fmaxf(s[4 * c + 2 * r], s[4 * c + 2 * r + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m_run[r], mx * p.scale_log2);
+      // Lazy rescaling: the running max moves only when this tile's exceeds it by more than kLazyRescaleLog2, so
+      // P = 2^(s - m) stays below 2^kLazyRescaleLog2 (exact enough in fp16, which holds 65504; the fp32 sums and O
+      // do not mind) and O is rescaled on a few tiles of a row instead of most.
+      const float m_tile = mx * p.scale_log2;
+      const float m_new = m_tile > m_run[r] + kLazyRescaleLog2 ? m_tile : m_run[r];
       const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // a row with no visible key yet
       alpha[r] = exp2_ftz(m_run[r] - m_use);
       float rs = 0.0f;
@@ -244,8 +264,6 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_attention_kernel(const Flas
     wait_async<0>();
     fence_proxy_async();
     __syncthreads();
-    load_kv(i + 1, stage_next);
-    commit_async();
     uint64_t kd[kHeadDim / 16], vd[kKV / 16];
     k_descs(stage_cur, kd);
     v_descs(stage_prev, vd);
@@ -253,6 +271,10 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_attention_kernel(const Flas
     wgmma::fence();
     issue_scores(kd);
     issue_pv(vd);
+    // The next tile's copies after the products are issued: their address registers then cannot be the score
+    // accumulators, whose first product otherwise waited for the copies to leave the queue (Nsight Compute).
+    load_kv(i + 1, stage_next);
+    commit_async();
     wgmma::wait<1>();  // the scores; the P·V may still run
     fence_operands(s);
     float alpha[2];
@@ -260,7 +282,8 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_attention_kernel(const Flas
     wgmma::wait<0>();
     fence_operands(acc);
     pack_p();
-    // Once a row's maximum has settled, alpha is 1: a warp whose 16 rows all kept theirs skips the 32 products.
+    // While a row's max holds (lazy rescaling), alpha is 1: a warp whose 16 rows all kept theirs skips the 32
+    // products.
     if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
       for (int c = 0; c < 8; ++c) {
@@ -305,6 +328,8 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_attention_kernel(const Flas
 
 Status launch_attention_sm90a(const FlashParams& p, int64_t batch, int64_t n_head, cudaStream_t stream) {
   if (detail::device_compute_capability() != 90) return Status::kNotSupported;
+  // 32-bit offsets within a head (the kernel's load_kv).
+  if ((static_cast<int64_t>(p.n_kv) + 2 * kKV) * std::max(p.ldk, p.ldv) >= INT32_MAX) return Status::kNotSupported;
   if (!detail::allow_dynamic_smem<wgmma_attention_kernel>(static_cast<int>(kSmemBytes))) {
     cudaGetLastError();
     return Status::kCudaError;
