@@ -273,6 +273,7 @@ struct TranscribeArgs {
   int threads = 0;
   std::string device = "auto";
   std::string kv_cache = "fp16";
+  std::string encoder_gelu = "erf";
   int batch = 0;  // files at once; 0: up to 4 on a GPU, 1 on the CPU
   bool print_timestamps = false;
   bool no_timestamps = false;
@@ -362,6 +363,7 @@ int run_transcribe(const TranscribeArgs& a) {
   base.timestamps = !a.no_timestamps;
   const size_t count = a.files.size();
   wisp::LoadOptions load{a.threads, a.device, a.kv_cache, false};
+  load.encoder_gelu = a.encoder_gelu;
   load.concurrency = a.batch > 0 ? a.batch : static_cast<int>(std::clamp<size_t>(count, 1, 4));
   const auto model = wisp::Model::load(resolve_model(a.model), load);
   // Files transcribed at once. On a GPU their decode steps run as one batched step; on the CPU they would only
@@ -439,6 +441,7 @@ struct EvalArgs {
   int threads = 0;
   std::string device = "auto";
   std::string kv_cache = "fp16";
+  std::string encoder_gelu = "erf";
   bool round_kv_on_cpu = false;
   int limit = 0;
   int batch = 0;  // files at once (0: one)
@@ -508,6 +511,7 @@ int run_eval(const EvalArgs& a) {
   std::unique_ptr<wisp::Model> model;
   if (a.hyp_json.empty()) {
     wisp::LoadOptions load{a.threads, a.device, a.kv_cache, a.round_kv_on_cpu};
+    load.encoder_gelu = a.encoder_gelu;
     load.concurrency = std::max(1, a.batch);
     model = wisp::Model::load(resolve_model(a.model), load);
   }
@@ -660,6 +664,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   tr->add_option("--kv-cache", ta.kv_cache, "GPU K/V cache storage: fp16, int8 (calibrated), int8-dynamic, fp8")
       ->check(CLI::IsMember({"fp16", "int8", "int8-dynamic", "fp8"}));
+  tr->add_option("--encoder-gelu", ta.encoder_gelu,
+                 "GPU encoder's GELU: erf (Whisper's) or tanh (the approximation, fused into the GEMMs: a faster "
+                 "encoder)")
+      ->check(CLI::IsMember({"erf", "tanh"}));
   tr->add_option("--batch", ta.batch,
                  "files transcribed at once; on a GPU their decode steps run batched (default: up to 4 on a GPU, "
                  "1 on the CPU). With fewer files, long ones are cut into parts of at least 60 s at quiet points "
@@ -727,6 +735,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   ev->add_option("--kv-cache", ea.kv_cache, "GPU K/V cache storage: fp16, int8 (calibrated), int8-dynamic, fp8")
       ->check(CLI::IsMember({"fp16", "int8", "int8-dynamic", "fp8"}));
+  ev->add_option("--encoder-gelu", ea.encoder_gelu,
+                 "GPU encoder's GELU: erf (Whisper's) or tanh (the approximation, fused into the GEMMs: a faster "
+                 "encoder)")
+      ->check(CLI::IsMember({"erf", "tanh"}));
   ev->add_flag("--round-kv-on-cpu", ea.round_kv_on_cpu,
                "with --device cpu: round the K/V rows as --kv-cache would store them on the GPU (accuracy studies)");
   ev->add_option("--limit", ea.limit, "only the first N rows");
@@ -773,6 +785,10 @@ int main(int argc, char** argv) {
   bn->add_option("--attention-wgmma", bo.attention_wgmma,
                  "measurement only: 0 runs the encoder's attention on the mma.sync kernel instead of the Hopper "
                  "(wgmma) one");
+  bn->add_option("--encoder-gelu", bo.encoder_gelu,
+                 "the encoder's GELU: erf (Whisper's, one more pass after the GEMM) or tanh (the approximation, fused "
+                 "into cuBLASLt's epilogue)")
+      ->check(CLI::IsMember({"erf", "tanh"}));
   bn->add_option("--gemv-fill", bo.gemv_fill,
                  "measurement only: percent of the GPU's resident threads a decode-step GEMV fills")
       ->check(CLI::Range(1, 100));

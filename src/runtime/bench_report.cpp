@@ -30,8 +30,9 @@ std::string bench_json(const BenchResult& r) {
     << "\", \"fused_kv_append\": " << boolean(r.fused_kv_append) << ", \"skip\": \"" << esc(r.skip)
     << "\", \"gemv_fill\": " << r.gemv_fill << ", \"gemv_max_rows\": " << r.gemv_max_rows
     << ", \"gemv_wgmma\": " << r.gemv_wgmma << ", \"attention_wgmma\": " << boolean(r.attention_wgmma)
-    << ", \"gemm_autotune\": " << boolean(r.gemm_autotune) << ", \"kv_cache\": \"" << esc(r.kv_cache)
-    << "\", \"mel_ms\": " << r.mel_ms << ", \"encoder_ms\": " << r.encoder_ms << ", \"cross_kv_ms\": " << r.cross_kv_ms
+    << ", \"gemm_autotune\": " << boolean(r.gemm_autotune) << ", \"encoder_gelu\": \"" << esc(r.encoder_gelu)
+    << "\", \"kv_cache\": \"" << esc(r.kv_cache) << "\", \"mel_ms\": " << r.mel_ms
+    << ", \"encoder_ms\": " << r.encoder_ms << ", \"cross_kv_ms\": " << r.cross_kv_ms
     << ", \"decode_ms\": " << r.decode_ms << ", \"decode_ms_per_step\": " << r.decode_ms_per_step()
     << ", \"total_ms\": " << r.total_ms() << ", \"audio_s_per_s\": " << r.audio_s_per_s()
     << ", \"weights_gb\": " << r.weights_gb << ", \"peak_mem_gb\": " << r.peak_mem_gb << "}";

@@ -14,6 +14,12 @@ GpuKvCache kv_cache_from_name(const std::string& name) {
   throw std::invalid_argument("unknown KV cache type '" + name + "' (expected fp16, int8, int8-dynamic or fp8)");
 }
 
+GpuWhisper::EncoderGelu encoder_gelu_from_name(const std::string& name) {
+  if (name == "erf") return GpuWhisper::EncoderGelu::kErf;
+  if (name == "tanh") return GpuWhisper::EncoderGelu::kTanh;
+  throw std::invalid_argument("unknown encoder GELU '" + name + "' (expected erf or tanh)");
+}
+
 GpuDims dims_for_size(const std::string& size) {
   GpuDims d;
   auto set = [&](int state, int head, int layer) {

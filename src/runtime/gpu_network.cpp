@@ -95,6 +95,7 @@ class GpuNetwork final : public model::DeviceBackend {
         if (transcriptions_ == 1) throw;
       }
     }
+    gpu_->set_encoder_gelu(o.encoder_gelu);
     const int windows = o.windows * transcriptions_, sequences = o.sequences * transcriptions_;
     pool_ = std::make_shared<SlotPool>();
     pool_->windows.assign(size_t(windows), false);

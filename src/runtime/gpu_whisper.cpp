@@ -130,6 +130,7 @@ struct GpuWhisper::Impl {
   GpuWhisper::NormPlacement norms = GpuWhisper::NormPlacement::kAuto;  // set_norm_placement
   bool fuse_kv_append = true;  // the K/V append in the QKV GEMV's epilogue (set_fused_kv_append)
   unsigned skip = 0;           // GpuWhisper::StepPart bits left out of decode steps (set_step_ablation)
+  kc::Epilogue encoder_gelu = kc::Epilogue::kBiasGeluErf;  // set_encoder_gelu
   __half* enc_pos = nullptr;
   std::vector<DBlock> enc, dec;
   DNorm ln_post, dec_ln;
@@ -520,11 +521,10 @@ struct GpuWhisper::Impl {
     const int64_t nc = d.n_audio_ctx, dm = d.n_audio_state, frames = 2 * nc, rows = int64_t(B) * nc;
     // conv1 (k 3, stride 1) + GELU: im2col over the fp32 mel, one GEMM.
     CK(kc::im2col_k3_mel(mel, mid, B, frames, d.n_mels, frames, 1, stream));
-    CK(kc::linear(gemm, mid, conv1.w16, conv1.b, big, int64_t(B) * frames, dm, d.n_mels * 3, kc::Epilogue::kBiasGeluErf,
-                  stream));
+    CK(kc::linear(gemm, mid, conv1.w16, conv1.b, big, int64_t(B) * frames, dm, d.n_mels * 3, encoder_gelu, stream));
     // conv2 (k 3, stride 2) + GELU, then the positional embedding.
     CK(kc::im2col_k3(big, mid, B, frames, dm, nc, 2, stream));
-    CK(kc::linear(gemm, mid, conv2.w16, conv2.b, x, rows, dm, 3 * dm, kc::Epilogue::kBiasGeluErf, stream));
+    CK(kc::linear(gemm, mid, conv2.w16, conv2.b, x, rows, dm, 3 * dm, encoder_gelu, stream));
     CK(kc::add_rows(x, enc_pos, B, nc, dm, stream));
     CK(kc::layer_norm(x, enc[0].attn_ln.gamma, enc[0].attn_ln.beta, h, rows, dm, 1e-5f, stream));
     for (size_t l = 0; l < enc.size(); ++l) {
@@ -536,7 +536,7 @@ struct GpuWhisper::Impl {
       // output and add_layer_norm, the batch-32 encoder of large-v2 148.5 → 141.8 ms, batch 1 5.44 → 5.18 ms (H200).
       accumulate(b.attn_out, a, x, rows);
       CK(kc::layer_norm(x, b.mlp_ln.gamma, b.mlp_ln.beta, a, rows, dm, 1e-5f, stream));
-      apply(b.fc1, a, big, rows, true);
+      CK(kc::linear(gemm, a, half_weight(b.fc1), b.fc1.b, big, rows, b.fc1.out, b.fc1.in, encoder_gelu, stream));
       accumulate(b.fc2, big, x, rows);
       const DNorm& next_ln = l + 1 < enc.size() ? enc[l + 1].attn_ln : ln_post;
       CK(kc::layer_norm(x, next_ln.gamma, next_ln.beta, l + 1 < enc.size() ? h : features, rows, dm, 1e-5f, stream));
@@ -1037,6 +1037,9 @@ void GpuWhisper::set_gemv_fill(int percent) { kc::set_gemv_fill(percent); }
 void GpuWhisper::set_gemv_wgmma(int max_cluster) { kc::set_gemv_wgmma(max_cluster); }
 void GpuWhisper::set_attention_wgmma(bool on) { kc::set_attention_wgmma(on); }
 void GpuWhisper::set_gemm_autotune(bool on) { impl_->gemm.set_autotune(on); }
+void GpuWhisper::set_encoder_gelu(EncoderGelu form) {
+  impl_->encoder_gelu = form == EncoderGelu::kTanh ? kc::Epilogue::kBiasGeluTanh : kc::Epilogue::kBiasGeluErf;
+}
 
 std::vector<int> GpuWhisper::decode_step(const int* tokens, int batch, std::vector<float>* logprob) {
   check_batch(*impl_, batch);

@@ -15,7 +15,8 @@
 namespace wisp::test {
 namespace {
 
-TEST(GpuWhisperReference, MatchesCpuBundle) {
+// Reads the bundle at $WISP_GPU_REF and checks the GPU runner against it with the encoder's GELU `gelu`.
+void check_bundle(runtime::GpuWhisper::EncoderGelu gelu) {
   if (!runtime::gpu_available()) GTEST_SKIP() << "no CUDA device";
   const char* dir_env = std::getenv("WISP_GPU_REF");
   if (!dir_env) GTEST_SKIP() << "WISP_GPU_REF not set (no CPU reference bundle)";
@@ -49,12 +50,20 @@ TEST(GpuWhisperReference, MatchesCpuBundle) {
     const core::DType t = dtype == "f16" ? core::DType::kF16 : core::DType::kF32;
     tensors[name] = core::Tensor::wrap(std::shared_ptr<const void>(blob, blob.get()), blob.get() + offset, {count}, t);
   }
-  check_gpu_against(ref, [&](const std::string& n) {
-    auto it = tensors.find(n);
-    if (it == tensors.end()) throw std::runtime_error("bundle lacks " + n);
-    return it->second;
-  });
+  check_gpu_against(
+      ref,
+      [&](const std::string& n) {
+        auto it = tensors.find(n);
+        if (it == tensors.end()) throw std::runtime_error("bundle lacks " + n);
+        return it->second;
+      },
+      gelu);
 }
+
+TEST(GpuWhisperReference, MatchesCpuBundle) { check_bundle(runtime::GpuWhisper::EncoderGelu::kErf); }
+
+// The fused tanh GELU (`--encoder-gelu tanh`) against the same CPU (erf) results: the same bounds and tokens.
+TEST(GpuWhisperReference, MatchesCpuBundleWithTheTanhGelu) { check_bundle(runtime::GpuWhisper::EncoderGelu::kTanh); }
 
 }  // namespace
 }  // namespace wisp::test

@@ -6,7 +6,8 @@
 //   - calibrate_kv_cache writes the K/V maxima of every layer and head and the block norms' output statistics,
 //     keeps the rest of the file, and the calibrated file transcribes as before;
 //   - the CPU rounding of K/V rows as the GPU's int8/FP8 caches store them (accuracy studies);
-//   - the load options reject what cannot run (unknown device or cache type, quantised caches on the CPU).
+//   - the load options reject what cannot run (unknown device, cache type or GELU form, quantised caches or the
+//     tanh GELU on the CPU).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -277,6 +278,13 @@ TEST(LoadOptions, RejectWhatCannotRun) {
   EXPECT_THROW(wisp::Model::load(tiny(), wisp::LoadOptions{0, "tpu", "fp16"}), wisp::InvalidArgument);
   EXPECT_THROW(wisp::Model::load(tiny(), wisp::LoadOptions{0, "cpu", "int4"}), wisp::InvalidArgument);
   EXPECT_THROW(wisp::Model::load(tiny(), wisp::LoadOptions{0, "cpu", "int8"}), wisp::InvalidArgument);
+  // the fused tanh GELU is the GPU encoder's; an unknown form is refused on any device
+  wisp::LoadOptions gelu{0, "cpu", "fp16"};
+  gelu.encoder_gelu = "tanh";
+  EXPECT_THROW(wisp::Model::load(tiny(), gelu), wisp::InvalidArgument);
+  gelu.encoder_gelu = "relu";
+  gelu.device = "auto";
+  EXPECT_THROW(wisp::Model::load(tiny(), gelu), wisp::InvalidArgument);
   EXPECT_EQ(wisp::Model::load(tiny(), wisp::LoadOptions{0, "cpu", "fp16"})->info().device, "cpu");
 }
 

@@ -15,6 +15,7 @@ wisp::runtime::BenchResult sample() {
   r.card = "NVIDIA \"H200\"";  // quotes must be escaped in the JSON
   r.batch = 2, r.tokens = 100, r.repeats = 3;
   r.norms = "folded", r.skip = "norms", r.gemv_fill = 50, r.kv_cache = "fp8", r.gemm_autotune = false;
+  r.encoder_gelu = "tanh";
   r.mel_ms = 0.5, r.encoder_ms = 10.0, r.cross_kv_ms = 1.5, r.decode_ms = 188.0;
   r.weights_gb = 3.088, r.peak_mem_gb = 3.63;
   return r;
@@ -31,6 +32,7 @@ TEST(BenchReport, JsonHoldsTheStagesAndWhatFollowsFromThem) {
   EXPECT_EQ(j["cuda_graphs"], true);
   EXPECT_EQ(j["norms"], "folded");
   EXPECT_EQ(j["gemm_autotune"], false);
+  EXPECT_EQ(j["encoder_gelu"], "tanh");
   EXPECT_DOUBLE_EQ(j["total_ms"].get<double>(), 200.0);
   EXPECT_DOUBLE_EQ(j["decode_ms_per_step"].get<double>(), 1.88);
   EXPECT_DOUBLE_EQ(j["audio_s_per_s"].get<double>(), 300.0);  // 2 windows of 30 s in 0.2 s
