@@ -730,6 +730,9 @@ struct AttentionCase {
   // Key j scaled by 1 + key_ramp · j / n_kv: scores that grow along the keys, so a row's max rises by far more than
   // the kernels' lazy-rescaling threshold (2^8) over its tiles and O is rescaled many times.
   float key_ramp = 0.0f;
+  // Every sequence reads the same K/V (batch stride 0; not with fused_qkv): on compute capability 9.0 the one
+  // layout the Hopper kernel's tensor maps cannot describe, so its cp.async form runs.
+  bool shared_kv = false;
 };
 
 void run_attention_case(const AttentionCase& c, uint32_t seed, bool also_unfused) {
@@ -750,11 +753,11 @@ void run_attention_case(const AttentionCase& c, uint32_t seed, bool also_unfused
     vh = qbuf.data() + 2 * d;
   } else {
     qbuf = rng.halfs(static_cast<size_t>(c.batch * c.n_q * d), -2.0f, 2.0f);
-    kvbuf = rng.halfs(static_cast<size_t>(c.batch * c.n_kv * 2 * d), -2.0f, 2.0f);
+    kvbuf = rng.halfs(static_cast<size_t>((c.shared_kv ? 1 : c.batch) * c.n_kv * 2 * d), -2.0f, 2.0f);
     ldq = d;
     ldk = ldv = 2 * d;
     sq = c.n_q * d;
-    sk = sv = c.n_kv * 2 * d;
+    sk = sv = c.shared_kv ? 0 : c.n_kv * 2 * d;
     qh = qbuf.data();
     kh = kvbuf.data();
     vh = kvbuf.data() + d;
@@ -762,7 +765,7 @@ void run_attention_case(const AttentionCase& c, uint32_t seed, bool also_unfused
   if (c.key_ramp != 0.0f) {
     std::vector<float>& kbuf = c.fused_qkv ? qbuf : kvbuf;
     const int64_t k_col0 = c.fused_qkv ? d : 0;
-    for (int64_t b = 0; b < c.batch; ++b) {
+    for (int64_t b = 0; b < (c.shared_kv ? 1 : c.batch); ++b) {
       for (int64_t j = 0; j < c.n_kv; ++j) {
         const float f = 1.0f + c.key_ramp * static_cast<float>(j) / static_cast<float>(c.n_kv);
         for (int64_t e = 0; e < d; ++e) {
@@ -845,6 +848,7 @@ TEST_F(CudaKernels, EncoderAttentionOddSizesBatchAndCausal) {
       {"65 queries x 63 keys 8 heads", 1, 65, 63, 8, false, 0, false},
       {"rising scores 1500x1500 20 heads fused qkv", 1, 1500, 1500, 20, false, 0, true, 6.0f},
       {"rising scores, batch 2, causal 300x300 6 heads", 2, 300, 300, 6, true, 0, false, 6.0f},
+      {"batch 3 sharing one K/V, 200 queries x 777 keys, 8 heads", 3, 200, 777, 8, false, 0, false, 2.0f, true},
   };
   uint32_t seed = 51;
   for (const auto& c : cases) run_attention_case(c, seed++, /*also_unfused=*/c.batch == 1);

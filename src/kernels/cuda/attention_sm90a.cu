@@ -9,18 +9,24 @@
 // Layout. A block of two warpgroups owns 128 queries of one (sequence, head); each warpgroup owns 64 of them. Q,
 // K and V tiles are rows of 64 fp16 (128 bytes) in the 128-byte swizzle (wgmma.cuh), so a row of K (one key)
 // is a K-major row for S = Q·Kᵀ, and the same rows of V are the MN-major B operand of O += P·V (no transpose).
-// Keys come in tiles of 64 through a ring of three stages (cp.async). Per tile a warpgroup computes S [64 × 64]
-// into registers, masks the keys past the end (or past the causal limit), updates the running row max and sum
-// (online softmax, log2 units), rescales O, and multiplies P·V with P converted to fp16 in registers: an
-// accumulator's layout is that of wgmma's register A operand, so P never touches shared memory. The scores and
-// softmax of tile i overlap the P·V of tile i − 1 (one warpgroup's pipeline), and two blocks share an SM.
+// Keys come in tiles of 64 through a ring of three stages: on the tensor copy engine (TMA: one thread issues a
+// tile's two box copies, mbarriers say when a stage is full and when both warpgroups are done with it), or, for a
+// K/V layout no tensor map describes (sequences sharing one K/V), with cp.async by every thread and a block barrier
+// per tile. Per tile a warpgroup computes S [64 × 64] into registers, masks the keys past the end (or past the
+// causal limit), updates the running row max and sum (online softmax, log2 units; the max moves lazily, see
+// softmax), rescales O, and multiplies P·V with P converted to fp16 in registers: an accumulator's layout is that
+// of wgmma's register A operand, so P never touches shared memory. The scores and softmax of tile i overlap the
+// P·V of tile i − 1 (one warpgroup's pipeline), and two blocks share an SM.
 //
-// Measured (H200, docs/cuda.md "Tenth session"): 38 us for the encoder's 20 heads of 1500 × 1500 (301 TFLOP/s;
-// mma.sync 52 us), 273 us for 8 windows (337 TFLOP/s; mma.sync 381 us). The kernel is bound by instruction issue
-// (Nsight Compute on an earlier version: issue slots 59 % busy, 3.9 warps a scheduler, registers and shared
-// memory allowing two blocks an SM), which is why the loads' addresses are computed once and exp2 is one MUFU
-// instruction; at head_dim 64 the exponentials and the products need the MUFU and tensor pipes about equally.
-// Tried: 128-key tiles (one block an SM at 160 registers): 54 us.
+// Measured (H200, cuda_kernels_bench; docs/cuda.md "Tenth session", "Fifteenth session"): the encoder's 20 heads of
+// 1500 × 1500, 1 window / 8 windows: first form 38 / 273 us; with 32-bit copy offsets, the copies after the
+// products and lazy rescaling 36.1 / 248; on TMA with mbarriers 32.8 / 228 us (352 / 405 TFLOP/s; mma.sync 52 /
+// 388). The kernel is bound by instruction issue and the latency of each warpgroup's chain (Nsight Compute: ~270
+// instructions per warp and tile, the exponentials, maxima, sums and fp16 packing of the online softmax 157 of
+// them). Tried: 128-key tiles (one block an SM at 160 registers): 54 us.
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
 
 #include <algorithm>
 
@@ -67,6 +73,43 @@ __device__ __forceinline__ float exp2_ftz(float x) {
   return y;
 }
 
+// mbarriers (shared::cta) and the tensor copy engine (TMA), for the kernel's kTma form.
+__device__ __forceinline__ uint32_t shared_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_addr(bar)), "r"(count) : "memory");
+}
+// The initialised barriers, visible to the async proxy (the copy engine completes transactions on them).
+__device__ __forceinline__ void mbar_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(shared_addr(bar)) : "memory");
+}
+// One arrival that also expects `bytes` of copies to complete on the barrier.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(shared_addr(bar)), "r"(bytes)
+               : "memory");
+}
+// Until the barrier's phase of this parity has completed.
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n}\n" ::"r"(shared_addr(bar)),
+      "r"(parity)
+      : "memory");
+}
+// The box at (c0, c1, c2) of a 3-D tensor map into shared memory (in the map's swizzle), completing on `bar`.
+__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, int c0, int c1, int c2, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::
+          "r"(shared_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(shared_addr(bar))
+      : "memory");
+}
+
 // Rows [row0, row0 + kRows) of a [n_rows, ld] head (64 columns) into a swizzled tile; rows past n_rows are zeros.
 template <int kRows>
 __device__ __forceinline__ void load_tile(unsigned char* tile, const __half* g, int64_t ld, int row0, int n_rows) {
@@ -81,7 +124,16 @@ __device__ __forceinline__ void load_tile(unsigned char* tile, const __half* g, 
 
 // A thread holds S (32 registers), the P of the tile before (16, read by its P·V in flight) and O (32): two blocks
 // fit an SM at 128 registers a thread.
-__global__ void __launch_bounds__(kThreads, 2) wgmma_attention_kernel(const FlashParams p) {
+//
+// kTma: the K/V tiles come through the tensor copy engine (k_map, v_map: launch_attention_sm90a) into a ring of
+// kStages stages with a "full" and an "empty" mbarrier each: thread 0 issues a tile's two copies, the warpgroups
+// wait for its full barrier, and every thread arrives on the empty barrier once its P·V of the tile has finished,
+// after which thread 0 refills the stage. No block-wide barrier and no per-thread copy addresses in the loop.
+// Otherwise (a K/V layout no tensor map describes) all threads copy with cp.async and meet at a barrier per tile.
+template <bool kTma>
+__global__ void __launch_bounds__(kThreads, 2)
+    wgmma_attention_kernel(const FlashParams p, const __grid_constant__ CUtensorMap k_map,
+                           const __grid_constant__ CUtensorMap v_map) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ unsigned char smem_raw[];
   const auto raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
@@ -230,60 +282,9 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_attention_kernel(const Flas
     }
   };
 
-  // Commit groups: Q with tile 0, tile 1, then one per tile from the loop (tile i + 1 in iteration i; empty past
-  // the end), so the tile a step needs is always in the newest group but one (tile 0) or the newest (the loop).
-  load_tile<kBlockQ>(sq, q, p.ldq, q0, p.n_q);
-  // Byte offsets of the stages of tiles i − 1, i and i + 1 (rotated each iteration: no division in the loop).
-  uint32_t stage_prev = 2 * kStageBytes, stage_cur = 0, stage_next = kStageBytes;
-  load_kv(0, stage_cur);
-  commit_async();
-  load_kv(1, stage_next);
-  commit_async();
-  wait_async<1>();
-  fence_proxy_async();
-  __syncthreads();
-  {
-    float alpha[2];
-    uint64_t kd[kHeadDim / 16];
-    k_descs(stage_cur, kd);
-    wgmma::fence();
-    issue_scores(kd);
-    wgmma::wait<0>();
-    fence_operands(s);
-    softmax(0, alpha);  // O is still zero: nothing to rescale
-    pack_p();
-  }
-  // Iteration i overlaps tile i's scores and softmax with the P·V of tile i − 1 (three stages: tile i + 1 loads
-  // into the stage of tile i − 2, whose last reader, the P·V of iteration i − 1, every warpgroup has awaited
-  // before the barrier).
-  for (int i = 1; i < n_tiles; ++i) {
-    const uint32_t stage_free = stage_prev;  // tile i − 2's
-    stage_prev = stage_cur;
-    stage_cur = stage_next;
-    stage_next = stage_free;
-    wait_async<0>();
-    fence_proxy_async();
-    __syncthreads();
-    uint64_t kd[kHeadDim / 16], vd[kKV / 16];
-    k_descs(stage_cur, kd);
-    v_descs(stage_prev, vd);
-    pin_pv_operands();
-    wgmma::fence();
-    issue_scores(kd);
-    issue_pv(vd);
-    // The next tile's copies after the products are issued: their address registers then cannot be the score
-    // accumulators, whose first product otherwise waited for the copies to leave the queue (Nsight Compute).
-    load_kv(i + 1, stage_next);
-    commit_async();
-    wgmma::wait<1>();  // the scores; the P·V may still run
-    fence_operands(s);
-    float alpha[2];
-    softmax(i, alpha);
-    wgmma::wait<0>();
-    fence_operands(acc);
-    pack_p();
-    // While a row's max holds (lazy rescaling), alpha is 1: a warp whose 16 rows all kept theirs skips the 32
-    // products.
+  // While a row's max holds (lazy rescaling), alpha is 1: a warp whose 16 rows all kept theirs skips the 32
+  // products.
+  const auto rescale = [&](const float(&alpha)[2]) {
     if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
       for (int c = 0; c < 8; ++c) {
@@ -294,13 +295,131 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_attention_kernel(const Flas
         }
       }
     }
-  }
-  {
+  };
+  // Tile 0: its scores and softmax (O is still zero: nothing to rescale).
+  const auto first_tile = [&](uint32_t stage_offset) {
+    float alpha[2];
+    uint64_t kd[kHeadDim / 16];
+    k_descs(stage_offset, kd);
+    wgmma::fence();
+    issue_scores(kd);
+    wgmma::wait<0>();
+    fence_operands(s);
+    softmax(0, alpha);
+    pack_p();
+  };
+  // The P·V of the last tile, from the stage at stage_offset.
+  const auto last_pv = [&](uint32_t stage_offset) {
     uint64_t vd[kKV / 16];
-    v_descs(stage_cur, vd);  // tile n_tiles − 1's
+    v_descs(stage_offset, vd);
     pin_pv_operands();
     wgmma::fence();
     issue_pv(vd);
+  };
+
+  if constexpr (kTma) {
+    __shared__ uint64_t full[kStages], empty[kStages];  // a stage's tile has landed / every thread is done with it
+    const int head_col = static_cast<int>(blockIdx.y) * kHeadDim, seq = static_cast<int>(blockIdx.z);
+    const auto fetch = [&](int tile, int stage) {  // thread 0
+      mbar_arrive_expect_tx(&full[stage], kStageBytes);
+      unsigned char* dst = skv + stage * kStageBytes;
+      tma_load_3d(dst, &k_map, head_col, tile * kKV, seq, &full[stage]);
+      tma_load_3d(dst + kKV * kRowBytes, &v_map, head_col, tile * kKV, seq, &full[stage]);
+    };
+    if (tid == 0) {
+      for (int st = 0; st < kStages; ++st) {
+        mbar_init(&full[st], 1);
+        mbar_init(&empty[st], kThreads);
+      }
+      mbar_init_fence();
+    }
+    __syncthreads();
+    if (tid == 0) {
+      for (int tile = 0; tile < min(kStages, n_tiles); ++tile) fetch(tile, tile);
+    }
+    load_tile<kBlockQ>(sq, q, p.ldq, q0, p.n_q);
+    commit_async();
+    wait_async<0>();
+    fence_proxy_async();
+    __syncthreads();
+    // Tile i sits in stage cur; `phase` is the parity of that stage's current use (flips as the ring wraps).
+    int cur = 0;
+    uint32_t phase = 0;
+    mbar_wait(&full[0], 0);
+    first_tile(0);
+    for (int i = 1; i < n_tiles; ++i) {
+      const int prev = cur;
+      const uint32_t prev_phase = phase;
+      if (++cur == kStages) cur = 0, phase ^= 1u;
+      mbar_wait(&full[cur], phase);
+      uint64_t kd[kHeadDim / 16], vd[kKV / 16];
+      k_descs(static_cast<uint32_t>(cur * kStageBytes), kd);
+      v_descs(static_cast<uint32_t>(prev * kStageBytes), vd);
+      pin_pv_operands();
+      wgmma::fence();
+      issue_scores(kd);
+      issue_pv(vd);
+      wgmma::wait<1>();  // the scores; the P·V may still run
+      fence_operands(s);
+      float alpha[2];
+      softmax(i, alpha);
+      wgmma::wait<0>();
+      fence_operands(acc);
+      mbar_arrive(&empty[prev]);  // this thread's products on tile i − 1 are done
+      if (tid == 0 && i - 1 + kStages < n_tiles) {
+        mbar_wait(&empty[prev], prev_phase);
+        fetch(i - 1 + kStages, prev);
+      }
+      pack_p();
+      rescale(alpha);
+    }
+    last_pv(static_cast<uint32_t>(cur * kStageBytes));
+  } else {
+    // Commit groups: Q with tile 0, tile 1, then one per tile from the loop (tile i + 1 in iteration i; empty past
+    // the end), so the tile a step needs is always in the newest group but one (tile 0) or the newest (the loop).
+    load_tile<kBlockQ>(sq, q, p.ldq, q0, p.n_q);
+    // Byte offsets of the stages of tiles i − 1, i and i + 1 (rotated each iteration: no division in the loop).
+    uint32_t stage_prev = 2 * kStageBytes, stage_cur = 0, stage_next = kStageBytes;
+    load_kv(0, stage_cur);
+    commit_async();
+    load_kv(1, stage_next);
+    commit_async();
+    wait_async<1>();
+    fence_proxy_async();
+    __syncthreads();
+    first_tile(stage_cur);
+    // Iteration i overlaps tile i's scores and softmax with the P·V of tile i − 1 (three stages: tile i + 1 loads
+    // into the stage of tile i − 2, whose last reader, the P·V of iteration i − 1, every warpgroup has awaited
+    // before the barrier).
+    for (int i = 1; i < n_tiles; ++i) {
+      const uint32_t stage_free = stage_prev;  // tile i − 2's
+      stage_prev = stage_cur;
+      stage_cur = stage_next;
+      stage_next = stage_free;
+      wait_async<0>();
+      fence_proxy_async();
+      __syncthreads();
+      uint64_t kd[kHeadDim / 16], vd[kKV / 16];
+      k_descs(stage_cur, kd);
+      v_descs(stage_prev, vd);
+      pin_pv_operands();
+      wgmma::fence();
+      issue_scores(kd);
+      issue_pv(vd);
+      // The next tile's copies after the products are issued: their address registers then cannot be the score
+      // accumulators, whose first product otherwise waited for the copies to leave the queue (Nsight Compute).
+      load_kv(i + 1, stage_next);
+      commit_async();
+      wgmma::wait<1>();  // the scores; the P·V may still run
+      fence_operands(s);
+      float alpha[2];
+      softmax(i, alpha);
+      wgmma::wait<0>();
+      fence_operands(acc);
+      pack_p();
+      rescale(alpha);
+    }
+    last_pv(stage_cur);  // tile n_tiles − 1's
   }
   wgmma::wait<0>();
   fence_operands(acc);
@@ -326,17 +445,65 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_attention_kernel(const Flas
 
 }  // namespace
 
+namespace {
+
+// cuTensorMapEncodeTiled, from the driver through the runtime (no link to libcuda); null where the driver lacks it.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return static_cast<PFN_cuTensorMapEncodeTiled_v12000>(nullptr);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encode;
+}
+
+// K or V (`base`: head 0 of row 0 of sequence 0) as a [batch][n_kv][n_head · 64] fp16 tensor with 64 × 64 boxes in
+// the 128-byte swizzle (the kernel's tile layout); rows past n_kv read as zeros. False where no map describes it
+// (sequences sharing one K/V, a driver without the encoder, strides the copy engine refuses).
+bool encode_kv_map(CUtensorMap* map, const __half* base, int64_t n_head, int64_t n_kv, int64_t ld, int64_t batch_stride,
+                   int64_t batch) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (!encode || (batch > 1 && batch_stride <= 0)) return false;
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(n_head * kHeadDim), static_cast<cuuint64_t>(n_kv),
+                              static_cast<cuuint64_t>(batch)};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(ld * 2),
+                                 static_cast<cuuint64_t>((batch > 1 ? batch_stride : n_kv * ld) * 2)};
+  const cuuint32_t box[3] = {kHeadDim, kKV, 1};
+  const cuuint32_t element_strides[3] = {1, 1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 3, const_cast<__half*>(base), dims, strides, box, element_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+}  // namespace
+
 Status launch_attention_sm90a(const FlashParams& p, int64_t batch, int64_t n_head, cudaStream_t stream) {
   if (detail::device_compute_capability() != 90) return Status::kNotSupported;
-  // 32-bit offsets within a head (the kernel's load_kv).
+  const dim3 grid(static_cast<unsigned>((p.n_q + kBlockQ - 1) / kBlockQ), static_cast<unsigned>(n_head),
+                  static_cast<unsigned>(batch));
+  CUtensorMap k_map{}, v_map{};
+  if (encode_kv_map(&k_map, p.k, n_head, p.n_kv, p.ldk, p.sk, batch) &&
+      encode_kv_map(&v_map, p.v, n_head, p.n_kv, p.ldv, p.sv, batch)) {
+    if (!detail::allow_dynamic_smem<wgmma_attention_kernel<true>>(static_cast<int>(kSmemBytes))) {
+      cudaGetLastError();
+      return Status::kCudaError;
+    }
+    wgmma_attention_kernel<true><<<grid, kThreads, kSmemBytes, stream>>>(p, k_map, v_map);
+    return detail::launch_status();
+  }
+  // 32-bit offsets within a head (the cp.async form's load_kv).
   if ((static_cast<int64_t>(p.n_kv) + 2 * kKV) * std::max(p.ldk, p.ldv) >= INT32_MAX) return Status::kNotSupported;
-  if (!detail::allow_dynamic_smem<wgmma_attention_kernel>(static_cast<int>(kSmemBytes))) {
+  if (!detail::allow_dynamic_smem<wgmma_attention_kernel<false>>(static_cast<int>(kSmemBytes))) {
     cudaGetLastError();
     return Status::kCudaError;
   }
-  const dim3 grid(static_cast<unsigned>((p.n_q + kBlockQ - 1) / kBlockQ), static_cast<unsigned>(n_head),
-                  static_cast<unsigned>(batch));
-  wgmma_attention_kernel<<<grid, kThreads, kSmemBytes, stream>>>(p);
+  wgmma_attention_kernel<false><<<grid, kThreads, kSmemBytes, stream>>>(p, k_map, v_map);
   return detail::launch_status();
 }
 
