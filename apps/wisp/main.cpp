@@ -273,7 +273,7 @@ struct TranscribeArgs {
   int threads = 0;
   std::string device = "auto";
   std::string kv_cache = "fp16";
-  std::string encoder_gelu = "erf";
+  std::string encoder_gelu = "auto";
   int batch = 0;  // files at once; 0: up to 4 on a GPU, 1 on the CPU
   bool print_timestamps = false;
   bool no_timestamps = false;
@@ -441,7 +441,7 @@ struct EvalArgs {
   int threads = 0;
   std::string device = "auto";
   std::string kv_cache = "fp16";
-  std::string encoder_gelu = "erf";
+  std::string encoder_gelu = "auto";
   bool round_kv_on_cpu = false;
   int limit = 0;
   int batch = 0;  // files at once (0: one)
@@ -665,9 +665,9 @@ int main(int argc, char** argv) {
   tr->add_option("--kv-cache", ta.kv_cache, "GPU K/V cache storage: fp16, int8 (calibrated), int8-dynamic, fp8")
       ->check(CLI::IsMember({"fp16", "int8", "int8-dynamic", "fp8"}));
   tr->add_option("--encoder-gelu", ta.encoder_gelu,
-                 "GPU encoder's GELU: erf (Whisper's) or tanh (the approximation, fused into the GEMMs: a faster "
-                 "encoder)")
-      ->check(CLI::IsMember({"erf", "tanh"}));
+                 "the encoder's GELU: erf (Whisper's), tanh (the approximation, fused into the GPU's GEMMs: a "
+                 "faster encoder; GPU only) or auto (tanh on the GPU, erf on the CPU)")
+      ->check(CLI::IsMember({"auto", "erf", "tanh"}));
   tr->add_option("--batch", ta.batch,
                  "files transcribed at once; on a GPU their decode steps run batched (default: up to 4 on a GPU, "
                  "1 on the CPU). With fewer files, long ones are cut into parts of at least 60 s at quiet points "
@@ -736,9 +736,9 @@ int main(int argc, char** argv) {
   ev->add_option("--kv-cache", ea.kv_cache, "GPU K/V cache storage: fp16, int8 (calibrated), int8-dynamic, fp8")
       ->check(CLI::IsMember({"fp16", "int8", "int8-dynamic", "fp8"}));
   ev->add_option("--encoder-gelu", ea.encoder_gelu,
-                 "GPU encoder's GELU: erf (Whisper's) or tanh (the approximation, fused into the GEMMs: a faster "
-                 "encoder)")
-      ->check(CLI::IsMember({"erf", "tanh"}));
+                 "the encoder's GELU: erf (Whisper's), tanh (the approximation, fused into the GPU's GEMMs: a "
+                 "faster encoder; GPU only) or auto (tanh on the GPU, erf on the CPU)")
+      ->check(CLI::IsMember({"auto", "erf", "tanh"}));
   ev->add_flag("--round-kv-on-cpu", ea.round_kv_on_cpu,
                "with --device cpu: round the K/V rows as --kv-cache would store them on the GPU (accuracy studies)");
   ev->add_option("--limit", ea.limit, "only the first N rows");
@@ -786,8 +786,8 @@ int main(int argc, char** argv) {
                  "measurement only: 0 runs the encoder's attention on the mma.sync kernel instead of the Hopper "
                  "(wgmma) one");
   bn->add_option("--encoder-gelu", bo.encoder_gelu,
-                 "the encoder's GELU: erf (Whisper's, one more pass after the GEMM) or tanh (the approximation, fused "
-                 "into cuBLASLt's epilogue)")
+                 "the encoder's GELU: tanh (the approximation, fused into cuBLASLt's epilogue; the default) or erf "
+                 "(Whisper's, one more pass after the GEMM)")
       ->check(CLI::IsMember({"erf", "tanh"}));
   bn->add_option("--gemv-fill", bo.gemv_fill,
                  "measurement only: percent of the GPU's resident threads a decode-step GEMV fills")

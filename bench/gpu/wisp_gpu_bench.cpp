@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
                    "usage: wisp_gpu_bench [--random SIZE] [-m MODEL] --batch B --tokens N [--repeats R] [--no-graphs] "
                    "[--no-gemv] [--no-pdl] [--norms auto|folded|separate] [--separate-kv-append] [--skip PARTS] "
                    "[--gemv-fill PERCENT] [--gemv-max-rows N] [--gemv-wgmma MAX_CLUSTER] [--attention-wgmma 0|1] "
-                   "[--gemm-autotune 0|1] [--encoder-gelu erf|tanh] "
+                   "[--gemm-autotune 0|1] [--encoder-gelu tanh|erf] "
                    "[--weights fp16|int8|int4] "
                    "[--group-size 64|128] [--kv-cache fp16|int8|int8-dynamic|fp8] [--json]\n");
       return 2;

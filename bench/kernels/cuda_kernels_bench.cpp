@@ -185,6 +185,29 @@ void bench_decoder_attention(const char* name, int64_t batch, int64_t len, bool 
   });
 }
 
+// Cross-attention with each (window, head)'s K and V rows contiguous ([batch · heads][1500][64] each, 128-byte rows
+// back to back) instead of interleaved in [1500, 2d] rows: the same kernel, each head as a sequence of its own.
+// Whether the layout alone changes the bandwidth of the step's largest reader.
+void bench_cross_attention_head_major(const char* name, int64_t batch) {
+  if (!g_opt.selected(name)) return;
+  const int64_t rows = batch * kHeads;  // (window, head) pairs
+  const size_t elems = static_cast<size_t>(rows * kFrames * kHd);
+  const int copies = rotation(elems * 2 * 2);
+  std::vector<HalfBuf> ks, vs;
+  for (int c = 0; c < copies; ++c) ks.emplace_back(elems, 2.0f, 300 + c), vs.emplace_back(elems, 2.0f, 400 + c);
+  HalfBuf q(static_cast<size_t>(rows * kHd), 2.0f, 4);
+  Buf<__half> out(static_cast<size_t>(rows * kHd));
+  const size_t ws_bytes = cuda::decoder_attention_workspace_bytes(rows, 1, 1, kFrames);
+  Buf<char> ws(ws_bytes);
+  const double bytes = 2.0 * rows * kFrames * kHd * 2 + 2.0 * rows * kHd * 2;
+  const double flops = 4.0 * rows * kFrames * kHd;
+  measure(name, flops, bytes, [&](int i) {
+    const size_t c = static_cast<size_t>(i % copies);
+    return cuda::decoder_attention(q.p, kHd, kHd, ks[c].p, kHd, kFrames * kHd, vs[c].p, kHd, kFrames * kHd, nullptr,
+                                   kFrames, out.p, kHd, kHd, rows, 1, 1, kHd, false, ws.p, ws_bytes, nullptr);
+  });
+}
+
 // ---- the rest ---------------------------------------------------------------------------------------------------
 
 void bench_misc() {
@@ -504,6 +527,9 @@ int main(int argc, char** argv) {
   bench_decoder_attention("dec cross-attn b1 1500", 1, kFrames, true, false);
   bench_decoder_attention("dec cross-attn b32 1500 (32 windows)", 32, kFrames, true, false);
   bench_decoder_attention("dec cross-attn b32 1500 (one shared window)", 32, kFrames, true, true);
+  bench_cross_attention_head_major("dec cross-attn b32 1500 (32 windows, head-major K/V)", 32);
+  bench_cross_attention_head_major("dec cross-attn b16 1500 (16 windows, head-major K/V)", 16);
+  bench_decoder_attention("dec cross-attn b16 1500 (16 windows)", 16, kFrames, true, false);
   bench_misc();
   bench_gemvs(ctx);
   print_projection();

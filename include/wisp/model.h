@@ -116,10 +116,10 @@ struct LoadOptions {
   // device, so a step copies back a few numbers per sequence instead of its logits. false: the logits come back
   // and the host chooses (for comparison; the same transcripts up to rounding).
   bool device_token_choice = true;
-  // GPU only: the encoder's GELU: "erf" (Whisper's own; one more pass over each fc1 output) or "tanh" (the
-  // approximation whisper.cpp uses, inside cuBLASLt's GEMM epilogue: ~7 % less encoder time on large-v2; no loss
-  // of accuracy measured, docs/cuda.md).
-  std::string encoder_gelu = "erf";
+  // The encoder's GELU: "erf" (Whisper's own; on the GPU one more pass over each fc1 output), "tanh" (the
+  // approximation whisper.cpp uses, inside cuBLASLt's GEMM epilogue: ~9 % less GPU encoder time on large-v2, no
+  // loss of accuracy measured, docs/cuda.md; GPU only) or "auto" (tanh on the GPU, erf on the CPU).
+  std::string encoder_gelu = "auto";
 };
 
 class Model {

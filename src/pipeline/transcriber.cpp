@@ -627,7 +627,9 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   runtime::GpuNetworkOptions gpu_options;
   try {
     gpu_options.kv_cache = runtime::kv_cache_from_name(options.kv_cache);
-    gpu_options.encoder_gelu = runtime::encoder_gelu_from_name(options.encoder_gelu);
+    if (options.encoder_gelu != "auto") {
+      gpu_options.encoder_gelu = runtime::encoder_gelu_from_name(options.encoder_gelu);
+    }
   } catch (const std::invalid_argument& e) {
     throw InvalidArgument(e.what());
   }
@@ -639,7 +641,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   if (options.threads > 0) ops::set_num_threads(options.threads);
   const bool gpu = device == "cuda" || (device == "auto" && runtime::gpu_available());
   model::DeviceFactory factory;
-  if (!gpu && options.encoder_gelu != "erf") {
+  if (!gpu && options.encoder_gelu == "tanh") {
     throw InvalidArgument("--encoder-gelu " + options.encoder_gelu +
                           " needs the GPU (the CPU model computes Whisper's erf GELU)");
   }

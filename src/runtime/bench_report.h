@@ -17,7 +17,7 @@ struct BenchResult {
   int gemv_fill = 0, gemv_max_rows = 0, gemv_wgmma = 0;
   bool attention_wgmma = true;
   bool gemm_autotune = true;
-  std::string encoder_gelu = "erf";
+  std::string encoder_gelu = "tanh";
   // medians over the repeats, milliseconds
   double mel_ms = 0, encoder_ms = 0, cross_kv_ms = 0, decode_ms = 0;
   double weights_gb = 0, peak_mem_gb = 0;

@@ -28,7 +28,7 @@ struct GpuNetworkOptions {
   // decode_choose / decode_batch_choose answer on the device (false: from the logits, on the host).
   bool device_token_choice = true;
   // GpuWhisper::set_encoder_gelu.
-  GpuWhisper::EncoderGelu encoder_gelu = GpuWhisper::EncoderGelu::kErf;
+  GpuWhisper::EncoderGelu encoder_gelu = GpuWhisper::EncoderGelu::kTanh;
 };
 
 // Uploads `model`'s weights to the current CUDA device. When the slots of `transcriptions` do not fit the free

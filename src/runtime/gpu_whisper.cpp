@@ -130,7 +130,7 @@ struct GpuWhisper::Impl {
   GpuWhisper::NormPlacement norms = GpuWhisper::NormPlacement::kAuto;  // set_norm_placement
   bool fuse_kv_append = true;  // the K/V append in the QKV GEMV's epilogue (set_fused_kv_append)
   unsigned skip = 0;           // GpuWhisper::StepPart bits left out of decode steps (set_step_ablation)
-  kc::Epilogue encoder_gelu = kc::Epilogue::kBiasGeluErf;  // set_encoder_gelu
+  kc::Epilogue encoder_gelu = kc::Epilogue::kBiasGeluTanh;  // set_encoder_gelu
   __half* enc_pos = nullptr;
   std::vector<DBlock> enc, dec;
   DNorm ln_post, dec_ln;

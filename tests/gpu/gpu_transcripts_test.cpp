@@ -45,6 +45,14 @@ struct ModeTally {
   double gpu_s = 0.0, cpu_s = 0.0;
 };
 
+// The GPU model's load options: `kv_cache`, and the encoder's GELU from $WISP_GPU_KIT_ENCODER_GELU (LoadOptions'
+// default, auto, when unset: the run then checks what users get).
+wisp::LoadOptions gpu_load_options(const std::string& kv_cache) {
+  wisp::LoadOptions lo{0, "cuda", kv_cache};
+  if (const char* gelu = std::getenv("WISP_GPU_KIT_ENCODER_GELU")) lo.encoder_gelu = gelu;
+  return lo;
+}
+
 // Opens the kit that $WISP_GPU_KIT names: its CPU transcripts (expected.json) and model (model.wisp). Skips
 // without a kit or a device; a broken kit fails.
 class GpuTranscripts : public ::testing::Test {
@@ -90,7 +98,7 @@ TEST_F(GpuTranscripts, MatchCpuTranscripts) {
       std::printf("[%s] not in the kit (gpu_kit_make WISP_GPU_KIT_MODES)\n", mode.name.c_str());
       continue;
     }
-    const auto gpu = wisp::Model::load(model_path, wisp::LoadOptions{0, "cuda", kv_cache});
+    const auto gpu = wisp::Model::load(model_path, gpu_load_options(kv_cache));
     device = gpu->info().device;
     const std::string name = mode.name + (kv_cache == "fp16" ? "" : " kv " + kv_cache);
     const bool time_cpu = kv_cache == "fp16";
@@ -191,7 +199,7 @@ TEST_F(GpuTranscripts, ConcurrentClipsMatchCpuTranscripts) {
     if (!expected["clips"][0].contains(mode.name)) continue;  // not recorded in this kit
     for (const auto& [at_once, on_device] :
          {std::pair{1, true}, std::pair{1, false}, std::pair{kConcurrency, true}, std::pair{kConcurrency, false}}) {
-      wisp::LoadOptions lo{0, "cuda", "fp16"};
+      wisp::LoadOptions lo = gpu_load_options("fp16");
       lo.concurrency = at_once;
       lo.device_token_choice = on_device;
       const char* choice = on_device ? "device" : "host";
@@ -235,7 +243,7 @@ TEST_F(GpuTranscripts, ConcurrentClipsMatchCpuTranscripts) {
   for (size_t i = 1; i < n; ++i) longest = clips[i].size() > clips[longest].size() ? i : longest;
   const double seconds = double(clips[longest].size()) / wisp::kSampleRate;
   if (seconds >= 120.0) {
-    wisp::LoadOptions lo{0, "cuda", "fp16"};
+    wisp::LoadOptions lo = gpu_load_options("fp16");
     lo.concurrency = kConcurrency;
     const auto gpu = wisp::Model::load(model_path, lo);
     wisp::TranscribeOptions o = wisp::test::transcript_modes()[0].options;

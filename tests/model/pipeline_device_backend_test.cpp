@@ -278,10 +278,12 @@ TEST(LoadOptions, RejectWhatCannotRun) {
   EXPECT_THROW(wisp::Model::load(tiny(), wisp::LoadOptions{0, "tpu", "fp16"}), wisp::InvalidArgument);
   EXPECT_THROW(wisp::Model::load(tiny(), wisp::LoadOptions{0, "cpu", "int4"}), wisp::InvalidArgument);
   EXPECT_THROW(wisp::Model::load(tiny(), wisp::LoadOptions{0, "cpu", "int8"}), wisp::InvalidArgument);
-  // the fused tanh GELU is the GPU encoder's; an unknown form is refused on any device
+  // the fused tanh GELU is the GPU encoder's ("auto" and "erf" run on the CPU); an unknown form is refused anywhere
   wisp::LoadOptions gelu{0, "cpu", "fp16"};
   gelu.encoder_gelu = "tanh";
   EXPECT_THROW(wisp::Model::load(tiny(), gelu), wisp::InvalidArgument);
+  gelu.encoder_gelu = "erf";
+  EXPECT_EQ(wisp::Model::load(tiny(), gelu)->info().device, "cpu");
   gelu.encoder_gelu = "relu";
   gelu.device = "auto";
   EXPECT_THROW(wisp::Model::load(tiny(), gelu), wisp::InvalidArgument);
