@@ -308,6 +308,24 @@ __global__ void __launch_bounds__(kThreads, 2)
     softmax(0, alpha);
     pack_p();
   };
+  // Tile i's scores (K from the stage at k_stage) and tile i − 1's P·V (V from v_stage), issued.
+  const auto issue_tile = [&](uint32_t k_stage, uint32_t v_stage) {
+    uint64_t kd[kHeadDim / 16], vd[kKV / 16];
+    k_descs(k_stage, kd);
+    v_descs(v_stage, vd);
+    pin_pv_operands();
+    wgmma::fence();
+    issue_scores(kd);
+    issue_pv(vd);
+  };
+  // Tile i's softmax once its scores are in (the P·V may still run), then the wait for that P·V.
+  const auto softmax_tile = [&](int i, float(&alpha)[2]) {
+    wgmma::wait<1>();
+    fence_operands(s);
+    softmax(i, alpha);
+    wgmma::wait<0>();
+    fence_operands(acc);
+  };
   // The P·V of the last tile, from the stage at stage_offset.
   const auto last_pv = [&](uint32_t stage_offset) {
     uint64_t vd[kKV / 16];
@@ -352,19 +370,9 @@ __global__ void __launch_bounds__(kThreads, 2)
       const uint32_t prev_phase = phase;
       if (++cur == kStages) cur = 0, phase ^= 1u;
       mbar_wait(&full[cur], phase);
-      uint64_t kd[kHeadDim / 16], vd[kKV / 16];
-      k_descs(static_cast<uint32_t>(cur * kStageBytes), kd);
-      v_descs(static_cast<uint32_t>(prev * kStageBytes), vd);
-      pin_pv_operands();
-      wgmma::fence();
-      issue_scores(kd);
-      issue_pv(vd);
-      wgmma::wait<1>();  // the scores; the P·V may still run
-      fence_operands(s);
+      issue_tile(static_cast<uint32_t>(cur * kStageBytes), static_cast<uint32_t>(prev * kStageBytes));
       float alpha[2];
-      softmax(i, alpha);
-      wgmma::wait<0>();
-      fence_operands(acc);
+      softmax_tile(i, alpha);
       mbar_arrive(&empty[prev]);  // this thread's products on tile i − 1 are done
       if (tid == 0 && i - 1 + kStages < n_tiles) {
         mbar_wait(&empty[prev], prev_phase);
@@ -399,23 +407,13 @@ __global__ void __launch_bounds__(kThreads, 2)
       wait_async<0>();
       fence_proxy_async();
       __syncthreads();
-      uint64_t kd[kHeadDim / 16], vd[kKV / 16];
-      k_descs(stage_cur, kd);
-      v_descs(stage_prev, vd);
-      pin_pv_operands();
-      wgmma::fence();
-      issue_scores(kd);
-      issue_pv(vd);
+      issue_tile(stage_cur, stage_prev);
       // The next tile's copies after the products are issued: their address registers then cannot be the score
       // accumulators, whose first product otherwise waited for the copies to leave the queue (Nsight Compute).
       load_kv(i + 1, stage_next);
       commit_async();
-      wgmma::wait<1>();  // the scores; the P·V may still run
-      fence_operands(s);
       float alpha[2];
-      softmax(i, alpha);
-      wgmma::wait<0>();
-      fence_operands(acc);
+      softmax_tile(i, alpha);
       pack_p();
       rescale(alpha);
     }
@@ -442,10 +440,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 #endif
 }
-
-}  // namespace
-
-namespace {
 
 // cuTensorMapEncodeTiled, from the driver through the runtime (no link to libcuda); null where the driver lacks it.
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
