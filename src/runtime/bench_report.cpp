@@ -44,7 +44,8 @@ std::string bench_table(const BenchResult& r) {
   t.setf(std::ios::fixed);
   t.precision(3);
   t << "wisp bench: " << r.model << " on " << r.card << ", batch " << r.batch << ", " << r.tokens
-    << " decode steps, K/V cache " << r.kv_cache << ", median of " << r.repeats << " runs";
+    << " decode steps, K/V cache " << r.kv_cache << ", encoder GELU " << r.encoder_gelu << ", median of " << r.repeats
+    << " runs";
   if (!r.skip.empty()) t << " (measurement: without " << r.skip << ")";
   t << "\n\n| stage | ms |\n|---|---|\n"
     << "| log-mel | " << r.mel_ms << " |\n"
