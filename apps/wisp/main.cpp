@@ -192,6 +192,11 @@ wisp::TranscribeOptions decode_options(const DecodeArgs& a, bool increment_given
   return o;
 }
 
+// transcribe's and eval's --encoder-gelu.
+constexpr const char* kEncoderGeluHelp =
+    "the encoder's GELU: erf (Whisper's), tanh (the approximation, fused into the GPU's GEMMs: a faster encoder; "
+    "GPU only) or auto (tanh on the GPU, erf on the CPU)";
+
 // Returns the --temperature-increment-on-fallback option (to ask whether it was given).
 CLI::Option* add_decode_options(CLI::App* app, DecodeArgs& a) {
   const std::string g = "Decoding";
@@ -664,10 +669,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   tr->add_option("--kv-cache", ta.kv_cache, "GPU K/V cache storage: fp16, int8 (calibrated), int8-dynamic, fp8")
       ->check(CLI::IsMember({"fp16", "int8", "int8-dynamic", "fp8"}));
-  tr->add_option("--encoder-gelu", ta.encoder_gelu,
-                 "the encoder's GELU: erf (Whisper's), tanh (the approximation, fused into the GPU's GEMMs: a "
-                 "faster encoder; GPU only) or auto (tanh on the GPU, erf on the CPU)")
-      ->check(CLI::IsMember({"auto", "erf", "tanh"}));
+  tr->add_option("--encoder-gelu", ta.encoder_gelu, kEncoderGeluHelp)->check(CLI::IsMember({"auto", "erf", "tanh"}));
   tr->add_option("--batch", ta.batch,
                  "files transcribed at once; on a GPU their decode steps run batched (default: up to 4 on a GPU, "
                  "1 on the CPU). With fewer files, long ones are cut into parts of at least 60 s at quiet points "
@@ -735,10 +737,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   ev->add_option("--kv-cache", ea.kv_cache, "GPU K/V cache storage: fp16, int8 (calibrated), int8-dynamic, fp8")
       ->check(CLI::IsMember({"fp16", "int8", "int8-dynamic", "fp8"}));
-  ev->add_option("--encoder-gelu", ea.encoder_gelu,
-                 "the encoder's GELU: erf (Whisper's), tanh (the approximation, fused into the GPU's GEMMs: a "
-                 "faster encoder; GPU only) or auto (tanh on the GPU, erf on the CPU)")
-      ->check(CLI::IsMember({"auto", "erf", "tanh"}));
+  ev->add_option("--encoder-gelu", ea.encoder_gelu, kEncoderGeluHelp)->check(CLI::IsMember({"auto", "erf", "tanh"}));
   ev->add_flag("--round-kv-on-cpu", ea.round_kv_on_cpu,
                "with --device cpu: round the K/V rows as --kv-cache would store them on the GPU (accuracy studies)");
   ev->add_option("--limit", ea.limit, "only the first N rows");

@@ -642,8 +642,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   const bool gpu = device == "cuda" || (device == "auto" && runtime::gpu_available());
   model::DeviceFactory factory;
   if (!gpu && options.encoder_gelu == "tanh") {
-    throw InvalidArgument("--encoder-gelu " + options.encoder_gelu +
-                          " needs the GPU (the CPU model computes Whisper's erf GELU)");
+    throw InvalidArgument("--encoder-gelu tanh needs the GPU (the CPU model computes Whisper's erf GELU)");
   }
   if (!gpu && options.kv_cache != "fp16") {
     if (!options.round_kv_on_cpu) {

@@ -318,13 +318,14 @@ struct GpuWhisper::Impl {
   // y [m, out] = act(x [m, in] · Wᵀ + b) for one linear layer: the GEMV kernels for a decode step's few
   // rows, cuBLASLt for many (a quantised weight is dequantised into `deq` first).
   // `append`: the K/V columns of y also go to a cache (kc::KvAppend), on the GEMV path only.
-  void apply(const DLinear& l, const __half* x, __half* y, int64_t m, bool gelu, const kc::KvAppend* append = nullptr) {
+  // `gelu_form`: cuBLASLt's GELU epilogue (the encoder's set_encoder_gelu); the GEMV's GELU is always erf.
+  void apply(const DLinear& l, const __half* x, __half* y, int64_t m, bool gelu, const kc::KvAppend* append = nullptr,
+             kc::Epilogue gelu_form = kc::Epilogue::kBiasGeluErf) {
     if (use_gemv && m <= gemv_rows(l.view.type)) {
       CK(kc::gemv(x, l.view, l.b, nullptr, y, m, l.out, l.in, gelu, stream, {}, append));
       return;
     }
-    CK(kc::linear(gemm, x, half_weight(l), l.b, y, m, l.out, l.in,
-                  gelu ? kc::Epilogue::kBiasGeluErf : kc::Epilogue::kBias, stream));
+    CK(kc::linear(gemm, x, half_weight(l), l.b, y, m, l.out, l.in, gelu ? gelu_form : kc::Epilogue::kBias, stream));
   }
 
   // y [m, out] += x [m, in] · Wᵀ + b on cuBLASLt, the add in its epilogue (a quantised weight is dequantised into
@@ -536,7 +537,7 @@ struct GpuWhisper::Impl {
       // output and add_layer_norm, the batch-32 encoder of large-v2 148.5 → 141.8 ms, batch 1 5.44 → 5.18 ms (H200).
       accumulate(b.attn_out, a, x, rows);
       CK(kc::layer_norm(x, b.mlp_ln.gamma, b.mlp_ln.beta, a, rows, dm, 1e-5f, stream));
-      CK(kc::linear(gemm, a, half_weight(b.fc1), b.fc1.b, big, rows, b.fc1.out, b.fc1.in, encoder_gelu, stream));
+      apply(b.fc1, a, big, rows, true, nullptr, encoder_gelu);
       accumulate(b.fc2, big, x, rows);
       const DNorm& next_ln = l + 1 < enc.size() ? enc[l + 1].attn_ln : ln_post;
       CK(kc::layer_norm(x, next_ln.gamma, next_ln.beta, l + 1 < enc.size() ? h : features, rows, dm, 1e-5f, stream));
