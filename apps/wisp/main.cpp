@@ -784,6 +784,9 @@ int main(int argc, char** argv) {
   bn->add_option("--attention-wgmma", bo.attention_wgmma,
                  "measurement only: 0 runs the encoder's attention on the mma.sync kernel instead of the Hopper "
                  "(wgmma) one");
+  bn->add_option("--decoder-attention-mma", bo.decoder_attention_mma,
+                 "measurement only: 0 runs the decode steps' attention on the CUDA cores instead of the tensor cores "
+                 "(mma.sync)");
   bn->add_option("--encoder-gelu", bo.encoder_gelu,
                  "the encoder's GELU: tanh (the approximation, fused into cuBLASLt's epilogue; the default) or erf "
                  "(Whisper's, one more pass after the GEMM)")

@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
       o.gemv_wgmma = std::atoi(val().c_str());
     } else if (a == "--attention-wgmma") {
       o.attention_wgmma = std::atoi(val().c_str()) != 0;
+    } else if (a == "--decoder-attention-mma") {
+      o.decoder_attention_mma = std::atoi(val().c_str()) != 0;
     } else if (a == "--gemm-autotune") {
       o.gemm_autotune = std::atoi(val().c_str()) != 0;
     } else if (a == "--encoder-gelu") {
@@ -68,6 +70,7 @@ int main(int argc, char** argv) {
                    "usage: wisp_gpu_bench [--random SIZE] [-m MODEL] --batch B --tokens N [--repeats R] [--no-graphs] "
                    "[--no-gemv] [--no-pdl] [--norms auto|folded|separate] [--separate-kv-append] [--skip PARTS] "
                    "[--gemv-fill PERCENT] [--gemv-max-rows N] [--gemv-wgmma MAX_CLUSTER] [--attention-wgmma 0|1] "
+                   "[--decoder-attention-mma 0|1] "
                    "[--gemm-autotune 0|1] [--encoder-gelu tanh|erf] "
                    "[--weights fp16|int8|int4] "
                    "[--group-size 64|128] [--kv-cache fp16|int8|int8-dynamic|fp8] [--json]\n");

@@ -176,13 +176,18 @@ void bench_decoder_attention(const char* name, int64_t batch, int64_t len, bool 
   const double bytes = 2.0 * windows * keys * kD * 2 + 2.0 * batch * kD * 2;
   const double flops = 4.0 * batch * keys * kD;
   const int64_t sk = shared_window ? 0 : n_kv * (cross ? ld : kD);
-  measure(name, flops, bytes, [&](int i) {
-    const __half* base = kv[static_cast<size_t>(i % copies)].p;
-    const __half* k = base;
-    const __half* v = cross ? base + kD : base + static_cast<size_t>(windows * n_kv * kD);
-    return cuda::decoder_attention(q.p, kD, kD, k, ld, sk, v, ld, sk, cross ? nullptr : dlen.p, n_kv, out.p, kD, kD,
-                                   batch, 1, kHeads, kHd, !cross, ws.p, ws_bytes, nullptr);
-  });
+  // The default (tensor-core) kernel, then the CUDA-core one (set_decoder_attention_mma).
+  for (const bool mma : {true, false}) {
+    cuda::set_decoder_attention_mma(mma);
+    measure(mma ? std::string(name) : std::string(name) + " [simt]", flops, bytes, [&](int i) {
+      const __half* base = kv[static_cast<size_t>(i % copies)].p;
+      const __half* k = base;
+      const __half* v = cross ? base + kD : base + static_cast<size_t>(windows * n_kv * kD);
+      return cuda::decoder_attention(q.p, kD, kD, k, ld, sk, v, ld, sk, cross ? nullptr : dlen.p, n_kv, out.p, kD, kD,
+                                     batch, 1, kHeads, kHd, !cross, ws.p, ws_bytes, nullptr);
+    });
+  }
+  cuda::set_decoder_attention_mma(true);
 }
 
 // Cross-attention with each (window, head)'s K and V rows contiguous ([batch · heads][1500][64] each, 128-byte rows

@@ -123,11 +123,16 @@ void bench_attention(KvType type, int64_t batch, bool cross, int64_t len) {
   const double read = static_cast<double>(caches.bytes_per_copy) * (cross ? 1.0 : static_cast<double>(len) / n_kv);
   const double bytes = read + 2.0 * batch * kD * sizeof(__half);
   const auto copies = caches.views.size();
-  measure(name, bytes, [&](int i) {
-    return cuda::decoder_attention_quantized(q->p, kD, kD, caches.views[static_cast<size_t>(i) % copies],
-                                             cross ? nullptr : dlen.p, n_kv, out.p, kD, kD, batch, 1, kHeads, kHd,
-                                             !cross, ws.p, ws_bytes, nullptr);
-  });
+  // The default (tensor-core) kernel, then the CUDA-core one (set_decoder_attention_mma).
+  for (const bool mma : {true, false}) {
+    cuda::set_decoder_attention_mma(mma);
+    measure(mma ? name : name + " [simt]", bytes, [&](int i) {
+      return cuda::decoder_attention_quantized(q->p, kD, kD, caches.views[static_cast<size_t>(i) % copies],
+                                               cross ? nullptr : dlen.p, n_kv, out.p, kD, kD, batch, 1, kHeads, kHd,
+                                               !cross, ws.p, ws_bytes, nullptr);
+    });
+  }
+  cuda::set_decoder_attention_mma(true);
 }
 
 // Quantising one layer's cross K/V of 32 windows (once per window, after the cross-K/V GEMM).

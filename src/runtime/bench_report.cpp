@@ -30,6 +30,7 @@ std::string bench_json(const BenchResult& r) {
     << "\", \"fused_kv_append\": " << boolean(r.fused_kv_append) << ", \"skip\": \"" << esc(r.skip)
     << "\", \"gemv_fill\": " << r.gemv_fill << ", \"gemv_max_rows\": " << r.gemv_max_rows
     << ", \"gemv_wgmma\": " << r.gemv_wgmma << ", \"attention_wgmma\": " << boolean(r.attention_wgmma)
+    << ", \"decoder_attention_mma\": " << boolean(r.decoder_attention_mma)
     << ", \"gemm_autotune\": " << boolean(r.gemm_autotune) << ", \"encoder_gelu\": \"" << esc(r.encoder_gelu)
     << "\", \"kv_cache\": \"" << esc(r.kv_cache) << "\", \"mel_ms\": " << r.mel_ms
     << ", \"encoder_ms\": " << r.encoder_ms << ", \"cross_kv_ms\": " << r.cross_kv_ms

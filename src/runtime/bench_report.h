@@ -16,6 +16,7 @@ struct BenchResult {
   std::string norms, skip, kv_cache;
   int gemv_fill = 0, gemv_max_rows = 0, gemv_wgmma = 0;
   bool attention_wgmma = true;
+  bool decoder_attention_mma = true;
   bool gemm_autotune = true;
   std::string encoder_gelu = "tanh";
   // medians over the repeats, milliseconds

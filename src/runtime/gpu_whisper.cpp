@@ -1037,6 +1037,7 @@ void GpuWhisper::set_step_ablation(unsigned parts) { impl_->skip = parts; }
 void GpuWhisper::set_gemv_fill(int percent) { kc::set_gemv_fill(percent); }
 void GpuWhisper::set_gemv_wgmma(int max_cluster) { kc::set_gemv_wgmma(max_cluster); }
 void GpuWhisper::set_attention_wgmma(bool on) { kc::set_attention_wgmma(on); }
+void GpuWhisper::set_decoder_attention_mma(bool on) { kc::set_decoder_attention_mma(on); }
 void GpuWhisper::set_gemm_autotune(bool on) { impl_->gemm.set_autotune(on); }
 void GpuWhisper::set_encoder_gelu(EncoderGelu form) {
   impl_->encoder_gelu = form == EncoderGelu::kTanh ? kc::Epilogue::kBiasGeluTanh : kc::Epilogue::kBiasGeluErf;

@@ -157,6 +157,9 @@ class GpuWhisper {
   void set_gemv_wgmma(int max_cluster);
   // kernels/cuda/cuda_kernels.h set_attention_wgmma: the encoder attention's kernel (process-wide; measurement).
   void set_attention_wgmma(bool on);
+  // kernels/cuda/cuda_kernels.h set_decoder_attention_mma: the decode steps' attention on the tensor cores or the
+  // CUDA cores (process-wide; measurement).
+  void set_decoder_attention_mma(bool on);
   // kernels/cuda/gemm.h GemmContext::set_autotune for this model's cuBLASLt plans (default on; off: the same
   // algorithm on every run). Applies to plans made after the call.
   void set_gemm_autotune(bool on);
@@ -269,6 +272,7 @@ struct BenchOptions {
   int gemv_max_rows = 0;              // set_gemv_max_rows (0: per weight type)
   int gemv_wgmma = 8;                 // set_gemv_wgmma (kernels/cuda/gemv.h kDefaultGemvWgmmaCluster; 0: off)
   bool attention_wgmma = true;        // set_attention_wgmma (kernels/cuda/cuda_kernels.h)
+  bool decoder_attention_mma = true;  // set_decoder_attention_mma (kernels/cuda/cuda_kernels.h)
   bool gemm_autotune = true;          // set_gemm_autotune
   std::string encoder_gelu = "tanh";  // set_encoder_gelu: tanh or erf (encoder_gelu_from_name)
   std::string skip;                   // comma list of step parts left out (set_step_ablation): norms, append,

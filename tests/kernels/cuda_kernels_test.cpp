@@ -900,7 +900,7 @@ struct DecoderCase {
   bool interleaved;  // K and V as column ranges of one [n_kv, 2d] buffer
 };
 
-void run_decoder_case(const DecoderCase& c, uint32_t seed) {
+void run_decoder_case(const DecoderCase& c, uint32_t seed, const std::string& form) {
   Rng rng(seed);
   const int64_t hd = 64, d = c.heads * hd;
   const int64_t ldq = d, sq = c.n_q * d;
@@ -941,8 +941,9 @@ void run_decoder_case(const DecoderCase& c, uint32_t seed) {
       for (size_t i = 0; i < got.size(); ++i) differ += !(got[i] == first[i]);
       EXPECT_EQ(differ, 0u) << c.name << ": a second call with the same workspace gave other results";
     }
-    ErrorCheck check(std::string("decoder_attention ") + c.name + (with_workspace ? " (split keys)" : " (one block)"),
-                     Out::kHalf);
+    ErrorCheck check(
+        std::string("decoder_attention ") + c.name + form + (with_workspace ? " (split keys)" : " (one block)"),
+        Out::kHalf);
     std::vector<double> ref(static_cast<size_t>(hd));
     std::vector<float> naive(static_cast<size_t>(hd));
     for (int64_t b = 0; b < c.batch; ++b) {
@@ -972,8 +973,10 @@ TEST_F(CudaKernels, DecoderSelfAttentionOverCache) {
       {"self 2 queries, batch 32, 20 heads, len 100", 32, 2, 448, 20, std::vector<int32_t>(32, 100), true, false,
        false},
   };
-  uint32_t seed = 61;
-  for (const auto& c : cases) run_decoder_case(c, seed++);
+  for_each_decoder_attention_form([&](const std::string& form) {
+    uint32_t seed = 61;
+    for (const auto& c : cases) run_decoder_case(c, seed++, form);
+  });
 }
 
 TEST_F(CudaKernels, DecoderCrossAttention) {
@@ -983,8 +986,10 @@ TEST_F(CudaKernels, DecoderCrossAttention) {
       {"cross batch 2, 5 queries, 6 heads", 2, 5, 1500, 6, {}, false, false, true},
       {"cross 769 keys, 8 heads, 4 queries", 1, 4, 769, 8, {}, false, false, false},
   };
-  uint32_t seed = 71;
-  for (const auto& c : cases) run_decoder_case(c, seed++);
+  for_each_decoder_attention_form([&](const std::string& form) {
+    uint32_t seed = 71;
+    for (const auto& c : cases) run_decoder_case(c, seed++, form);
+  });
 }
 
 // ============================================================================================================

@@ -287,7 +287,7 @@ void expect_ready_view_matches(const KvCase& c, const std::vector<float>& kv, co
                         << (rewrite ? " (newest row appended just before)" : "");
 }
 
-void run_kv_case(const KvCase& c, uint32_t seed) {
+void run_kv_case(const KvCase& c, uint32_t seed, const std::string& form) {
   std::mt19937 gen(seed);
   std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
   const int64_t d = c.heads * kHd, ld = 2 * d, sq = c.n_q * d;
@@ -332,7 +332,7 @@ void run_kv_case(const KvCase& c, uint32_t seed) {
   EXPECT_EQ(amax, host_absmax(kv, seqs, c.n_kv, ld, c.heads, {})) << c.name << ": kv_absmax";
 
   for (KvType t : {KvType::kF16, KvType::kI8Static, KvType::kI8Dynamic, KvType::kFp8}) {
-    const std::string what = std::string(c.name) + ", " + kv_type_name(t);
+    const std::string what = std::string(c.name) + ", " + kv_type_name(t) + form;
     const auto scales = static_scales(t, amax);
     DevCache cache(t, seqs, c.n_kv, c.heads, scales);
     if (c.lens.empty()) {
@@ -394,8 +394,10 @@ TEST_F(CudaKvQuant, CrossAttention) {
       {"cross 769 keys, 8 heads, 3 queries", 2, 3, 769, 8, {}, false, false},
       {"cross 63 keys, 6 heads, 8 queries", 1, 8, 63, 6, {}, false, false},
   };
-  uint32_t seed = 101;
-  for (const auto& c : cases) run_kv_case(c, seed++);
+  for_each_decoder_attention_form([&](const std::string& form) {
+    uint32_t seed = 101;
+    for (const auto& c : cases) run_kv_case(c, seed++, form);
+  });
 }
 
 TEST_F(CudaKvQuant, SelfAttentionOverAppendedCache) {
@@ -405,8 +407,10 @@ TEST_F(CudaKvQuant, SelfAttentionOverAppendedCache) {
       {"self b5, 8 heads, 5 queries, lens 5/60/448/200/9", 5, 5, 448, 8, {5, 60, 448, 200, 9}, true, false},
       {"self b32, 20 heads, len 100", 32, 1, 448, 20, std::vector<int32_t>(32, 100), true, false},
   };
-  uint32_t seed = 121;
-  for (const auto& c : cases) run_kv_case(c, seed++);
+  for_each_decoder_attention_form([&](const std::string& form) {
+    uint32_t seed = 121;
+    for (const auto& c : cases) run_kv_case(c, seed++, form);
+  });
 }
 
 // Appends at scattered positions, including ones outside the cache (skipped), an all-zero head (dynamic scale

@@ -56,11 +56,7 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
 
 // d += a · b for one m16n8k16 tile: a is 16×16 (row), b 16×8 (col), d 16×8 fp32.
 __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  detail::mma_16816(d, a[0], a[1], a[2], a[3], b0, b1);
 }
 
 // Rows [row0, row0 + kRows) of a [n_rows, ld] matrix into a shared tile; rows past n_rows become zeros (so

@@ -185,6 +185,18 @@ __device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
   return u;
 }
 
+// d += a · b for one mma.sync m16n8k16 tile (sm_80+): a 16×16 (row), b 16×8 (col), d 16×8 fp32. Lane (g, t) =
+// (lane / 4, lane % 4) holds a0 = a[g][2t, 2t+1], a1 = a[g+8][2t, 2t+1], a2 = a[g][2t+8, 2t+9], a3 = a[g+8][2t+8,
+// 2t+9], b0 = b[2t, 2t+1][g], b1 = b[2t+8, 2t+9][g], and d = {d[g][2t], d[g][2t+1], d[g+8][2t], d[g+8][2t+1]}.
+__device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                          uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
 // Bytes (16, 8 or 4) global → shared memory without registers; only the first `valid` of them are read, the
 // rest of the destination is zero-filled (cp.async's source size).
 template <int kBytes>

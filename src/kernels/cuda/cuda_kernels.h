@@ -120,6 +120,11 @@ bool attention_wgmma();
 // small) every (sequence, head) runs in one block: correct, slower at batch 1.
 // head_dim must be 64; ld*, batch strides multiples of 8; pointers 16-byte aligned.
 inline constexpr int64_t kDecoderMaxQueries = 8;
+// Whether decoder_attention (and decoder_attention_quantized) may run its products on the tensor cores (mma.sync,
+// sm_80+; default: every call but the large cross-attentions, decoder_attention.cu) or runs all of them on the
+// CUDA cores (process-wide; measurement and tests). The two differ in rounding only.
+void set_decoder_attention_mma(bool on);
+bool decoder_attention_mma();
 size_t decoder_attention_workspace_bytes(int64_t batch, int64_t n_q, int64_t n_head, int64_t n_kv);
 Status decoder_attention_workspace_init(void* workspace, size_t workspace_bytes, cudaStream_t stream);
 Status decoder_attention(const __half* q /* [batch, n_q, ldq] */, int64_t ldq, int64_t q_batch_stride,

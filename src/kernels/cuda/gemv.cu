@@ -63,6 +63,7 @@ using detail::gelu_erf;
 using detail::grid_for;
 using detail::launch_chained;
 using detail::launch_status;
+using detail::mma_16816;
 using detail::pack8;
 using detail::row_moments;
 using detail::unfold_norm;
@@ -149,16 +150,6 @@ constexpr int kChunk = 4 * Format<T>::kElems;  // columns a quad covers per load
 template <WeightType T>
 __host__ __device__ constexpr int64_t col_bytes(int64_t e) {
   return T == WeightType::kF16 ? 2 * e : T == WeightType::kI8 ? e : e / 2;
-}
-
-// d += a · b for one m16n8k16 tile: a 16×16 (row), b 16×8 (col), d 16×8 fp32.
-__device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                          uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 // One chunk of one lane: rows a (g) and b (g + 8) against NG groups of activation columns: xs[q] is row
