@@ -110,8 +110,8 @@ BenchResult run_bench(const BenchOptions& o) {
   res.cuda_graphs = o.cuda_graphs, res.gemv = o.gemv, res.programmatic_launch = o.programmatic_launch;
   res.norms = o.norms, res.fused_kv_append = o.fused_kv_append;
   res.skip = o.skip, res.gemv_fill = o.gemv_fill, res.gemv_max_rows = o.gemv_max_rows, res.kv_cache = o.kv_cache;
-  res.gemv_wgmma = o.gemv_wgmma, res.attention_wgmma = o.attention_wgmma,
-  res.decoder_attention_mma = o.decoder_attention_mma, res.gemm_autotune = o.gemm_autotune;
+  res.gemv_wgmma = o.gemv_wgmma, res.attention_wgmma = o.attention_wgmma, res.gemm_autotune = o.gemm_autotune;
+  res.decoder_attention_mma = o.decoder_attention_mma;
   res.encoder_gelu = o.encoder_gelu;
   res.mel_ms = median(mel), res.encoder_ms = median(enc), res.cross_kv_ms = median(ckv), res.decode_ms = median(dec);
   res.weights_gb = double(m->weight_bytes()) / 1e9;

@@ -110,14 +110,6 @@ class DeviceTest : public ::testing::Test {
   }
 };
 
-// ---- references ----------------------------------------------------------------------------------------------
-
-inline double gelu_erf_d(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
-inline float gelu_erf_f(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
-
-// One query row of one head against keys [0, visible): the fp64 reference and the naive fp16-storage
-// implementation (fp32 scores and softmax, P rounded to fp16, fp32 accumulation of P·V, output rounded).
-// q: [hd]; k, v: [visible] rows of hd values, ldk / ldv apart; ref, naive: [hd] out.
 // Runs `body` with the decoder attention on the tensor cores and then on the CUDA cores
 // (set_decoder_attention_mma), naming each form; the default form is restored afterwards, even on a failed ASSERT.
 template <typename Body>
@@ -132,6 +124,14 @@ void for_each_decoder_attention_form(const Body& body) {
   }
 }
 
+// ---- references ----------------------------------------------------------------------------------------------
+
+inline double gelu_erf_d(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
+inline float gelu_erf_f(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
+
+// One query row of one head against keys [0, visible): the fp64 reference and the naive fp16-storage
+// implementation (fp32 scores and softmax, P rounded to fp16, fp32 accumulation of P·V, output rounded).
+// q: [hd]; k, v: [visible] rows of hd values, ldk / ldv apart; ref, naive: [hd] out.
 inline void attention_row_refs(const float* q, const float* k, int64_t ldk, const float* v, int64_t ldv,
                                int64_t visible, int64_t hd, double* ref, float* naive) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
