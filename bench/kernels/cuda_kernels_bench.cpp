@@ -227,6 +227,24 @@ void bench_misc() {
             [&](int) { return cuda::layer_norm(x.p, g.p, b.p, y.p, 1, cols, 1e-5f, nullptr); });
   }
   {
+    // An encoder norm of 32 windows: one call (warps walking rows), and as 32 calls of one window each (a warp per
+    // row, chained), for comparison.
+    const int64_t windows = 32, rows = windows * kFrames, cols = kD;
+    HalfBuf x(static_cast<size_t>(rows * cols), 4.0f, 6);
+    Buf<float> g(static_cast<size_t>(cols)), b(static_cast<size_t>(cols));
+    Buf<__half> y(static_cast<size_t>(rows * cols));
+    measure("layer_norm 48000x1280", 0, 4.0 * rows * cols,
+            [&](int) { return cuda::layer_norm(x.p, g.p, b.p, y.p, rows, cols, 1e-5f, nullptr); });
+    measure("layer_norm 48000x1280 as 32 calls of 1500 rows", 0, 4.0 * rows * cols, [&](int) {
+      for (int64_t w = 0; w < windows; ++w) {
+        const int64_t at = w * kFrames * cols;
+        const cuda::Status s = cuda::layer_norm(x.p + at, g.p, b.p, y.p + at, kFrames, cols, 1e-5f, nullptr);
+        if (s != cuda::Status::kOk) return s;
+      }
+      return cuda::Status::kOk;
+    });
+  }
+  {
     const int64_t n = kFrames * 4 * kD;
     HalfBuf x(static_cast<size_t>(n), 3.0f, 7);
     measure("gelu 1500x5120", 0, 4.0 * n, [&](int) { return cuda::gelu(x.p, n, nullptr); });

@@ -481,8 +481,9 @@ void layer_norm_refs(const float* x, const std::vector<float>& gamma, const std:
 TEST_F(CudaKernels, LayerNorm) {
   Rng rng(21);
   const float eps = 1e-5f;
-  // Rows of up to 2048 columns (multiples of 8) take the one-warp-per-row kernel, the others one block per row.
-  for (int64_t rows : {1, 5, 37, 1500}) {
+  // Rows of up to 2048 columns (multiples of 8) take a warp per row (at ≥ 32 rows an SM, 6001 here on up to 187
+  // SMs, warps that walk several rows each), the others one block per row.
+  for (int64_t rows : {1, 5, 37, 1500, 6001}) {
     for (int64_t cols : {384, 512, 1280, 2048, 2056, 769, 5125}) {
       // An offset mean and a wide spread: the statistics are where precision is lost.
       const auto x = rng.halfs(static_cast<size_t>(rows * cols), -1.0f, 7.0f);
@@ -985,6 +986,8 @@ TEST_F(CudaKernels, DecoderCrossAttention) {
       {"cross batch 4 sharing one window, 20 heads", 4, 1, 1500, 20, {}, false, true, true},
       {"cross batch 2, 5 queries, 6 heads", 2, 5, 1500, 6, {}, false, false, true},
       {"cross 769 keys, 8 heads, 4 queries", 1, 4, 769, 8, {}, false, false, false},
+      // 640 blocks, no split: the large cross-attention of a batch-32 large-v2 step
+      {"cross batch 32, 20 heads, 1500 keys", 32, 1, 1500, 20, {}, false, false, true},
   };
   for_each_decoder_attention_form([&](const std::string& form) {
     uint32_t seed = 71;

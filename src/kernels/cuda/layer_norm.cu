@@ -1,12 +1,16 @@
 // Layer norm: the mean, then the variance of the centred values (no E[x²] − E[x]² cancellation), then one
 // write. Rows of up to 2048 columns: one warp per row from registers (layer_norm_warp_kernel); wider rows: one
 // block per row, the row read once into shared memory (fp32), two block reductions.
+#include <algorithm>
+#include <atomic>
+
 #include "kernels/cuda/common.cuh"
 
 namespace wisp::kernels::cuda {
 
 using detail::block_sum;
 using detail::launch_status;
+using detail::unpack8;
 
 namespace {
 
@@ -121,6 +125,98 @@ __global__ void __launch_bounds__(kWarpRowsPerBlock * 32)
   }
 }
 
+// Many rows (an encoder's norms: 1500 rows a window, 48000 for 32 windows): a warp per row as above, but each warp
+// walks rows grid-stride with γ and β in shared memory, loaded once per block, and the next row's load in flight
+// while it normalises this one. The one-row-per-warp kernel spends a row's 2.5 KB of x on 10 KB of γ and β per warp
+// and a whole block's launch; Nsight Compute measured it at ~2.4 TB/s on 48000 × 1280 (docs/cuda.md).
+constexpr int kLoopWarps = 8;
+constexpr int kLoopMinRowsPerSm = 4 * kLoopWarps;  // fewer rows: the one-row-per-warp kernel
+
+template <int V>
+__global__ void __launch_bounds__(kLoopWarps * 32)
+    layer_norm_rows_kernel(const __half* __restrict__ x, const float* __restrict__ gamma,
+                           const float* __restrict__ beta, __half* __restrict__ y, int rows, int cols, float eps) {
+  __shared__ float4 s_g[kWarpMaxVecs * 32 * 2], s_b[kWarpMaxVecs * 32 * 2];
+  const int vecs = cols / 8;
+  for (int i = static_cast<int>(threadIdx.x); i < 2 * vecs; i += kLoopWarps * 32) {
+    s_g[i] = reinterpret_cast<const float4*>(gamma)[i];
+    s_b[i] = reinterpret_cast<const float4*>(beta)[i];
+  }
+  __syncthreads();
+  detail::wait_prior_kernels();
+  detail::allow_next_kernel();
+  const int lane = threadIdx.x % 32;
+  const int stride = static_cast<int>(gridDim.x) * kLoopWarps;
+  auto fetch = [&](int row, uint4(&u)[V]) {
+    if (row >= rows) return;
+    const uint4* xr = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(row) * cols);
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      if (lane + 32 * i < vecs) u[i] = xr[lane + 32 * i];
+    }
+  };
+  int row = static_cast<int>(blockIdx.x) * kLoopWarps + static_cast<int>(threadIdx.x) / 32;
+  uint4 cur[V], next[V];
+  fetch(row, cur);
+  for (; row < rows; row += stride) {
+    fetch(row + stride, next);
+    float v8[V][8];
+    float sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      if (lane + 32 * i >= vecs) continue;
+      unpack8(cur[i], v8[i]);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sum += v8[i][e];
+    }
+    const float mean = detail::warp_sum(sum) / static_cast<float>(cols);
+    float sq = 0.0f;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      if (lane + 32 * i >= vecs) continue;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sq += (v8[i][e] - mean) * (v8[i][e] - mean);
+    }
+    const float inv = rsqrtf(detail::warp_sum(sq) / static_cast<float>(cols) + eps);
+    uint4* yr = reinterpret_cast<uint4*>(y + static_cast<int64_t>(row) * cols);
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const int v = lane + 32 * i;
+      if (v >= vecs) continue;
+      const float4 g0 = s_g[2 * v], g1 = s_g[2 * v + 1], b0 = s_b[2 * v], b1 = s_b[2 * v + 1];
+      const float g[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
+      const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+      float o[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) o[e] = (v8[i][e] - mean) * inv * g[e] + b[e];
+      yr[v] = detail::pack8(o);
+    }
+#pragma unroll
+    for (int i = 0; i < V; ++i) cur[i] = next[i];
+  }
+}
+
+template <int V>
+Status launch_rows_norm(const __half* x, const float* gamma, const float* beta, __half* y, int64_t rows, int64_t cols,
+                        float eps, cudaStream_t stream) {
+  if (V < kWarpMaxVecs && cols > int64_t{V} * 256) {
+    return launch_rows_norm<(V < kWarpMaxVecs ? V + 1 : V)>(x, gamma, beta, y, rows, cols, eps, stream);
+  }
+  static std::atomic<int> per_sm{0};  // resident blocks an SM (registers), once per process
+  if (per_sm.load(std::memory_order_relaxed) == 0) {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, layer_norm_rows_kernel<V>, kLoopWarps * 32, 0) !=
+        cudaSuccess) {
+      return Status::kCudaError;
+    }
+    per_sm.store(std::max(n, 1), std::memory_order_relaxed);
+  }
+  const int64_t resident = int64_t{per_sm.load(std::memory_order_relaxed)} * detail::device_limits().sms;
+  const auto blocks = static_cast<unsigned>(std::min(resident, (rows + kLoopWarps - 1) / kLoopWarps));
+  return detail::launch_chained(layer_norm_rows_kernel<V>, dim3(blocks), dim3(kLoopWarps * 32), 0, stream, 1u, x, gamma,
+                                beta, y, static_cast<int>(rows), static_cast<int>(cols), eps);
+}
+
 template <int V>
 Status launch_warp_norm(const __half* x, const float* gamma, const float* beta, __half* y, int64_t rows, int64_t cols,
                         float eps, cudaStream_t stream) {
@@ -148,6 +244,9 @@ Status layer_norm(const __half* x, const float* gamma, const float* beta, __half
   if (rows == 0) return Status::kOk;
   if (cols % 8 == 0 && cols <= int64_t{kWarpMaxVecs} * 256 && detail::aligned16(x) && detail::aligned16(y) &&
       detail::aligned16(gamma) && detail::aligned16(beta)) {
+    if (rows >= int64_t{kLoopMinRowsPerSm} * detail::device_limits().sms) {
+      return launch_rows_norm<1>(x, gamma, beta, y, rows, cols, eps, stream);
+    }
     return launch_warp_norm<1>(x, gamma, beta, y, rows, cols, eps, stream);
   }
   // The half2 path needs 4-byte aligned rows; odd columns take the scalar path anyway.
