@@ -1,6 +1,7 @@
 // Layer norm: the mean, then the variance of the centred values (no E[x²] − E[x]² cancellation), then one
-// write. Rows of up to 2048 columns: one warp per row from registers (layer_norm_warp_kernel); wider rows: one
-// block per row, the row read once into shared memory (fp32), two block reductions.
+// write. Rows of up to 2048 columns: one warp per row from registers (layer_norm_warp_kernel; with many rows, warps
+// that walk rows, layer_norm_rows_kernel); wider rows: one block per row, the row read once into shared memory
+// (fp32), two block reductions.
 #include <algorithm>
 #include <atomic>
 
@@ -70,6 +71,27 @@ __global__ void __launch_bounds__(kThreads)
 constexpr int kWarpRowsPerBlock = 4;
 constexpr int kWarpMaxVecs = 8;
 
+// A row's mean and 1 / sqrt(variance + eps) from the warp's V vectors of 8 columns (lane + 32 i < vecs hold columns).
+template <int V>
+__device__ __forceinline__ float2 warp_row_moments(const float (&v8)[V][8], int lane, int vecs, int cols, float eps) {
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    if (lane + 32 * i >= vecs) continue;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sum += v8[i][e];
+  }
+  const float mean = detail::warp_sum(sum) / static_cast<float>(cols);
+  float sq = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    if (lane + 32 * i >= vecs) continue;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sq += (v8[i][e] - mean) * (v8[i][e] - mean);
+  }
+  return make_float2(mean, rsqrtf(detail::warp_sum(sq) / static_cast<float>(cols) + eps));
+}
+
 template <int V>
 __global__ void __launch_bounds__(kWarpRowsPerBlock * 32)
     layer_norm_warp_kernel(const __half* __restrict__ x, const float* __restrict__ gamma,
@@ -95,24 +117,13 @@ __global__ void __launch_bounds__(kWarpRowsPerBlock * 32)
   if (row >= rows) return;
   const __half* xr = x + static_cast<int64_t>(row) * cols;
   float v8[V][8];
-  float sum = 0.0f;
 #pragma unroll
   for (int i = 0; i < V; ++i) {
     const int v = lane + 32 * i;
-    if (v >= vecs) continue;
-    detail::unpack8(*reinterpret_cast<const uint4*>(xr + 8 * v), v8[i]);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) sum += v8[i][e];
+    if (v < vecs) detail::unpack8(*reinterpret_cast<const uint4*>(xr + 8 * v), v8[i]);
   }
-  const float mean = detail::warp_sum(sum) / static_cast<float>(cols);
-  float sq = 0.0f;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    if (lane + 32 * i >= vecs) continue;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) sq += (v8[i][e] - mean) * (v8[i][e] - mean);
-  }
-  const float inv = rsqrtf(detail::warp_sum(sq) / static_cast<float>(cols) + eps);
+  const float2 m = warp_row_moments(v8, lane, vecs, cols, eps);
+  const float mean = m.x, inv = m.y;
   __half* yr = y + static_cast<int64_t>(row) * cols;
 #pragma unroll
   for (int i = 0; i < V; ++i) {
@@ -162,23 +173,12 @@ __global__ void __launch_bounds__(kLoopWarps * 32)
   for (; row < rows; row += stride) {
     fetch(row + stride, next);
     float v8[V][8];
-    float sum = 0.0f;
 #pragma unroll
     for (int i = 0; i < V; ++i) {
-      if (lane + 32 * i >= vecs) continue;
-      unpack8(cur[i], v8[i]);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) sum += v8[i][e];
+      if (lane + 32 * i < vecs) unpack8(cur[i], v8[i]);
     }
-    const float mean = detail::warp_sum(sum) / static_cast<float>(cols);
-    float sq = 0.0f;
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-      if (lane + 32 * i >= vecs) continue;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) sq += (v8[i][e] - mean) * (v8[i][e] - mean);
-    }
-    const float inv = rsqrtf(detail::warp_sum(sq) / static_cast<float>(cols) + eps);
+    const float2 m = warp_row_moments(v8, lane, vecs, cols, eps);
+    const float mean = m.x, inv = m.y;
     uint4* yr = reinterpret_cast<uint4*>(y + static_cast<int64_t>(row) * cols);
 #pragma unroll
     for (int i = 0; i < V; ++i) {
