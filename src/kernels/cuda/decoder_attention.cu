@@ -226,6 +226,28 @@ __device__ void merge_and_store(const DecoderParams& p, const float (*s_m)[MAXQ]
   if (threadIdx.x == 0) *counter = 0;  // ready for the next call
 }
 
+// Both kernels' loop over the block's rounds of kRound keys: the first kPre rounds use what was loaded into `pre`
+// before the wait (early) and load the rest now; the others are loaded into `R` and used one at a time. The bounds are
+// uniform over the block, so every lane reaches the kernels' shuffles and warp-wide products.
+template <int kPre, typename R, int N, typename Load, typename Clear, typename Process>
+__device__ __forceinline__ void for_each_round(R (&pre)[N], bool early, int k_begin, int k_end, int ready_end,
+                                               int kRound, const Load& load, const Clear& clear,
+                                               const Process& process) {
+#pragma unroll
+  for (int i = 0; i < kPre; ++i) {
+    const int base = k_begin + i * kRound;
+    if (base >= k_end) break;
+    load(base, pre[i], early ? ready_end : k_begin, k_end);
+    process(base, pre[i]);
+  }
+  for (int base = k_begin + kPre * kRound; base < k_end; base += kRound) {
+    R r;
+    clear(r);
+    load(base, r, base, k_end);
+    process(base, r);
+  }
+}
+
 template <KvType T, int MAXQ, bool kEarly>
 __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const DecoderParams p) {
   using E = KvElem<T>;
@@ -358,21 +380,7 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
     }
   };
 
-  // The loop bounds are uniform over the block, so every lane reaches the shuffles. The first rounds use what
-  // was loaded before the wait and load the rest now.
-#pragma unroll
-  for (int i = 0; i < kPre; ++i) {
-    const int base = k_begin + i * kRound;
-    if (base >= k_end) break;
-    load(base, pre[i], early ? ready_end : k_begin, k_end);
-    process(base, pre[i]);
-  }
-  for (int base = k_begin + kPre * kRound; base < k_end; base += kRound) {
-    Round r;
-    clear(r);
-    load(base, r, base, k_end);
-    process(base, r);
-  }
+  for_each_round<kPre>(pre, early, k_begin, k_end, ready_end, kRound, load, clear, process);
 
   // Merge the 16 groups.
 #pragma unroll
@@ -660,20 +668,7 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_mma_kernel(const D
     }
   };
 
-  // The loop bounds are uniform over the block, so every lane reaches the shuffles and the warp-wide products.
-#pragma unroll
-  for (int i = 0; i < kPre; ++i) {
-    const int base = k_begin + i * kRound;
-    if (base >= k_end) break;
-    load(base, pre[i], early ? ready_end : k_begin, k_end);
-    process(base, pre[i]);
-  }
-  for (int base = k_begin + kPre * kRound; base < k_end; base += kRound) {
-    Keys r[kTiles];
-    clear(r);
-    load(base, r, base, k_end);
-    process(base, r);
-  }
+  for_each_round<kPre>(pre, early, k_begin, k_end, ready_end, kRound, load, clear, process);
 
   // The warp's sums over its 8 lanes of a column, then the 4 warps merged.
 #pragma unroll
