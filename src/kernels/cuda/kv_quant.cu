@@ -44,7 +44,8 @@ __device__ __forceinline__ void store8(char* dst, const float (&x)[8], float sca
 struct QuantizeParams {
   const __half* src;
   int64_t lds, src_batch_stride;
-  int64_t rows;        // source rows per sequence
+  int rows;            // source rows per sequence
+  int seq_rows;        // batch · rows
   const int32_t* row;  // append: cache row of each sequence (rows == 1); null: source row r → cache row r
   int64_t n_rows;      // cache rows, for the append's bounds check
   char* cache;         // elements of the type
@@ -52,44 +53,55 @@ struct QuantizeParams {
   float* scales;  // per head: [2·n_head]; per token: [batch, n_rows, scale_ld]
   int64_t scale_ld, scale_batch_stride;
   const int32_t* slot;  // [batch]: cache (and scales) of source sequence b; null: b
-  int64_t n_head;
-  int64_t units;  // batch · rows · 2 · n_head
+  int n_head;
 };
 
-// Thread t: unit t / 8 = ((b · rows + r) · 2 + kv) · n_head + h, lane t % 8 holds head dims [8·lane, 8·lane + 8).
-// The total thread count and the grid stride are multiples of 8, so a group's lanes always iterate together.
+constexpr int kRowsPerBlock = 4;                    // source rows a block, their loads issued before any store
+constexpr int64_t kMaxHeads = 1024 / (2 * kLanes);  // a thread per 8 values of a K/V row
+
+// A block has a thread per 8 values of a row (16 · n_head threads) and takes kRowsPerBlock consecutive source
+// rows s = b · rows + r: thread t holds unit t / 8 = kv · n_head + h, head dims [8 · (t % 8), +8). So the
+// per-head scale and the column are fixed per thread, the sequence and row advance by one, and a thread has
+// its rows' loads in flight at once. (One unit per thread of a flat grid, its indices from 64-bit divisions,
+// read and wrote one layer's batch-32 cross K/V at ~2 TB/s.)
 template <KvType T>
-__global__ void __launch_bounds__(kThreads) kv_quantize_kernel(const QuantizeParams p) {
+__global__ void kv_quantize_kernel(const QuantizeParams p) {
   detail::wait_prior_kernels();
   detail::allow_next_kernel();
-  const int lane = threadIdx.x % kLanes;
-  const unsigned group_mask = 0xFFu << (threadIdx.x % detail::kWarp / kLanes * kLanes);
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x / kLanes;
-  for (int64_t unit = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kLanes; unit < p.units;
-       unit += stride) {
-    const int64_t h = unit % p.n_head, kv = unit / p.n_head % 2, seq_row = unit / (2 * p.n_head);
-    const int64_t b = seq_row / p.rows, r = seq_row % p.rows;
-    const int64_t dst_row = p.row ? p.row[b] : r;
-    if (dst_row < 0 || dst_row >= p.n_rows) continue;  // the same for the whole group
-    const int64_t cb = p.slot ? p.slot[b] : b;         // destination cache
-    const int64_t col = (kv * p.n_head + h) * kHeadDim + lane * 8;
-    float x[8];
-    unpack8(*reinterpret_cast<const uint4*>(p.src + b * p.src_batch_stride + r * p.lds + col), x);
-    float scale = 1.0f;
-    if constexpr (T == KvType::kI8Static || T == KvType::kFp8) {
-      scale = p.scales[kv * p.n_head + h];
-    } else if constexpr (T == KvType::kI8Dynamic) {
+  const int t = static_cast<int>(threadIdx.x), lane = t % kLanes, unit = t / kLanes;
+  const int kv = unit / p.n_head, h = unit % p.n_head;
+  const int64_t col = static_cast<int64_t>(unit) * kHeadDim + lane * 8;
+  const unsigned group_mask = 0xFFu << (t % detail::kWarp / kLanes * kLanes);
+  const int s0 = static_cast<int>(blockIdx.x) * kRowsPerBlock;
+  float scale = 1.0f;
+  if constexpr (T == KvType::kI8Static || T == KvType::kFp8) scale = p.scales[unit];
+  int b = s0 / p.rows, r = s0 % p.rows;
+  int bs[kRowsPerBlock], rs[kRowsPerBlock];
+  float x[kRowsPerBlock][8];
+#pragma unroll
+  for (int i = 0; i < kRowsPerBlock; ++i) {
+    bs[i] = b, rs[i] = r;
+    if (s0 + i < p.seq_rows) {
+      unpack8(*reinterpret_cast<const uint4*>(p.src + b * p.src_batch_stride + r * p.lds + col), x[i]);
+    }
+    if (++r == p.rows) r = 0, ++b;
+  }
+#pragma unroll
+  for (int i = 0; i < kRowsPerBlock; ++i) {
+    if (s0 + i >= p.seq_rows) break;
+    const int64_t dst_row = p.row ? p.row[bs[i]] : rs[i];
+    if (dst_row < 0 || dst_row >= p.n_rows) continue;   // the same for the whole group
+    const int64_t cb = p.slot ? p.slot[bs[i]] : bs[i];  // destination cache
+    if constexpr (T == KvType::kI8Dynamic) {
       float amax = 0.0f;
 #pragma unroll
-      for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(x[e]));
+      for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(x[i][e]));
 #pragma unroll
       for (int o = 1; o < kLanes; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(group_mask, amax, o));
       scale = amax / 127.0f;
-      if (lane == 0) {
-        p.scales[cb * p.scale_batch_stride + dst_row * p.scale_ld + kv * p.n_head + h] = scale;
-      }
+      if (lane == 0) p.scales[cb * p.scale_batch_stride + dst_row * p.scale_ld + kv * p.n_head + h] = scale;
     }
-    store8<T>(p.cache + (cb * p.cache_batch_stride + dst_row * p.ldc + col) * kv_element_bytes(T), x, scale);
+    store8<T>(p.cache + (cb * p.cache_batch_stride + dst_row * p.ldc + col) * kv_element_bytes(T), x[i], scale);
   }
 }
 
@@ -137,7 +149,8 @@ Status launch_quantize(const KvView& c, QuantizeParams p, cudaStream_t stream) {
   p.scale_ld = c.scale_ld;
   p.scale_batch_stride = c.scale_batch_stride;
   p.slot = c.slot;
-  const dim3 grid(detail::grid_for(p.units * kLanes, kThreads)), block(kThreads);
+  const dim3 grid(static_cast<unsigned>((p.seq_rows + kRowsPerBlock - 1) / kRowsPerBlock));
+  const dim3 block(static_cast<unsigned>(2 * p.n_head * kLanes));
   switch (c.type) {
     case KvType::kF16:
       return detail::launch_chained(kv_quantize_kernel<KvType::kF16>, grid, block, 0, stream, 1u, p);
@@ -171,6 +184,8 @@ Status kv_quantize(const __half* src, int64_t lds, int64_t src_batch_stride, con
                    int64_t batch, int64_t n_head, int64_t head_dim, cudaStream_t stream) {
   if (batch < 0 || rows < 0 || n_head <= 0 || n_head > INT32_MAX) return Status::kInvalidArgument;
   if (batch == 0 || rows == 0) return Status::kOk;
+  if (rows > (INT32_MAX - kRowsPerBlock) / batch) return Status::kInvalidArgument;  // 32-bit row indices
+  if (n_head > kMaxHeads) return Status::kNotSupported;
   if (const Status s = check_cache(cache, n_head, head_dim); s != Status::kOk) return s;
   if (!src || !aligned16(src) || lds < 2 * n_head * head_dim || lds % 8 != 0 || src_batch_stride % 8 != 0 ||
       src_batch_stride < 0) {
@@ -180,10 +195,10 @@ Status kv_quantize(const __half* src, int64_t lds, int64_t src_batch_stride, con
   p.src = src;
   p.lds = lds;
   p.src_batch_stride = src_batch_stride;
-  p.rows = rows;
+  p.rows = static_cast<int>(rows);
+  p.seq_rows = static_cast<int>(batch * rows);
   p.n_rows = rows;
-  p.n_head = n_head;
-  p.units = batch * rows * 2 * n_head;
+  p.n_head = static_cast<int>(n_head);
   return launch_quantize(cache, p, stream);
 }
 
@@ -191,6 +206,8 @@ Status kv_append_quantized(const __half* src, int64_t lds, const KvView& cache, 
                            int64_t batch, int64_t n_head, int64_t head_dim, cudaStream_t stream) {
   if (batch < 0 || n_rows <= 0 || n_head <= 0 || n_head > INT32_MAX) return Status::kInvalidArgument;
   if (batch == 0) return Status::kOk;
+  if (batch > INT32_MAX - kRowsPerBlock) return Status::kInvalidArgument;
+  if (n_head > kMaxHeads) return Status::kNotSupported;
   if (const Status s = check_cache(cache, n_head, head_dim); s != Status::kOk) return s;
   if (!src || !row || !aligned16(src) || lds < 2 * n_head * head_dim || lds % 8 != 0) return Status::kInvalidArgument;
   QuantizeParams p{};
@@ -198,10 +215,10 @@ Status kv_append_quantized(const __half* src, int64_t lds, const KvView& cache, 
   p.lds = 0;
   p.src_batch_stride = lds;
   p.rows = 1;
+  p.seq_rows = static_cast<int>(batch);
   p.row = row;
   p.n_rows = n_rows;
-  p.n_head = n_head;
-  p.units = batch * 2 * n_head;
+  p.n_head = static_cast<int>(n_head);
   return launch_quantize(cache, p, stream);
 }
 
@@ -214,10 +231,11 @@ Status kv_absmax(const __half* src, int64_t ld, int64_t src_batch_stride, const 
       src_batch_stride < 0) {
     return Status::kInvalidArgument;
   }
-  constexpr int64_t kRowsPerBlock = 8 * (kThreads / kLanes);  // 8 rows per group
-  const dim3 grid(static_cast<unsigned>(2 * n_head),
-                  static_cast<unsigned>(std::min<int64_t>((rows + kRowsPerBlock - 1) / kRowsPerBlock, 65535)),
-                  static_cast<unsigned>(batch));
+  constexpr int64_t kAbsmaxRowsPerBlock = 8 * (kThreads / kLanes);  // 8 rows per group
+  const dim3 grid(
+      static_cast<unsigned>(2 * n_head),
+      static_cast<unsigned>(std::min<int64_t>((rows + kAbsmaxRowsPerBlock - 1) / kAbsmaxRowsPerBlock, 65535)),
+      static_cast<unsigned>(batch));
   kv_absmax_kernel<<<grid, kThreads, 0, stream>>>(src, ld, src_batch_stride, len, rows, amax);
   return launch_status();
 }
