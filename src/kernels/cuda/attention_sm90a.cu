@@ -39,6 +39,7 @@ namespace {
 
 using detail::commit_async;
 using detail::copy_async_zfill;
+using detail::exp2_ftz;
 using detail::pack_half2;
 using detail::wait_async;
 using wgmma::desc_k_major;
@@ -63,14 +64,6 @@ constexpr size_t kSmemBytes = 1024 + static_cast<size_t>(kBlockQ + kStages * 2 *
 __device__ __forceinline__ uint64_t pinned(uint64_t v) {
   asm volatile("" : "+l"(v)::"memory");
   return v;
-}
-
-// 2^x in one MUFU instruction (exp2f adds range fixes for results below 2^-126, which P, rounded to fp16 for the
-// products, cannot hold anyway; the softmax is bound by instruction issue).
-__device__ __forceinline__ float exp2_ftz(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
 }
 
 // mbarriers (shared::cta) and the tensor copy engine (TMA), for the kernel's kTma form.

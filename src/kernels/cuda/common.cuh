@@ -160,6 +160,14 @@ __device__ __forceinline__ float block_max(float v, float* shared) {
   return warp_max(v);
 }
 
+// 2^x in one MUFU instruction. exp2f adds range fixes for results below 2^-126 (three more instructions); the
+// softmax weights that need them add nothing a sum of at least 1 (the row max's own weight) can hold.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 __device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
 // 8 halves <-> 8 floats through one 16-byte register (vectorised fp16 loads and stores).

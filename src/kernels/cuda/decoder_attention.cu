@@ -27,6 +27,7 @@
 namespace wisp::kernels::cuda {
 
 using detail::aligned16;
+using detail::exp2_ftz;
 using detail::launch_status;
 using detail::unpack8;
 
@@ -180,7 +181,7 @@ __device__ void merge_and_store(const DecoderParams& p, const float (*s_m)[MAXQ]
     if (mx > -INFINITY) {
 #pragma unroll
       for (int gi = 0; gi < kG; ++gi) {
-        const float w = exp2f(s_m[gi][qi] - mx);  // 0 for a group that saw no visible key
+        const float w = exp2_ftz(s_m[gi][qi] - mx);  // 0 for a group that saw no visible key
         sum = fmaf(s_l[gi][qi], w, sum);
         out = fmaf(s_acc[gi][qi][d], w, out);
       }
@@ -216,7 +217,7 @@ __device__ void merge_and_store(const DecoderParams& p, const float (*s_m)[MAXQ]
     if (mx > -INFINITY) {
       for (int s = 0; s < p.splits; ++s) {
         const int64_t slot = first + s * p.n_q + qi;
-        const float w = exp2f(__ldcg(p.part_ml + slot * 2) - mx);
+        const float w = exp2_ftz(__ldcg(p.part_ml + slot * 2) - mx);
         sum = fmaf(__ldcg(p.part_ml + slot * 2 + 1), w, sum);
         out = fmaf(__ldcg(p.part_o + slot * kHeadDim + d), w, out);
       }
@@ -362,13 +363,13 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
 #pragma unroll
       for (int u = 0; u < kKeys; ++u) mx = fmaxf(mx, sc[qi][u]);
       const float m_use = mx == -INFINITY ? 0.0f : mx;
-      const float alpha = exp2f(m[qi] - m_use);
+      const float alpha = exp2_ftz(m[qi] - m_use);
       l[qi] *= alpha;
 #pragma unroll
       for (int e = 0; e < 8; ++e) acc[qi][e] *= alpha;
 #pragma unroll
       for (int u = 0; u < kKeys; ++u) {
-        const float w = exp2f(sc[qi][u] - m_use);
+        const float w = exp2_ftz(sc[qi][u] - m_use);
         const float wv = E::kScales == Scales::kPerToken ? w * r.vs[u] : w;
         float vf[8];
         E::unpack(r.vr[u], vf);
@@ -623,13 +624,13 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_mma_kernel(const D
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
       const float m_use = mx == -INFINITY ? 0.0f : mx;
-      alpha[c] = exp2f(m[c] - m_use);
+      alpha[c] = exp2_ftz(m[c] - m_use);
       l[c] *= alpha[c];
       m[c] = mx;
 #pragma unroll
       for (int j = 0; j < kTiles; ++j) {
-        sc[j][c] = exp2f(sc[j][c] - m_use);
-        sc[j][c + 2] = exp2f(sc[j][c + 2] - m_use);
+        sc[j][c] = exp2_ftz(sc[j][c] - m_use);
+        sc[j][c + 2] = exp2_ftz(sc[j][c + 2] - m_use);
         l[c] += sc[j][c] + sc[j][c + 2];
       }
     }
