@@ -722,8 +722,8 @@ TEST_F(CudaKvQuant, RejectsInvalidArguments) {
   EXPECT_EQ(quantize(bad), S::kInvalidArgument);
   EXPECT_EQ(attend(bad), S::kInvalidArgument);
   EXPECT_EQ(cuda::kv_quantize(s + 1, 2 * d, rows * 2 * d, v, rows, 1, heads, kHd, nullptr), S::kInvalidArgument);
-  EXPECT_EQ(cuda::kv_quantize(s, 2 * d, rows * 2 * d, v, rows, 1, 65, kHd, nullptr), S::kNotSupported);  // > 64 heads
-  EXPECT_EQ(cuda::kv_append_quantized(s, 2 * d, v, row.get(), rows, 1, 65, kHd, nullptr), S::kNotSupported);
+  EXPECT_EQ(cuda::kv_quantize(s, 2 * d, rows * 2 * d, v, rows, 1, 33, kHd, nullptr), S::kNotSupported);  // > 32 heads
+  EXPECT_EQ(cuda::kv_append_quantized(s, 2 * d, v, row.get(), rows, 1, 33, kHd, nullptr), S::kNotSupported);
   EXPECT_EQ(cuda::kv_quantize(s, 2 * d, rows * 2 * d, v, INT32_MAX / 2, 3, heads, kHd, nullptr), S::kInvalidArgument);
   EXPECT_EQ(cuda::kv_append_quantized(s, 2 * d, v, nullptr, rows, 1, heads, kHd, nullptr), S::kInvalidArgument);
   EXPECT_EQ(cuda::kv_append_quantized(s, 2 * d, v, row.get(), 0, 1, heads, kHd, nullptr), S::kInvalidArgument);

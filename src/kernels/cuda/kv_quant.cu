@@ -56,8 +56,11 @@ struct QuantizeParams {
   int n_head;
 };
 
-constexpr int kRowsPerBlock = 4;                    // source rows a block, their loads issued before any store
-constexpr int64_t kMaxHeads = 1024 / (2 * kLanes);  // a thread per 8 values of a K/V row
+constexpr int kRowsPerBlock = 4;  // source rows a block, their loads issued before any store
+// A thread per 8 values of a K/V row; blocks of up to 512 threads launch at any register count up to 128 (the
+// kernels take 64-68).
+constexpr int kMaxQuantizeThreads = 512;
+constexpr int64_t kMaxHeads = kMaxQuantizeThreads / (2 * kLanes);
 
 // A block has a thread per 8 values of a row (16 · n_head threads) and takes kRowsPerBlock consecutive source
 // rows s = b · rows + r: thread t holds unit t / 8 = kv · n_head + h, head dims [8 · (t % 8), +8). So the

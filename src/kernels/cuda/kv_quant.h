@@ -64,7 +64,7 @@ struct KvView {
 
 // Quantises whole rows into the cache: cache row r of sequence b ← src[b, r, 0 : 2d) for r < rows (the
 // cross-attention K/V of a window, straight from the cross-K/V GEMM). kI8Dynamic writes the rows' scales.
-// src 16-byte aligned, lds and src_batch_stride multiples of 8; n_head ≤ 64 (kNotSupported beyond, here and
+// src 16-byte aligned, lds and src_batch_stride multiples of 8; n_head ≤ 32 (kNotSupported beyond, here and
 // in kv_append_quantized), batch · rows < 2^31.
 Status kv_quantize(const __half* src /* [batch, rows, lds]: K in [0, d), V in [d, 2d) */, int64_t lds,
                    int64_t src_batch_stride, const KvView& cache, int64_t rows, int64_t batch, int64_t n_head,
