@@ -227,6 +227,21 @@ __device__ void merge_and_store(const DecoderParams& p, const float (*s_m)[MAXQ]
   if (threadIdx.x == 0) *counter = 0;  // ready for the next call
 }
 
+// Both kernels' start of the rounds: the first kPre rounds cleared and, when the call declared its K/V ready
+// (early), loaded before the wait for the previous kernel; then that wait (the plain variant waited at entry), and
+// the next kernel allowed to launch.
+template <int kPre, typename R, int N, typename Load, typename Clear>
+__device__ __forceinline__ void load_early_rounds(R (&pre)[N], bool early, int k_begin, int ready_end, int kRound,
+                                                  const Load& load, const Clear& clear) {
+#pragma unroll
+  for (int i = 0; i < kPre; ++i) {
+    clear(pre[i]);
+    if (early) load(k_begin + i * kRound, pre[i], k_begin, ready_end);
+  }
+  if (early) detail::wait_prior_kernels();
+  detail::allow_next_kernel();
+}
+
 // Both kernels' loop over the block's rounds of kRound keys: the first kPre rounds use what was loaded into `pre`
 // before the wait (early) and load the rest now; the others are loaded into `R` and used one at a time. The bounds are
 // uniform over the block, so every lane reaches the kernels' shuffles and warp-wide products.
@@ -304,13 +319,7 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_kernel(const Decod
     }
   };
   Round pre[kPre > 0 ? kPre : 1];
-#pragma unroll
-  for (int i = 0; i < kPre; ++i) {
-    clear(pre[i]);
-    if (early) load(k_begin + i * kRound, pre[i], k_begin, ready_end);
-  }
-  if (early) detail::wait_prior_kernels();
-  detail::allow_next_kernel();
+  load_early_rounds<kPre>(pre, early, k_begin, ready_end, kRound, load, clear);
 
   // Queries, pre-scaled so that scores come out in log2 units.
   float qv[MAXQ][8];
@@ -554,13 +563,7 @@ __global__ void __launch_bounds__(kThreads) decoder_attention_mma_kernel(const D
     }
   };
   Keys pre[kPre > 0 ? kPre : 1][kTiles];
-#pragma unroll
-  for (int i = 0; i < kPre; ++i) {
-    clear(pre[i]);
-    if (early) load(k_begin + i * kRound, pre[i], k_begin, ready_end);
-  }
-  if (early) detail::wait_prior_kernels();
-  detail::allow_next_kernel();
+  load_early_rounds<kPre>(pre, early, k_begin, ready_end, kRound, load, clear);
 
   // Query g's dims in K's order: the B operand of Sᵀ = K·Qᵀ, k-step s in words 2s and 2s + 1.
   uint32_t qw[8] = {};

@@ -72,7 +72,6 @@ __global__ void kv_quantize_kernel(const QuantizeParams p) {
   detail::wait_prior_kernels();
   detail::allow_next_kernel();
   const int t = static_cast<int>(threadIdx.x), lane = t % kLanes, unit = t / kLanes;
-  const int kv = unit / p.n_head, h = unit % p.n_head;
   const int64_t col = static_cast<int64_t>(unit) * kHeadDim + lane * 8;
   const unsigned group_mask = 0xFFu << (t % detail::kWarp / kLanes * kLanes);
   const int s0 = static_cast<int>(blockIdx.x) * kRowsPerBlock;
@@ -102,7 +101,7 @@ __global__ void kv_quantize_kernel(const QuantizeParams p) {
 #pragma unroll
       for (int o = 1; o < kLanes; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(group_mask, amax, o));
       scale = amax / 127.0f;
-      if (lane == 0) p.scales[cb * p.scale_batch_stride + dst_row * p.scale_ld + kv * p.n_head + h] = scale;
+      if (lane == 0) p.scales[cb * p.scale_batch_stride + dst_row * p.scale_ld + unit] = scale;
     }
     store8<T>(p.cache + (cb * p.cache_batch_stride + dst_row * p.ldc + col) * kv_element_bytes(T), x[i], scale);
   }
